@@ -1,0 +1,144 @@
+"""Offline image-quality metrics: FID, Inception Score and class coverage.
+
+Standard FID/IS use an ImageNet Inception network whose weights cannot be fetched offline, and which
+knows nothing of digits anyway. Here the feature network is a small CNN classifier trained on the
+ingested data: FID is the Frechet distance between its penultimate features, IS uses its softmax.
+The numbers are comparable between runs that share the classifier (same dataset fingerprint, same
+classifier config), not with published Inception-based figures.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FEATURE_DIM = 128
+
+
+class Classifier(nn.Module):
+    """Two conv blocks and a 128-d feature layer; `features` feeds FID, `forward` gives logits for IS."""
+
+    def __init__(self, image_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        c, h, w = image_shape
+        self.body = nn.Sequential(
+            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # [32, H/2, W/2]
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # [64, H/4, W/4]
+            nn.Flatten(),
+            nn.Linear(64 * (h // 4) * (w // 4), FEATURE_DIM), nn.ReLU(),
+        )
+        self.head = nn.Linear(FEATURE_DIM, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] in [0, 1] -> [N, 128]
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # -> logits [N, K]
+        return self.head(self.features(x))
+
+
+def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [N, C, H, W] or floats in [0, 1] -> float tensor in [0, 1]."""
+    images = torch.as_tensor(images)
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, epochs: int, seed: int, batch_size: int = 128) -> Classifier:
+    """Fit the feature classifier with Adam on the training split."""
+    torch.manual_seed(seed)
+    model = Classifier(tuple(images.shape[1:]), num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = to_float(images), torch.as_tensor(labels)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def embed(model: Classifier, images: np.ndarray | torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N, 128] float64, class probabilities [N, K] float64)."""
+    model.eval()
+    feats, probs = [], []
+    for chunk in to_float(images).split(batch_size):
+        f = model.features(chunk)
+        feats.append(f.double())
+        probs.append(F.softmax(model.head(f), dim=1).double())
+    return torch.cat(feats).numpy(), torch.cat(probs).numpy()
+
+
+def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
+    _, probs = embed(model, images)
+    return float((probs.argmax(1) == labels).mean())
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two feature sets [N, D]."""
+    mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
+    cov_a, cov_b = np.cov(feats_a, rowvar=False), np.cov(feats_b, rowvar=False)
+    covmean, _ = scipy.linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(covmean).all():  # singular product: nudge both diagonals, as pytorch-fid does
+        eps = 1e-6 * np.eye(len(cov_a))
+        covmean = scipy.linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
+
+
+def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))), mean and std over `splits` chunks. 1 = useless, K = perfect."""
+    scores = []
+    for chunk in np.array_split(probs, splits):
+        marginal = chunk.mean(0, keepdims=True)
+        kl = (chunk * (np.log(chunk + 1e-12) - np.log(marginal + 1e-12))).sum(1)
+        scores.append(float(np.exp(kl.mean())))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def class_histogram(probs: np.ndarray) -> np.ndarray:
+    """Share of images assigned (argmax) to each class."""
+    return np.bincount(probs.argmax(1), minlength=probs.shape[1]) / len(probs)
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> float:
+    """KL(p || q) between two histograms, smoothed so an empty class gives a large finite value."""
+    p, q = (p + eps) / (p + eps).sum(), (q + eps) / (q + eps).sum()
+    return float((p * np.log(p / q)).sum())
+
+
+@dataclass(frozen=True)
+class Scores:
+    fid: float
+    inception_score: float
+    inception_score_std: float
+    classes_covered: int
+    class_kl: float
+    class_histogram: list[float]
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{k}": v for k, v in self.__dict__.items() if k != "class_histogram"}
+
+
+def score(
+    model: Classifier, candidate: np.ndarray | torch.Tensor, reference_feats: np.ndarray, reference_hist: np.ndarray, min_fraction: float
+) -> Scores:
+    """Every metric of one image set against the reference (training) features and class histogram."""
+    feats, probs = embed(model, candidate)
+    hist = class_histogram(probs)
+    is_mean, is_std = inception_score(probs)
+    return Scores(
+        fid=frechet_distance(feats, reference_feats),
+        inception_score=is_mean,
+        inception_score_std=is_std,
+        classes_covered=int((hist >= min_fraction).sum()),
+        class_kl=kl_divergence(hist, reference_hist),
+        class_histogram=[round(float(h), 4) for h in hist],
+    )

@@ -1,0 +1,185 @@
+"""`gan-pipeline`: the whole flow, or one stage at a time with the same task code."""
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+import yaml
+
+from pipelines.config import ConfigError, PipelineConfig, load_config
+from pipelines.runtime import Workspace, configure_environment
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file overriding the defaults")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override one value: section.key=value (repeatable)")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and exit")]
+
+
+class UsageError(Exception):
+    """Bad input found before any work started."""
+
+
+def _prepare(config: Path | None, overrides: list[str] | None, dry_run: bool) -> PipelineConfig:
+    cfg = load_config(config, overrides or [])
+    if dry_run:
+        typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
+        raise typer.Exit(0)
+    configure_environment(Workspace.of(cfg.runtime.workdir))  # before Prefect is imported
+    return cfg
+
+
+def _preflight(cfg: PipelineConfig) -> None:
+    """Check the source and the config against it before starting any service."""
+    from pipelines.ingest import preflight  # noqa: PLC0415
+
+    preflight(cfg)
+
+
+@app.command()
+def run(config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False) -> None:  # noqa: A002
+    """Run the whole pipeline: ingest -> train (Ray Train) -> evaluate -> register (MLflow)."""
+    cli_started = time.time()
+    cfg = _prepare(config, set, dry_run)
+    _preflight(cfg)
+    from pipelines.flow import gan_pipeline  # noqa: PLC0415
+
+    summary = gan_pipeline(cfg.model_dump(mode="json"))
+    summary["overhead"] = _overhead(summary, cli_started)
+    runs = Workspace.of(cfg.runtime.workdir).root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{summary['flow_run_id']}.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(summary, runs / f"{summary['flow_run_id']}.json")
+
+
+def _overhead(summary: dict, cli_started: float) -> dict:
+    """The fixed costs every user waits for, as far as this run paid them (cached stages pay none)."""
+    trained = summary["train"] if summary["stages"]["train"]["status"] == "ran" else {}
+    return {
+        "prefect_flow_start_seconds": round(summary["flow_started_unix"] - cli_started, 2),
+        "ray_start_seconds": trained.get("ray_start_seconds"),
+        "to_first_step_seconds": trained.get("to_first_step_seconds"),
+        "model_logging_seconds": summary["registered"].get("model_logging_seconds"),
+    }
+
+
+def _print_summary(summary: dict, path: Path) -> None:
+    report = json.loads(Path(summary["report"]).read_text())
+    model, floor = report["model"], report["real_vs_real"]
+    lines = ["", "stage       status   seconds"]
+    lines += [f"{name:<11} {s['status']:<8} {s['seconds']:>7.1f}" for name, s in summary["stages"].items()]
+    lines += [
+        "",
+        f"FID {model['fid']:.2f} (real-vs-real floor {floor['fid']:.2f}); IS {model['inception_score']:.2f} "
+        f"(floor {floor['inception_score']:.2f}); classes {model['classes_covered']} (floor {floor['classes_covered']}); "
+        f"class KL {model['class_kl']:.3f}; classifier accuracy {report['classifier_test_accuracy']:.3f}",
+        f"registered {summary['registered']['model_name']} v{summary['registered']['version']}"
+        f" (champion: {'yes' if summary['registered']['champion'] else 'no'}, {summary['registered']['reason']})",
+        f"samples: {Path(summary['report']).parent / 'samples.png'}",
+        f"summary: {path}",
+    ]
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+def ingest(config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False) -> None:  # noqa: A002
+    """Stage 1: source -> Parquet dataset. Prints the dataset folder."""
+    cfg = _prepare(config, set, dry_run)
+    _preflight(cfg)
+    from pipelines.ingest import ingest_task  # noqa: PLC0415
+
+    typer.echo(ingest_task(cfg))
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Option(help="dataset folder printed by `ingest`")],
+    config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+) -> None:
+    """Stage 2: dataset -> checkpoint on Ray Train. Prints the checkpoint folder."""
+    cfg = _prepare(config, set, dry_run)
+    from pipelines.train import train_task  # noqa: PLC0415
+
+    typer.echo(train_task(cfg, str(_existing(dataset, "--dataset")))["checkpoint"])
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Option(help="dataset folder printed by `ingest`")],
+    checkpoint: Annotated[Path, typer.Option(help="checkpoint folder printed by `train`")],
+    config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+) -> None:
+    """Stage 3: checkpoint -> evaluation report. Prints the report's path."""
+    cfg = _prepare(config, set, dry_run)
+    from pipelines.evaluate import evaluate_task  # noqa: PLC0415
+
+    typer.echo(evaluate_task(cfg, str(_existing(dataset, "--dataset")), str(_existing(checkpoint, "--checkpoint"))))
+
+
+@app.command()
+def register(
+    dataset: Annotated[Path, typer.Option(help="dataset folder printed by `ingest`")],
+    checkpoint: Annotated[Path, typer.Option(help="checkpoint folder printed by `train`")],
+    report: Annotated[Path, typer.Option(help="report.json printed by `evaluate`")],
+    config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+) -> None:
+    """Stage 4: log to MLflow, register a model version, move the aliases. Prints the version."""
+    cfg = _prepare(config, set, dry_run)
+    from pipelines.register import register_task  # noqa: PLC0415
+
+    paths = [str(_existing(p, flag)) for p, flag in ((dataset, "--dataset"), (checkpoint, "--checkpoint"), (report, "--report"))]
+    typer.echo(json.dumps(register_task(cfg, *paths, None)))
+
+
+@app.command()
+def sample(
+    model: Annotated[str, typer.Option(help="MLflow model URI")] = "models:/mnist-gan@champion",
+    n: Annotated[int, typer.Option("-n", min=1, max=4096, help="number of images")] = 64,
+    out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("grid.png"),
+    seed: Annotated[int, typer.Option(min=0, help="seed of the latents")] = 0,
+    config: ConfigOption = None, set: SetOption = None,  # noqa: A002
+) -> None:
+    """Load a registered generator in this process and write a grid of its samples."""
+    cfg = _prepare(config, set, False)
+    from pipelines.register import sample_grid  # noqa: PLC0415
+
+    typer.echo(sample_grid(cfg, model, n, out, seed))
+
+
+def _existing(path: Path, flag: str) -> Path:
+    if not path.exists():
+        raise UsageError(f"{flag} {path}: no such file or folder")
+    return path.resolve()
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit non-zero, without a traceback."""
+    from gan.checkpoint import CheckpointError  # noqa: PLC0415
+    from gan.data import DataError  # noqa: PLC0415
+
+    try:
+        code = app(standalone_mode=False)  # returns the exit code of typer.Exit
+    except click.ClickException as err:  # bad command line: click's own message
+        err.show()
+        sys.exit(err.exit_code)
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        sys.exit(2)
+    except (UsageError, DataError, CheckpointError) as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:  # a stage failed after its retries: say which and why, once
+        typer.echo(f"error: the pipeline failed: {type(err).__name__}: {err}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Stage 3: score the EMA generator against the real data, beside the real-vs-real floor."""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from prefect import task
+
+from gan import checkpoint as ckpt
+from gan import data, metrics
+from gan.config import ModelConfig
+from gan.images import save_grid
+from gan.networks import build_generator
+from gan.training_loop import generate
+from pipelines.config import PipelineConfig, fingerprint
+from pipelines.runtime import Workspace, code_version
+from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
+
+REPORT = "report.json"
+
+
+def load_ema_generator(checkpoint_dir: str | Path) -> tuple[torch.nn.Module, ModelConfig, dict]:
+    """The EMA generator of a training checkpoint, in eval mode, its model config and the full state."""
+    state = ckpt.load(Path(checkpoint_dir))
+    model_cfg = ModelConfig.model_validate(ckpt.config_of(state)["model"])
+    G = build_generator(model_cfg, tuple(state["image_shape"]))
+    G.load_state_dict(state["G_ema"])
+    return G.eval(), model_cfg, state
+
+
+def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[metrics.Classifier, float]:
+    """Train the FID/IS feature classifier once per dataset fingerprint and classifier config; cache it."""
+    key = fingerprint(manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, code_version())
+    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}.pt"
+    image_shape, num_classes = tuple(manifest["image_shape"]), manifest["num_classes"]
+    model = metrics.Classifier(image_shape, num_classes)
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(blob["state"])
+        return model.eval(), float(blob["accuracy"])
+    print(f"[evaluate] training the feature classifier ({cfg.eval.classifier_epochs} epochs)")
+    images, labels = data.load_split(dataset_dir, "train")
+    model = metrics.train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed)
+    accuracy = metrics.accuracy(model, *data.load_split(dataset_dir, "heldout"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": model.state_dict(), "accuracy": accuracy}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return model, accuracy
+
+
+def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
+    """Write report.json and sample grids for a checkpoint; return the report's path."""
+    maybe_fail("evaluate")
+    dataset_dir, workspace = Path(dataset_dir), Workspace.of(cfg.runtime.workdir)
+    out = workspace.evaluations / fingerprint(str(checkpoint_dir), cfg.eval, code_version())
+    if (out / REPORT).is_file():
+        print(f"[evaluate] report already complete: {out / REPORT}")
+        return str(out / REPORT)
+    started = time.time()
+    manifest = data.read_manifest(dataset_dir)
+    classifier, accuracy = feature_classifier(cfg, dataset_dir, manifest)
+
+    # Reference: features and class histogram of the training images (what the GAN learnt from).
+    train_images, _ = data.load_split(dataset_dir, "train")
+    heldout_images, _ = data.load_split(dataset_dir, "heldout")
+    reference_feats, reference_probs = metrics.embed(classifier, train_images)
+    reference_hist = metrics.class_histogram(reference_probs)
+
+    # Same number of images on both sides, so the model's FID and the floor share the small-sample bias.
+    n = min(cfg.eval.num_samples, len(heldout_images))
+    G, model_cfg, state = load_ema_generator(checkpoint_dir)
+    z = torch.randn(n, model_cfg.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed))
+    fake = generate(G, z)  # [n, C, H, W] in [0, 1]
+    model_scores = metrics.score(classifier, fake, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
+    floor_scores = metrics.score(classifier, heldout_images[:n], reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
+
+    report = {
+        "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
+        "num_images": n, "dataset_fingerprint": manifest["fingerprint"],
+        "classifier_test_accuracy": accuracy,
+        "model": model_scores.__dict__, "real_vs_real": floor_scores.__dict__,
+        "reference_class_histogram": [round(float(h), 4) for h in reference_hist],
+        "seconds": round(time.time() - started, 2),
+    }
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_grid(fake[:64], tmp / "samples.png")
+    save_grid(heldout_images[:64], tmp / "real.png")
+    (tmp / REPORT).write_text(json.dumps(report, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.rename(tmp, out)
+    print(
+        f"[evaluate] FID {model_scores.fid:.2f} (real-vs-real floor {floor_scores.fid:.2f}), "
+        f"IS {model_scores.inception_score:.2f} (floor {floor_scores.inception_score:.2f}), "
+        f"classes {model_scores.classes_covered}/{manifest['num_classes']}, class KL {model_scores.class_kl:.3f}, "
+        f"classifier accuracy {accuracy:.3f}"
+    )
+    return str(out / REPORT)
+
+
+def _key(context, parameters: dict) -> str:  # noqa: ANN001
+    cfg: PipelineConfig = parameters["cfg"]
+    return cache_key("evaluate", parameters["checkpoint_dir"], fingerprint(cfg.eval), cfg.runtime.workdir, code_version())
+
+
+@task(name="evaluate", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
+      cache_key_fn=_key, persist_result=True, result_serializer="json")
+def evaluate_task(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
+    """Checkpoint -> evaluation report (cached on the checkpoint and the eval config)."""
+    return evaluate(cfg, dataset_dir, checkpoint_dir)

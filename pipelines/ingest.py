@@ -1,0 +1,62 @@
+"""Stage 1: read the configured source and publish it as a Parquet dataset with a manifest."""
+
+from pathlib import Path
+
+from prefect import task
+
+from gan import data
+from gan.networks import check_image_shape
+from pipelines.config import PipelineConfig, fingerprint
+from pipelines.runtime import Workspace, code_version
+from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
+
+
+def dataset_dir(cfg: PipelineConfig, checksum: str) -> Path:
+    """The dataset's folder is named by what determines its content: source bytes and split settings."""
+    key = fingerprint(checksum, cfg.data.holdout_fraction, cfg.data.split_seed, data.FORMAT_VERSION)
+    return Workspace.of(cfg.runtime.workdir).datasets / key
+
+
+def ingest(cfg: PipelineConfig) -> str:
+    """Write (or find already written) the dataset for `cfg.data`; return its folder."""
+    maybe_fail("ingest")
+    checksum = data.source_checksum(cfg.data.source)
+    out = dataset_dir(cfg, checksum)
+    if data.is_complete(out):
+        print(f"[ingest] dataset already complete: {out}")
+        return str(out)
+    data.remove_stale_temporaries(out.parent)
+    print(f"[ingest] reading {cfg.data.source}")
+    source = data.load_source(cfg.data.source)
+    manifest = data.write_dataset(source, out, cfg.data.holdout_fraction, cfg.data.split_seed, checksum)
+    print(f"[ingest] wrote {manifest['rows']} rows of {manifest['image_shape']} to {out}")
+    return str(out)
+
+
+def preflight(cfg: PipelineConfig) -> None:
+    """Fail fast on bad input before any service starts: unreadable source, a model that cannot fit it."""
+    image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction)
+    check_image_shape(cfg.model, image_shape)
+    check_batch_fits(cfg, train_rows)
+
+
+def check_batch_fits(cfg: PipelineConfig, train_rows: int) -> None:
+    """Every worker must get at least one full batch per epoch."""
+    per_worker = train_rows // cfg.ray.num_workers
+    if per_worker < cfg.train.batch_size:
+        raise data.DataError(
+            f"train.batch_size = {cfg.train.batch_size}: each of {cfg.ray.num_workers} workers holds only {per_worker} "
+            "training images; lower train.batch_size or ray.num_workers"
+        )
+
+
+def _key(context, parameters: dict) -> str:  # noqa: ANN001 - Prefect's callback signature
+    cfg: PipelineConfig = parameters["cfg"]
+    return cache_key("ingest", data.source_checksum(cfg.data.source), fingerprint(cfg.data), cfg.runtime.workdir, code_version())
+
+
+@task(name="ingest", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
+      cache_key_fn=_key, persist_result=True, result_serializer="json")
+def ingest_task(cfg: PipelineConfig) -> str:
+    """Source -> Parquet dataset folder (cached on the source checksum and ingest config)."""
+    return ingest(cfg)

@@ -1,0 +1,170 @@
+"""Stage 4: log the run to MLflow, register the EMA generator, and promote it if it beats the champion."""
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from prefect import task
+
+from gan import checkpoint as ckpt
+from gan import data
+from pipelines.config import PipelineConfig, fingerprint
+from pipelines.evaluate import load_ema_generator
+from pipelines.runtime import GAN_DIR, Workspace, code_version, tracking_uri
+from pipelines.stages import maybe_fail, retry_unless_user_error
+
+MODEL_CODE = Path(__file__).with_name("generator_model.py")
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def connect(cfg: PipelineConfig) -> "mlflow.MlflowClient":  # noqa: F821
+    """Point MLflow at the configured store; a local store keeps its artifacts in the workspace too."""
+    import mlflow  # noqa: PLC0415
+
+    workspace = Workspace.of(cfg.runtime.workdir)
+    uri = tracking_uri(workspace)
+    if uri.startswith("sqlite:///") and uri == f"sqlite:///{workspace.mlflow_db}":
+        workspace.root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient()
+
+
+def _experiment_id(client, cfg: PipelineConfig) -> str:  # noqa: ANN001
+    experiment = client.get_experiment_by_name(cfg.registry.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    local = tracking_uri(Workspace.of(cfg.runtime.workdir)).startswith("sqlite:///")
+    location = Workspace.of(cfg.runtime.workdir).mlflow_artifacts.as_uri() if local else None
+    return client.create_experiment(cfg.registry.experiment, artifact_location=location)
+
+
+def _flatten(config: dict) -> dict[str, str]:
+    return {f"{section}.{key}": str(value) for section, values in config.items() for key, value in values.items()}
+
+
+def _log_history(client, run_id: str, history: list[dict]) -> None:  # noqa: ANN001
+    from mlflow.entities import Metric  # noqa: PLC0415
+
+    now = int(time.time() * 1000)
+    rows = [Metric(k, float(v), now, int(h["step"])) for h in history for k, v in h.items() if k != "step"]
+    for start in range(0, len(rows), 1000):
+        client.log_batch(run_id, metrics=rows[start : start + 1000])
+
+
+def _existing_version(client, name: str, lineage_key: str):  # noqa: ANN001, ANN202
+    """The version already registered for this exact checkpoint and evaluation, if any (re-runs stay idempotent)."""
+    if not client.search_registered_models(f"name = '{name}'"):
+        return None
+    return next((v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("lineage_key") == lineage_key), None)
+
+
+def _promote(client, name: str, version: str, fid: float) -> tuple[bool, str]:  # noqa: ANN001
+    """challenger -> this version; champion -> this version only if its FID beats the champion's."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    if champion is not None and champion.version == version:
+        return True, "already champion"
+    champion_fid = float(champion.tags.get("fid", "inf")) if champion is not None else math.inf
+    if fid < champion_fid:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return True, "no champion yet" if champion is None else f"FID {fid:.2f} < champion v{champion.version}'s {champion_fid:.2f}"
+    return False, f"FID {fid:.2f} does not beat champion v{champion.version}'s {champion_fid:.2f}"
+
+
+def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_path: str, flow_run_id: str | None = None) -> dict:
+    """Log params, config, curves, samples, report and model; register a version; move aliases."""
+    maybe_fail("register")
+    import mlflow  # noqa: PLC0415
+    from mlflow.models import ModelSignature  # noqa: PLC0415
+    from mlflow.types import Schema, TensorSpec  # noqa: PLC0415
+
+    # 1. Read and check every input before touching the registry.
+    manifest = data.read_manifest(Path(dataset_dir))
+    report = json.loads(Path(report_path).read_text())
+    fid = float(report["model"]["fid"])
+    assert math.isfinite(fid), f"evaluation report {report_path} has a non-finite FID {fid}"
+    G, model_cfg, state = load_ema_generator(checkpoint_dir)
+    config_hash = fingerprint(cfg.model_dump(mode="json"))
+    lineage = {
+        "dataset_fingerprint": manifest["fingerprint"], "config_hash": config_hash, "code_version": code_version(),
+        "prefect_flow_run_id": flow_run_id or "none", "checkpoint": str(checkpoint_dir),
+        "lineage_key": fingerprint(str(checkpoint_dir), report_path),
+    }
+    client = connect(cfg)
+    name = cfg.registry.model_name
+    existing = _existing_version(client, name, lineage["lineage_key"])
+    if existing is not None:
+        promoted, why = _promote(client, name, existing.version, fid)
+        print(f"[register] already registered as {name} v{existing.version}; champion: {why}")
+        return {"model_name": name, "version": existing.version, "run_id": existing.run_id, "champion": promoted, "reason": why}
+
+    # 2. The MLflow run: what was trained, how it went, how it scored.
+    started = time.time()
+    with mlflow.start_run(experiment_id=_experiment_id(client, cfg), run_name=f"{model_cfg.arch}-{config_hash[:8]}") as run:
+        mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
+        mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
+        mlflow.set_tags({k: v for k, v in lineage.items()})
+        _log_history(client, run.info.run_id, ckpt.history_of(state))
+        if (Path(checkpoint_dir) / "samples").is_dir():
+            mlflow.log_artifacts(str(Path(checkpoint_dir) / "samples"), "samples")
+        mlflow.log_artifacts(str(Path(report_path).parent), "evaluation")
+        mlflow.log_metrics({f"eval_{k}": float(v) for k, v in report["model"].items() if k != "class_histogram"})
+        mlflow.log_metrics({f"floor_{k}": float(v) for k, v in report["real_vs_real"].items() if k != "class_histogram"})
+        mlflow.log_metric("classifier_test_accuracy", report["classifier_test_accuracy"])
+
+        # 3. The EMA generator as a pyfunc model from code: weights + config, no pickled classes.
+        logging_started = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "generator.pt"
+            blob = {"state": G.state_dict(), "model_json": model_cfg.model_dump_json(), "image_shape": list(state["image_shape"])}
+            torch.save(blob, weights)
+            signature = ModelSignature(
+                inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model_cfg.z_dim))]),
+                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *state["image_shape"]))]),
+            )
+            info = mlflow.pyfunc.log_model(
+                name="generator", python_model=str(MODEL_CODE), artifacts={"generator": str(weights)},
+                code_paths=[str(GAN_DIR)], signature=signature,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pydantic>=2", f"mlflow=={mlflow.__version__}"],
+            )
+    version = mlflow.register_model(info.model_uri, name, tags={**lineage, "fid": str(fid), "floor_fid": str(report["real_vs_real"]["fid"])})
+    logging_seconds = time.time() - logging_started
+    promoted, why = _promote(client, name, version.version, fid)
+    print(f"[register] {name} v{version.version} is challenger; champion: {why}")
+    return {
+        "model_name": name, "version": version.version, "run_id": run.info.run_id, "champion": promoted, "reason": why,
+        "model_logging_seconds": round(logging_seconds, 2), "seconds": round(time.time() - started, 2),
+    }
+
+
+@task(name="register", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
+def register_task(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_path: str, flow_run_id: str | None) -> dict:
+    """Evaluated checkpoint -> MLflow run + registered version (idempotent per checkpoint and report)."""
+    return register(cfg, dataset_dir, checkpoint_dir, report_path, flow_run_id)
+
+
+def sample_grid(cfg: PipelineConfig, model_uri: str, n: int, out: Path, seed: int) -> str:
+    """Load a registered generator by URI (e.g. models:/NAME@champion) and save n samples as a grid."""
+    import mlflow  # noqa: PLC0415
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    from gan.images import save_grid  # noqa: PLC0415
+
+    connect(cfg)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as err:
+        raise data.DataError(f"--model {model_uri}: cannot load it from {tracking_uri(Workspace.of(cfg.runtime.workdir))}: {err.message}") from None
+    z_dim = model.metadata.get_input_schema().inputs[0].shape[1]
+    z = np.random.default_rng(seed).standard_normal((n, z_dim)).astype(np.float32)
+    images = model.predict(z)  # [n, C, H, W] in [0, 1]
+    return str(save_grid(images, out))

@@ -1,0 +1,42 @@
+"""What every stage task shares: user errors that retrying cannot fix, cache keys, the test failure hook."""
+
+import hashlib
+import os
+
+from gan.checkpoint import CheckpointError
+from gan.data import DataError
+from pipelines.config import ConfigError
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError)
+FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by the test hook, to exercise retries, caching and resumption."""
+
+
+def retry_unless_user_error(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
+    """Prefect retry condition: a missing file or a bad value fails the same way every time."""
+    return not isinstance(state.data, USER_ERRORS)
+
+
+def cache_key(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def failure_hook() -> dict[str, int | None]:
+    """Parse the documented test hook, e.g. GAN_PIPELINE_FAIL_AT='train:1,evaluate'.
+
+    `stage` fails that stage every time it runs; `train:N` makes rank 0 crash right after it has
+    saved the checkpoint of epoch N, once (a resumed run starts past epoch N and does not crash again).
+    """
+    hooks: dict[str, int | None] = {}
+    for item in filter(None, (s.strip() for s in os.environ.get(FAIL_HOOK, "").split(","))):
+        stage, _, arg = item.partition(":")
+        hooks[stage] = int(arg) if arg else None
+    return hooks
+
+
+def maybe_fail(stage: str) -> None:
+    if stage in failure_hook() and failure_hook()[stage] is None:
+        raise InjectedFailure(f"{stage}: failure injected by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r}")
