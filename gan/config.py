@@ -43,6 +43,10 @@ class TrainConfig(Section):
     log_every_steps: int = Field(25, ge=1, description="steps between logged loss values")
     sample_every_steps: int = Field(250, ge=1, description="steps between sample grids of the fixed latents")
     num_sample_images: int = Field(64, ge=1, le=1024, description="images in each sample grid")
+    cache_shard: bool = Field(
+        True, description="keep each worker's data shard in memory after one streamed pass; re-streaming "
+        "costs seconds per epoch on small machines; turn off for shards that do not fit in memory",
+    )
     checkpoint_every_epochs: int = Field(1, ge=1, description="epochs between checkpoints")
 
 

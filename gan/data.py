@@ -295,8 +295,8 @@ def read_manifest(dataset_dir: Path) -> dict:
 
 
 def decode_images(column: list[bytes] | np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
-    """Raw image bytes (one per row) -> uint8 array [N, C, H, W]."""
-    return np.frombuffer(b"".join(column), dtype=np.uint8).reshape(-1, *image_shape)
+    """Raw image bytes (one per row) -> writable uint8 array [N, C, H, W]."""
+    return np.frombuffer(bytearray(b"".join(column)), dtype=np.uint8).reshape(-1, *image_shape)
 
 
 def load_split(dataset_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -95,7 +95,8 @@ def _describe(err: ValidationError, raw: dict, origin: str, overrides: list[str]
         what = f"unknown key; allowed here: {', '.join(allowed)}"
     else:
         what = first["msg"]
-    source = "--set" if any(o.split("=", 1)[0].strip() == key for o in overrides) else origin
+    given = [o.split("=", 1)[0].strip() for o in overrides]
+    source = "--set" if any(g == key or g.startswith(key + ".") for g in given) else origin
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"config error: {key} = {value!r} ({source}): {what}{more}"
 

@@ -60,6 +60,7 @@ def configure_environment(workspace: Workspace) -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LOG_PRINTS": "true",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         # Ray: no token file in the home folder for a local cluster; the controller polls workers every
         # 0.25 s instead of 2 s, which each ray.train.report otherwise waits for.
         "RAY_AUTH_MODE": "disabled",

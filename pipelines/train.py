@@ -6,6 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from prefect import task
 
@@ -14,6 +15,7 @@ from gan import data
 from gan.distributed import WorkerContext, rank_seed
 from gan.images import save_grid
 from gan.networks import check_image_shape
+from gan.training_loop import in_memory_batches
 from gan.training_loop import train as train_loop
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.ingest import check_batch_fits
@@ -78,14 +80,24 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     shard = ray.train.get_dataset_shard("train")
 
-    def epoch_batches(epoch: int):  # noqa: ANN202
+    def stream(epoch: int):  # noqa: ANN202 - batches [N, C, H, W] uint8 straight from Ray Data
         batches = shard.iter_batches(
             batch_size=cfg.train.batch_size, batch_format="numpy", drop_last=True,
             local_shuffle_buffer_size=4 * cfg.train.batch_size, local_shuffle_seed=rank_seed(cfg.train.seed, ctx.rank, epoch),
         )
         for batch in batches:
+            yield torch.from_numpy(data.decode_images(batch["image"], image_shape))
+
+    in_memory = None
+
+    def epoch_batches(epoch: int):  # noqa: ANN202
+        nonlocal in_memory
+        if cfg.train.cache_shard and in_memory is None:  # one streamed pass, then reshuffle in memory each epoch
+            images = [data.decode_images(b["image"], image_shape) for b in shard.iter_batches(batch_size=4096, batch_format="numpy")]
+            in_memory = in_memory_batches(np.concatenate(images), cfg.train.batch_size, cfg.train.seed, ctx.rank)
+        for batch in (in_memory or stream)(epoch):
             sink.first_batch_unix = sink.first_batch_unix or time.time()
-            yield torch.from_numpy(data.decode_images(batch["image"], image_shape))  # [N, C, H, W] uint8
+            yield batch
 
     try:
         train_loop(cfg.model, cfg.train, image_shape, epoch_batches, sink, ctx, resume, cfg.model_dump(mode="json"))

@@ -1,0 +1,129 @@
+"""Data: the IDX reader on good and corrupt files, the stratified split, the atomic Parquet dataset."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gan import data
+
+
+def make_idx_dir(directory: Path, count: int = 40, size: int = 8, gz: bool = True, prefix: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
+    labels = (np.arange(count) % 10).astype(np.uint8)
+    suffix = ".gz" if gz else ""
+    directory.mkdir(parents=True, exist_ok=True)
+    data.write_idx(directory / f"{prefix}-images-idx3-ubyte{suffix}", images)
+    data.write_idx(directory / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+    return images, labels
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_round_trip(tmp_path: Path, gz: bool) -> None:
+    images, labels = make_idx_dir(tmp_path, gz=gz)
+    source = data.load_source(str(tmp_path))
+    assert source.images.shape == (40, 1, 8, 8)
+    np.testing.assert_array_equal(source.images[:, 0], images)
+    np.testing.assert_array_equal(source.labels, labels)
+
+
+def test_idx_dir_concatenates_train_and_test_pairs(tmp_path: Path) -> None:
+    make_idx_dir(tmp_path, count=30, prefix="train")
+    make_idx_dir(tmp_path, count=10, prefix="t10k", gz=False)
+    assert len(data.load_source(str(tmp_path)).labels) == 40
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "expected"),
+    [
+        (lambda raw: b"PK\x03\x04" + raw[4:], "not an IDX file"),
+        (lambda raw: raw[:-5], r"declares shape \(40, 8, 8\) \(2560 bytes\) but the file holds 2555"),
+        (lambda raw: raw[:2] + b"\x0d" + raw[3:], "element type 0x0d is not supported"),
+        (lambda raw: raw[:6], "truncated IDX header"),
+    ],
+)
+def test_corrupt_idx_names_file_and_problem(tmp_path: Path, corrupt, expected: str) -> None:  # noqa: ANN001
+    make_idx_dir(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(corrupt(path.read_bytes()))
+    with pytest.raises(data.DataError, match=expected) as err:
+        data.load_source(str(tmp_path))
+    assert str(path) in str(err.value)
+
+
+def test_broken_gzip_and_missing_pieces(tmp_path: Path) -> None:
+    make_idx_dir(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03")[:-6])
+    with pytest.raises(data.DataError, match="cannot read"):
+        data.load_source(str(tmp_path))
+    (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(data.DataError, match="no matching labels file"):
+        data.load_source(str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.DataError, match="no '.*-images-idx3-ubyte"):
+        data.load_source(str(tmp_path / "empty"))
+    with pytest.raises(data.DataError, match="neither a bundled data set"):
+        data.load_source(str(tmp_path / "missing"))
+
+
+def test_label_count_mismatch(tmp_path: Path) -> None:
+    make_idx_dir(tmp_path, gz=False)
+    data.write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(39, np.uint8))
+    with pytest.raises(data.DataError, match="expected 40 labels"):
+        data.load_source(str(tmp_path))
+
+
+def test_stratified_split_holds_out_the_same_share_of_each_class() -> None:
+    labels = np.repeat(np.arange(10), 50)
+    heldout = data.stratified_split(labels, 0.2, seed=0)
+    assert heldout.sum() == 100
+    assert all(heldout[labels == k].sum() == 10 for k in range(10))
+    np.testing.assert_array_equal(heldout, data.stratified_split(labels, 0.2, seed=0))
+
+
+def test_dataset_write_read_and_manifest(tmp_path: Path) -> None:
+    make_idx_dir(tmp_path / "src", count=50)
+    source = data.load_source(str(tmp_path / "src"))
+    checksum = data.source_checksum(str(tmp_path / "src"))
+    manifest = data.write_dataset(source, tmp_path / "ds", 0.2, 0, checksum)
+    assert manifest["rows"] == {"train": 40, "heldout": 10}
+    assert manifest["image_shape"] == [1, 8, 8] and manifest["source_checksum"] == checksum
+    assert sum(manifest["class_counts"]["train"].values()) == 40
+    train_images, train_labels = data.load_split(tmp_path / "ds", "train")
+    heldout_images, _ = data.load_split(tmp_path / "ds", "heldout")
+    assert train_images.shape == (40, 1, 8, 8) and len(train_labels) == 40
+    # Every source image lands in exactly one split.
+    both = {img.tobytes() for img in np.concatenate([train_images, heldout_images])}
+    assert both == {img.tobytes() for img in source.images}
+
+
+def test_failed_write_leaves_nothing_that_looks_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_idx_dir(tmp_path / "src", count=50)
+    source = data.load_source(str(tmp_path / "src"))
+
+    def explode(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError("disk full")
+
+    monkeypatch.setattr(data.os, "rename", explode)
+    with pytest.raises(OSError, match="disk full"):
+        data.write_dataset(source, tmp_path / "out" / "ds", 0.2, 0, "x")
+    assert not (tmp_path / "out" / "ds").exists()
+    assert list((tmp_path / "out").iterdir()) == []  # the temporary folder was removed too
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    stale = tmp_path / ".tmp-ds-999999999-abcd1234"
+    stale.mkdir()
+    (stale / "train").mkdir()
+    data.remove_stale_temporaries(tmp_path)
+    assert not stale.exists()
+    assert not data.is_complete(stale)
+
+
+def test_bundled_mnist_is_real_and_balanced() -> None:
+    source = data.load_source("bundled-mnist")
+    assert source.images.shape == (5000, 1, 28, 28) and source.images.dtype == np.uint8
+    assert np.bincount(source.labels).tolist() == [500] * 10
+    assert data.peek_source("bundled-mnist", 0.2) == ((1, 28, 28), 4000)

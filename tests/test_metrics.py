@@ -1,0 +1,52 @@
+"""Metrics: FID of identical sets is ~0 and grows with a shift; IS bounds; coverage and KL."""
+
+import numpy as np
+import pytest
+import torch
+
+from gan import metrics
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_shift() -> None:
+    feats = np.random.default_rng(0).normal(size=(500, 16))
+    assert abs(metrics.frechet_distance(feats, feats)) < 1e-6
+    small = metrics.frechet_distance(feats, feats + 0.1)
+    large = metrics.frechet_distance(feats, feats + 1.0)
+    assert small == pytest.approx(16 * 0.01, rel=1e-3) and large == pytest.approx(16.0, rel=1e-3)
+
+
+def test_fid_matches_closed_form_for_scaled_gaussians() -> None:
+    """Same mean, covariances I and 4I in D dims: Tr(I + 4I - 2*2I) = D."""
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(20000, 4)), 2 * rng.normal(size=(20000, 4))
+    assert metrics.frechet_distance(a, b) == pytest.approx(4.0, rel=0.05)
+
+
+def test_inception_score_bounds() -> None:
+    confident_uniform = np.eye(10)[np.arange(1000) % 10]  # every class, each image certain
+    assert metrics.inception_score(confident_uniform)[0] == pytest.approx(10.0, rel=1e-4)
+    collapsed = np.tile(np.eye(10)[3], (1000, 1))  # mode collapse: one class only
+    assert metrics.inception_score(collapsed)[0] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_coverage_and_kl_detect_mode_collapse() -> None:
+    uniform = np.full(10, 0.1)
+    collapsed = metrics.class_histogram(np.tile(np.eye(10)[3], (100, 1)))
+    assert collapsed[3] == 1.0 and collapsed.sum() == 1.0
+    assert metrics.kl_divergence(uniform, uniform) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.kl_divergence(collapsed, uniform) == pytest.approx(np.log(10), rel=1e-3)
+
+
+def test_classifier_learns_and_scores_real_data_near_the_floor() -> None:
+    from gan.data import load_source
+
+    source = load_source("bundled-digits")  # 8x8 digits: tiny and fast
+    x, y = source.images, source.labels
+    model = metrics.train_classifier(x[:1400], y[:1400], 10, epochs=8, seed=0)
+    assert metrics.accuracy(model, x[1400:], y[1400:]) > 0.8
+    ref_feats, ref_probs = metrics.embed(model, x[:1000])
+    hist = metrics.class_histogram(ref_probs)
+    real = metrics.score(model, x[1000:1400], ref_feats, hist, 0.01)
+    noise = metrics.score(model, torch.rand(400, 1, 8, 8), ref_feats, hist, 0.01)
+    assert real.fid < noise.fid / 5
+    assert real.classes_covered == 10 and real.inception_score > noise.inception_score
