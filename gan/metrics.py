@@ -49,7 +49,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, e
     torch.manual_seed(seed)
     model = Classifier(tuple(images.shape[1:]), num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = to_float(images), torch.as_tensor(labels)
+    x, y = to_float(images), torch.as_tensor(np.array(labels, dtype=np.int64))
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
