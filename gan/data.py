@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "heldout")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows stored in shuffled order
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("index", pa.int64())])
 
 
@@ -221,10 +221,15 @@ def write_dataset(source: Source, out_dir: Path, holdout_fraction: float, seed: 
     tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         rows = {}
+        order = np.random.default_rng(seed).permutation(len(source.labels))
         for split, mask in zip(SPLITS, (~heldout, heldout)):
+            # Rows in seeded random order: sources often come sorted by class, and Ray Data hands each
+            # worker a contiguous block, so a sorted file would give each rank only some of the classes.
+            rows_of_split = order[mask[order]]
             (tmp / split).mkdir(parents=True)
-            rows[split] = int(mask.sum())
-            pq.write_table(_to_table(source.images[mask], source.labels[mask], np.flatnonzero(mask)), tmp / split / "part-00000.parquet")
+            rows[split] = len(rows_of_split)
+            table = _to_table(source.images[rows_of_split], source.labels[rows_of_split], rows_of_split)
+            pq.write_table(table, tmp / split / "part-00000.parquet")
         manifest = {
             "format_version": FORMAT_VERSION,
             "schema": {field.name: str(field.type) for field in SCHEMA},

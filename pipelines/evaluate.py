@@ -6,6 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from prefect import task
 
@@ -75,7 +76,8 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     z = torch.randn(n, model_cfg.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed))
     fake = generate(G, z)  # [n, C, H, W] in [0, 1]
     model_scores = metrics.score(classifier, fake, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
-    floor_scores = metrics.score(classifier, heldout_images[:n], reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
+    real = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
+    floor_scores = metrics.score(classifier, real, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
 
     report = {
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
@@ -88,7 +90,7 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     save_grid(fake[:64], tmp / "samples.png")
-    save_grid(heldout_images[:64], tmp / "real.png")
+    save_grid(real[:64], tmp / "real.png")
     (tmp / REPORT).write_text(json.dumps(report, indent=2))
     if out.exists():
         shutil.rmtree(out)
