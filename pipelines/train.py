@@ -1,109 +1,17 @@
-"""Stage 2: DDP GAN training on Ray Train. The thin adapter between Ray Train and `gan.training_loop`."""
+"""Stage 2: DDP GAN training with a Ray Train TorchTrainer (the per-worker side is in `ray_worker.py`)."""
 
-import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from prefect import task
 
-from gan import checkpoint as ckpt
 from gan import data
-from gan.distributed import WorkerContext, rank_seed
-from gan.images import save_grid
 from gan.networks import check_image_shape
-from gan.training_loop import in_memory_batches
-from gan.training_loop import train as train_loop
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.ingest import check_batch_fits
+from pipelines.ray_worker import train_loop_per_worker
 from pipelines.runtime import Workspace, code_version, ensure_ray
-from pipelines.stages import InjectedFailure, cache_key, failure_hook, retry_unless_user_error
-
-SAMPLES = "samples"
-
-
-class RayTrainSink:
-    """Rank 0's samples go to a staging folder; every epoch each rank reports, rank 0 with the checkpoint."""
-
-    def __init__(self, ctx: WorkerContext, staging: Path, fail_after_epoch: int | None, resumed_epoch: int):
-        self.ctx, self.staging = ctx, staging
-        self.fail_after_epoch, self.resumed_epoch = fail_after_epoch, resumed_epoch
-        self.first_batch_unix: float | None = None
-
-    def log(self, step: int, stats: dict[str, float]) -> None:
-        pass  # logged stats travel in the checkpoint's history; MLflow gets them at the register stage
-
-    def samples(self, step: int, images: torch.Tensor) -> None:
-        save_grid(images, self.staging / SAMPLES / f"step_{step:07d}.png")
-
-    def epoch_end(self, epoch: int, metrics: dict[str, float], state) -> None:  # noqa: ANN001
-        import ray.train  # noqa: PLC0415
-
-        metrics = {**metrics, "first_batch_unix": self.first_batch_unix or 0.0, "resumed_from_epoch": self.resumed_epoch}
-        if state is not None and self.ctx.is_main:
-            with tempfile.TemporaryDirectory() as tmp:
-                ckpt.save(state(), Path(tmp))
-                shutil.copytree(self.staging / SAMPLES, Path(tmp) / SAMPLES, dirs_exist_ok=True)
-                (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(metrics, checkpoint=None)  # every rank reports equally often, or the run hangs
-        if self.ctx.is_main and epoch == self.fail_after_epoch and self.resumed_epoch < epoch:
-            raise InjectedFailure(f"train: crash injected after the checkpoint of epoch {epoch}")
-
-
-def train_loop_per_worker(loop_config: dict) -> None:
-    """Runs on every Ray Train worker: build the context, stream the shard, resume, train."""
-    import ray.train  # noqa: PLC0415
-    import ray.train.torch  # noqa: PLC0415
-
-    cfg = PipelineConfig.model_validate(loop_config["config"])
-    image_shape = tuple(loop_config["image_shape"])
-    context = ray.train.get_context()
-    ctx = WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
-    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
-
-    staging = Path(tempfile.mkdtemp(prefix="gan-samples-"))
-    (staging / SAMPLES).mkdir()
-    resume, resumed_epoch = None, 0
-    checkpoint = ray.train.get_checkpoint()  # the latest one, after a worker restart or a re-run of the same name
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            resume = ckpt.load(Path(directory))
-            if (Path(directory) / SAMPLES).is_dir():
-                shutil.copytree(Path(directory) / SAMPLES, staging / SAMPLES, dirs_exist_ok=True)
-        resumed_epoch = int(resume["epoch"])
-    sink = RayTrainSink(ctx, staging, loop_config["fail_after_epoch"], resumed_epoch)
-
-    shard = ray.train.get_dataset_shard("train")
-
-    def stream(epoch: int):  # noqa: ANN202 - batches [N, C, H, W] uint8 straight from Ray Data
-        batches = shard.iter_batches(
-            batch_size=cfg.train.batch_size, batch_format="numpy", drop_last=True,
-            local_shuffle_buffer_size=4 * cfg.train.batch_size, local_shuffle_seed=rank_seed(cfg.train.seed, ctx.rank, epoch),
-        )
-        for batch in batches:
-            yield torch.from_numpy(data.decode_images(batch["image"], image_shape))
-
-    in_memory = None
-
-    def epoch_batches(epoch: int):  # noqa: ANN202
-        nonlocal in_memory
-        if cfg.train.cache_shard and in_memory is None:  # one streamed pass, then reshuffle in memory each epoch
-            images = [data.decode_images(b["image"], image_shape) for b in shard.iter_batches(batch_size=4096, batch_format="numpy")]
-            in_memory = in_memory_batches(np.concatenate(images), cfg.train.batch_size, cfg.train.seed, ctx.rank)
-        for batch in (in_memory or stream)(epoch):
-            sink.first_batch_unix = sink.first_batch_unix or time.time()
-            yield batch
-
-    try:
-        train_loop(cfg.model, cfg.train, image_shape, epoch_batches, sink, ctx, resume, cfg.model_dump(mode="json"))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
+from pipelines.stages import cache_key, failure_hook, retry_unless_user_error
 
 def run_name(cfg: PipelineConfig, manifest: dict) -> str:
     """Same data, same training config, same code: same run, so a re-run resumes its checkpoints."""
