@@ -32,8 +32,8 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(20, ge=1, le=100_000, description="passes over each worker's shard")
-    batch_size: int = Field(64, ge=2, le=65_536, description="images per worker per step")
+    epochs: int = Field(90, ge=1, le=100_000, description="passes over each worker's shard")
+    batch_size: int = Field(32, ge=2, le=65_536, description="images per worker per step (global batch = this x workers)")
     lr_g: float = Field(2e-4, gt=0, le=1, description="generator Adam learning rate")
     lr_d: float = Field(2e-4, gt=0, le=1, description="discriminator Adam learning rate")
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
@@ -47,7 +47,7 @@ class TrainConfig(Section):
         True, description="keep each worker's data shard in memory after one streamed pass; re-streaming "
         "costs seconds per epoch on small machines; turn off for shards that do not fit in memory",
     )
-    checkpoint_every_epochs: int = Field(1, ge=1, description="epochs between checkpoints")
+    checkpoint_every_epochs: int = Field(5, ge=1, description="epochs between checkpoints (the last epoch always saves one)")
 
 
 class EvalConfig(Section):

@@ -32,10 +32,14 @@ def load_ema_generator(checkpoint_dir: str | Path) -> tuple[torch.nn.Module, Mod
     return G.eval(), model_cfg, state
 
 
+def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
+    """Names the FID/IS feature classifier: scores are comparable only between equal keys."""
+    return fingerprint(manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, code_version())
+
+
 def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[metrics.Classifier, float]:
     """Train the FID/IS feature classifier once per dataset fingerprint and classifier config; cache it."""
-    key = fingerprint(manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, code_version())
-    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}.pt"
+    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{feature_extractor_key(cfg, manifest)}.pt"
     image_shape, num_classes = tuple(manifest["image_shape"]), manifest["num_classes"]
     model = metrics.Classifier(image_shape, num_classes)
     if path.is_file():
@@ -82,6 +86,7 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     report = {
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
         "num_images": n, "dataset_fingerprint": manifest["fingerprint"],
+        "feature_extractor": feature_extractor_key(cfg, manifest),
         "classifier_test_accuracy": accuracy,
         "model": model_scores.__dict__, "real_vs_real": floor_scores.__dict__,
         "reference_class_histogram": [round(float(h), 4) for h in reference_hist],

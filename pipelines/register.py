@@ -4,6 +4,7 @@ import json
 import math
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from prefect import task
 
 from gan import checkpoint as ckpt
 from gan import data
+from gan.config import ModelConfig
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.evaluate import load_ema_generator
 from pipelines.runtime import GAN_DIR, Workspace, code_version, tracking_uri
@@ -22,23 +24,28 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 def connect(cfg: PipelineConfig) -> "mlflow.MlflowClient":  # noqa: F821
-    """Point MLflow at the configured store; a local store keeps its artifacts in the workspace too."""
+    """Point MLflow at the configured store (creating the workspace for a local one)."""
     import mlflow  # noqa: PLC0415
 
     workspace = Workspace.of(cfg.runtime.workdir)
-    uri = tracking_uri(workspace)
-    if uri.startswith("sqlite:///") and uri == f"sqlite:///{workspace.mlflow_db}":
+    if _is_local(cfg):
         workspace.root.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(tracking_uri(workspace))
     return mlflow.MlflowClient()
 
 
+def _is_local(cfg: PipelineConfig) -> bool:
+    """True for the embedded SQLite store in the workspace (not a server named by MLFLOW_TRACKING_URI)."""
+    workspace = Workspace.of(cfg.runtime.workdir)
+    return tracking_uri(workspace) == f"sqlite:///{workspace.mlflow_db}"
+
+
 def _experiment_id(client, cfg: PipelineConfig) -> str:  # noqa: ANN001
+    """The experiment's id, creating it; a local store keeps its artifacts in the workspace too."""
     experiment = client.get_experiment_by_name(cfg.registry.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    local = tracking_uri(Workspace.of(cfg.runtime.workdir)).startswith("sqlite:///")
-    location = Workspace.of(cfg.runtime.workdir).mlflow_artifacts.as_uri() if local else None
+    location = Workspace.of(cfg.runtime.workdir).mlflow_artifacts.as_uri() if _is_local(cfg) else None
     return client.create_experiment(cfg.registry.experiment, artifact_location=location)
 
 
@@ -62,30 +69,76 @@ def _existing_version(client, name: str, lineage_key: str):  # noqa: ANN001, ANN
     return next((v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("lineage_key") == lineage_key), None)
 
 
-def _promote(client, name: str, version: str, fid: float) -> tuple[bool, str]:  # noqa: ANN001
-    """challenger -> this version; champion -> this version only if its FID beats the champion's."""
+def _promote(client, name: str, version, report: dict) -> tuple[bool, str]:  # noqa: ANN001
+    """challenger -> this version; champion -> this version if there is none, or if this FID is lower.
+
+    FIDs from different feature classifiers are different yardsticks: then the champion stays.
+    """
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
-    if champion is not None and champion.version == version:
+    fid = float(report["model"]["fid"])
+    if champion is not None and str(champion.version) == str(version.version):
         return True, "already champion"
-    champion_fid = float(champion.tags.get("fid", "inf")) if champion is not None else math.inf
+    if champion is None:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        return True, "no champion yet"
+    if champion.tags.get("feature_extractor") != report["feature_extractor"]:
+        return False, f"champion v{champion.version} was scored by another feature classifier; FIDs not comparable, move the alias by hand"
+    champion_fid = float(champion.tags["fid"])
     if fid < champion_fid:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        return True, "no champion yet" if champion is None else f"FID {fid:.2f} < champion v{champion.version}'s {champion_fid:.2f}"
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        return True, f"FID {fid:.2f} < champion v{champion.version}'s {champion_fid:.2f}"
     return False, f"FID {fid:.2f} does not beat champion v{champion.version}'s {champion_fid:.2f}"
+
+
+def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dict, checkpoint_dir: Path, report_path: Path, report: dict) -> None:  # noqa: ANN001, E501
+    """Params, resolved config, lineage tags, per-step losses, sample grids and the evaluation."""
+    import mlflow  # noqa: PLC0415
+
+    mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
+    mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
+    mlflow.set_tags(lineage)
+    _log_history(client, run_id, ckpt.history_of(state))
+    if (checkpoint_dir / "samples").is_dir():
+        mlflow.log_artifacts(str(checkpoint_dir / "samples"), "samples")
+    mlflow.log_artifacts(str(report_path.parent), "evaluation")
+    mlflow.log_metrics({f"eval_{k}": float(v) for k, v in report["model"].items() if k != "class_histogram"})
+    mlflow.log_metrics({f"floor_{k}": float(v) for k, v in report["real_vs_real"].items() if k != "class_histogram"})
+    mlflow.log_metric("classifier_test_accuracy", report["classifier_test_accuracy"])
+
+
+def _log_generator(G: torch.nn.Module, model_cfg: ModelConfig, image_shape: list[int]) -> str:
+    """The EMA generator as a pyfunc model from code: weights + config, no pickled classes. Returns its URI."""
+    import mlflow  # noqa: PLC0415
+    from mlflow.models import ModelSignature  # noqa: PLC0415
+    from mlflow.types import Schema, TensorSpec  # noqa: PLC0415
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model_cfg.z_dim))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]),
+    )
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pydantic>=2", f"mlflow=={mlflow.__version__}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "generator.pt"
+        torch.save({"state": G.state_dict(), "model_json": model_cfg.model_dump_json(), "image_shape": image_shape}, weights)
+        with warnings.catch_warnings():  # the explicit signature stands in for type hints and an input example
+            warnings.filterwarnings("ignore", message=".*(type hint|input example).*")
+            info = mlflow.pyfunc.log_model(
+                name="generator", python_model=str(MODEL_CODE), artifacts={"generator": str(weights)},
+                code_paths=[str(GAN_DIR)], signature=signature, pip_requirements=requirements,
+            )
+    return info.model_uri
 
 
 def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_path: str, flow_run_id: str | None = None) -> dict:
     """Log params, config, curves, samples, report and model; register a version; move aliases."""
     maybe_fail("register")
     import mlflow  # noqa: PLC0415
-    from mlflow.models import ModelSignature  # noqa: PLC0415
-    from mlflow.types import Schema, TensorSpec  # noqa: PLC0415
 
     # 1. Read and check every input before touching the registry.
     manifest = data.read_manifest(Path(dataset_dir))
@@ -103,42 +156,20 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     name = cfg.registry.model_name
     existing = _existing_version(client, name, lineage["lineage_key"])
     if existing is not None:
-        promoted, why = _promote(client, name, existing.version, fid)
+        promoted, why = _promote(client, name, existing, report)
         print(f"[register] already registered as {name} v{existing.version}; champion: {why}")
         return {"model_name": name, "version": existing.version, "run_id": existing.run_id, "champion": promoted, "reason": why}
 
-    # 2. The MLflow run: what was trained, how it went, how it scored.
+    # 2. The MLflow run: what was trained, how it went, how it scored; then the model itself.
     started = time.time()
     with mlflow.start_run(experiment_id=_experiment_id(client, cfg), run_name=f"{model_cfg.arch}-{config_hash[:8]}") as run:
-        mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
-        mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
-        mlflow.set_tags({k: v for k, v in lineage.items()})
-        _log_history(client, run.info.run_id, ckpt.history_of(state))
-        if (Path(checkpoint_dir) / "samples").is_dir():
-            mlflow.log_artifacts(str(Path(checkpoint_dir) / "samples"), "samples")
-        mlflow.log_artifacts(str(Path(report_path).parent), "evaluation")
-        mlflow.log_metrics({f"eval_{k}": float(v) for k, v in report["model"].items() if k != "class_histogram"})
-        mlflow.log_metrics({f"floor_{k}": float(v) for k, v in report["real_vs_real"].items() if k != "class_histogram"})
-        mlflow.log_metric("classifier_test_accuracy", report["classifier_test_accuracy"])
-
-        # 3. The EMA generator as a pyfunc model from code: weights + config, no pickled classes.
+        _log_run(client, run.info.run_id, cfg, lineage, state, Path(checkpoint_dir), Path(report_path), report)
         logging_started = time.time()
-        with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp) / "generator.pt"
-            blob = {"state": G.state_dict(), "model_json": model_cfg.model_dump_json(), "image_shape": list(state["image_shape"])}
-            torch.save(blob, weights)
-            signature = ModelSignature(
-                inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model_cfg.z_dim))]),
-                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *state["image_shape"]))]),
-            )
-            info = mlflow.pyfunc.log_model(
-                name="generator", python_model=str(MODEL_CODE), artifacts={"generator": str(weights)},
-                code_paths=[str(GAN_DIR)], signature=signature,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pydantic>=2", f"mlflow=={mlflow.__version__}"],
-            )
-    version = mlflow.register_model(info.model_uri, name, tags={**lineage, "fid": str(fid), "floor_fid": str(report["real_vs_real"]["fid"])})
+        model_uri = _log_generator(G, model_cfg, list(state["image_shape"]))
+    scores = {"fid": str(fid), "floor_fid": str(report["real_vs_real"]["fid"]), "feature_extractor": report["feature_extractor"]}
+    version = mlflow.register_model(model_uri, name, tags={**lineage, **scores})
     logging_seconds = time.time() - logging_started
-    promoted, why = _promote(client, name, version.version, fid)
+    promoted, why = _promote(client, name, version, report)
     print(f"[register] {name} v{version.version} is challenger; champion: {why}")
     return {
         "model_name": name, "version": version.version, "run_id": run.info.run_id, "champion": promoted, "reason": why,

@@ -13,6 +13,7 @@ from pipelines.ray_worker import train_loop_per_worker
 from pipelines.runtime import Workspace, code_version, ensure_ray
 from pipelines.stages import cache_key, failure_hook, retry_unless_user_error
 
+
 def run_name(cfg: PipelineConfig, manifest: dict) -> str:
     """Same data, same training config, same code: same run, so a re-run resumes its checkpoints."""
     return "train-" + fingerprint(manifest["fingerprint"], cfg.model, cfg.train, cfg.ray.num_workers, cfg.ray.use_gpu, code_version())

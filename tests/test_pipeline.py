@@ -157,3 +157,22 @@ def test_bad_input_fails_clearly_and_changes_nothing(runs: dict, tmp_path: Path)
     after = [(v.version, v.run_id) for v in registry(workdir).search_model_versions("name = 'smoke-gan'")]
     assert after == before
     assert registry(workdir).get_model_version_by_alias("smoke-gan", "champion").version == runs["second"]["registered"]["version"]
+
+
+def test_stage_commands_chain_by_path_and_reuse_the_flow_cache(runs: dict) -> None:
+    """`ingest | train | evaluate | register` run the flow's own tasks: same cache keys, same outputs."""
+    workdir, second = runs["workdir"], runs["second"]
+
+    def stage(*args: str) -> str:
+        done = cli(workdir, *args, "-c", SMOKE)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip().splitlines()[-1]
+
+    dataset = stage("ingest")
+    assert dataset == second["dataset"]
+    checkpoint = stage("train", "--dataset", dataset)
+    assert checkpoint == second["train"]["checkpoint"]
+    report = stage("evaluate", "--dataset", dataset, "--checkpoint", checkpoint)
+    assert report == second["report"]
+    registered = json.loads(stage("register", "--dataset", dataset, "--checkpoint", checkpoint, "--report", report))
+    assert registered["version"] == second["registered"]["version"]
