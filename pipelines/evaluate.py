@@ -13,7 +13,7 @@ from prefect import task
 from gan import checkpoint as ckpt
 from gan import data, metrics
 from gan.config import ModelConfig
-from gan.images import save_grid
+from gan.images import class_rows, save_curves, save_grid
 from gan.networks import build_generator
 from gan.training_loop import generate
 from pipelines.config import PipelineConfig, fingerprint
@@ -96,6 +96,11 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     save_grid(fake[:64], tmp / "samples.png")
     save_grid(real[:64], tmp / "real.png")
+    # One row per class, as the classifier assigns them: random picks, not the most confident ones.
+    assigned = metrics.embed(classifier, fake)[1].argmax(1)
+    save_grid(class_rows(fake, assigned, manifest["num_classes"], seed=cfg.eval.seed), tmp / "samples_by_class.png")
+    if ckpt.history_of(state):
+        save_curves(ckpt.history_of(state), tmp / "curves.png")
     (tmp / REPORT).write_text(json.dumps(report, indent=2))
     if out.exists():
         shutil.rmtree(out)

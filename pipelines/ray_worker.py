@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from gan import checkpoint as ckpt
 from gan import data
+from gan.config import TrainConfig
 from gan.distributed import WorkerContext, rank_seed
 from gan.images import save_grid
 from gan.training_loop import in_memory_batches
@@ -54,6 +56,32 @@ class RayTrainSink:
             raise InjectedFailure(f"train: crash injected after the checkpoint of epoch {epoch}")
 
 
+def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], rank: int) -> Callable[[int], Iterator[torch.Tensor]]:  # noqa: ANN001
+    """Batches [N, C, H, W] uint8 of this worker's Ray Data shard, for a given epoch.
+
+    With `cache_shard`, the shard is streamed once and then reshuffled in memory every epoch: re-running
+    the Ray Data pipeline costs seconds per epoch, more than a small data set's whole epoch of training.
+    """
+    in_memory = None
+
+    def stream(epoch: int) -> Iterator[torch.Tensor]:
+        batches = shard.iter_batches(
+            batch_size=train_cfg.batch_size, batch_format="numpy", drop_last=True,
+            local_shuffle_buffer_size=4 * train_cfg.batch_size, local_shuffle_seed=rank_seed(train_cfg.seed, rank, epoch),
+        )
+        for batch in batches:
+            yield torch.from_numpy(data.decode_images(batch["image"], image_shape))
+
+    def epoch_batches(epoch: int) -> Iterator[torch.Tensor]:
+        nonlocal in_memory
+        if train_cfg.cache_shard and in_memory is None:
+            images = [data.decode_images(b["image"], image_shape) for b in shard.iter_batches(batch_size=4096, batch_format="numpy")]
+            in_memory = in_memory_batches(np.concatenate(images), train_cfg.batch_size, train_cfg.seed, rank)
+        yield from (in_memory or stream)(epoch)
+
+    return epoch_batches
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     """Runs on every Ray Train worker: build the context, stream the shard, resume, train."""
     import ray.train  # noqa: PLC0415
@@ -77,24 +105,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         resumed_epoch = int(resume["epoch"])
     sink = RayTrainSink(ctx, staging, loop_config["fail_after_epoch"], resumed_epoch)
 
-    shard = ray.train.get_dataset_shard("train")
+    batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx.rank)
 
-    def stream(epoch: int):  # noqa: ANN202 - batches [N, C, H, W] uint8 straight from Ray Data
-        batches = shard.iter_batches(
-            batch_size=cfg.train.batch_size, batch_format="numpy", drop_last=True,
-            local_shuffle_buffer_size=4 * cfg.train.batch_size, local_shuffle_seed=rank_seed(cfg.train.seed, ctx.rank, epoch),
-        )
-        for batch in batches:
-            yield torch.from_numpy(data.decode_images(batch["image"], image_shape))
-
-    in_memory = None
-
-    def epoch_batches(epoch: int):  # noqa: ANN202
-        nonlocal in_memory
-        if cfg.train.cache_shard and in_memory is None:  # one streamed pass, then reshuffle in memory each epoch
-            images = [data.decode_images(b["image"], image_shape) for b in shard.iter_batches(batch_size=4096, batch_format="numpy")]
-            in_memory = in_memory_batches(np.concatenate(images), cfg.train.batch_size, cfg.train.seed, ctx.rank)
-        for batch in (in_memory or stream)(epoch):
+    def epoch_batches(epoch: int) -> Iterator[torch.Tensor]:
+        for batch in batches(epoch):
             sink.first_batch_unix = sink.first_batch_unix or time.time()
             yield batch
 

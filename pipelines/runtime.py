@@ -102,7 +102,10 @@ def ensure_ray() -> None:
         env = {key: os.environ.get(key, value) for key, value in RAY_WORKER_ENV.items()}
         ray.init(runtime_env={"py_modules": [str(GAN_DIR), str(Path(__file__).parent)], "env_vars": env}, log_to_driver=True)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+        # The dashboard also serves the state API, which Ray Train's controller polls: without it, every
+        # poll logs a warning.
+        context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
+        print(f"[ray] local cluster started; dashboard at http://{context.dashboard_url}")
 
 
 def tracking_uri(workspace: Workspace) -> str:

@@ -3,7 +3,8 @@
 Usage: .venv/bin/python tests/benchmarks/overhead.py [--repeat 2]
 
 Each repeat runs `gan-pipeline run -c conf/smoke.yaml` in a new empty folder (nothing cached), then
-reads the run summary: CLI start -> flow start (imports + Prefect's temporary server), Ray start,
+reads the run summary: imports (Prefect, Ray, torch, the stages), CLI -> flow start (Prefect's temporary
+server), Ray start,
 TorchTrainer.fit() -> first training batch (worker group, process group, first Ray Data pass),
 and MLflow model logging + registration. The smoke run's GAN work is ~2 s, so the rest is overhead.
 """
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("prefect_flow_start_seconds", "ray_start_seconds", "to_first_step_seconds", "model_logging_seconds")
+PARTS = ("imports_seconds", "prefect_flow_start_seconds", "ray_start_seconds", "to_first_step_seconds", "model_logging_seconds")
 
 
 def one_run() -> dict:
