@@ -100,7 +100,8 @@ def ensure_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         # A remote cluster needs the library shipped to its workers, and the settings passed on.
         env = {key: os.environ.get(key, value) for key, value in RAY_WORKER_ENV.items()}
-        ray.init(runtime_env={"py_modules": [str(GAN_DIR), str(Path(__file__).parent)], "env_vars": env}, log_to_driver=True)
+        ray.init(runtime_env={"py_modules": [str(GAN_DIR), str(Path(__file__).parent)], "env_vars": env})
+        print(f"[ray] connected to the cluster at {ray.get_runtime_context().gcs_address}")
     else:
         # The dashboard also serves the state API, which Ray Train's controller polls: without it, every
         # poll logs a warning.
