@@ -5,6 +5,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class ConfigError(ValueError):
+    """A user's config is wrong; the message names the key, the value and what is allowed."""
+
+
 class Section(BaseModel):
     """A config section: unknown keys are an error, values are checked on assignment too."""
 

@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from gan.config import ModelConfig
+from gan.config import ConfigError, ModelConfig
 
 
 class MLPGenerator(nn.Module):
@@ -89,7 +89,7 @@ class DCGANDiscriminator(nn.Module):
 def check_image_shape(cfg: ModelConfig, image_shape: tuple[int, ...]) -> None:
     """The DCGAN halves the image twice, so height and width must be multiples of 4."""
     if cfg.arch == "dcgan" and (image_shape[1] % 4 or image_shape[2] % 4):
-        raise ValueError(f"model.arch 'dcgan' needs image height and width divisible by 4, got {tuple(image_shape)}; use 'mlp'")
+        raise ConfigError(f"model.arch 'dcgan' needs image height and width divisible by 4, got {tuple(image_shape)}; use 'mlp'")
 
 
 def build_generator(cfg: ModelConfig, image_shape: tuple[int, ...]) -> nn.Module:

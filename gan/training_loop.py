@@ -8,6 +8,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -97,6 +98,42 @@ def in_memory_batches(images: np.ndarray, batch_size: int, seed: int, rank: int 
     return epoch_batches
 
 
+@dataclass
+class Models:
+    """Everything that learns: G, D, the EMA copy of G, and both optimizers."""
+
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+
+    def parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "opt_G": self.opt_G, "opt_D": self.opt_D}
+
+
+def build_models(model_cfg: ModelConfig, train_cfg: TrainConfig, image_shape: tuple[int, ...], device: torch.device) -> Models:
+    """Fresh networks and Adam optimizers. Seeded identically on every rank (DDP also broadcasts rank 0's)."""
+    torch.manual_seed(train_cfg.seed)
+    G = build_generator(model_cfg, image_shape).to(device)
+    D = build_discriminator(model_cfg, image_shape).to(device)
+    betas = (train_cfg.beta1, train_cfg.beta2)
+    return Models(
+        G, D, copy.deepcopy(G).eval().requires_grad_(False),
+        torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=betas),
+        torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=betas),
+    )
+
+
+def epoch_summary(epoch: int, step: int, sums: dict[str, torch.Tensor], steps: int, per_rank: list[float], seconds: float) -> dict[str, float]:
+    """Mean stats of one epoch, overall throughput and every rank's image count."""
+    return {
+        "epoch": epoch, "step": step, "images_per_sec": sum(per_rank) / max(seconds, 1e-9),
+        **{k: float(v) / steps for k, v in sums.items()},
+        **{f"images_rank{r}": n for r, n in enumerate(per_rank)},
+    }
+
+
 def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
@@ -109,39 +146,32 @@ def train(
 ) -> dict[str, float]:
     """Train G and D for `train_cfg.epochs` epochs, resuming from a checkpoint state if given."""
     device = ctx.device
-    # 1. Networks, EMA generator, optimizers. The same seed on every rank, and DDP broadcasts rank 0's
-    #    weights anyway, so every rank starts from identical models.
-    torch.manual_seed(train_cfg.seed)
-    G = build_generator(model_cfg, image_shape).to(device)
-    D = build_discriminator(model_cfg, image_shape).to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    betas = (train_cfg.beta1, train_cfg.beta2)
-    opt_G = torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=betas)
+    # 1. Models, then the resumed state if any.
+    m = build_models(model_cfg, train_cfg, image_shape, device)
     step, epoch, history = 0, 0, []
     if resume is not None:
         assert tuple(resume["image_shape"]) == tuple(image_shape), f"checkpoint image shape {resume['image_shape']} != data {image_shape}"
-        for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema"), (opt_G, "opt_G"), (opt_D, "opt_D")):
-            module.load_state_dict(resume[key])
+        for key, part in m.parts().items():
+            part.load_state_dict(resume[key])
         step, epoch, history = int(resume["step"]), int(resume["epoch"]), history_of(resume)
         torch.set_rng_state(resume["rng"]["torch"])
         if ctx.is_main:
             print(f"[train] resumed from epoch {epoch}, step {step}", flush=True)
 
-    # 2. DDP, in this one block; G and D stay plain modules underneath.
-    G_ddp, D_ddp = distributed.wrap(G, ctx), distributed.wrap(D, ctx)
+    # 2. DDP, in this one block; m.G and m.D stay the plain modules underneath.
+    G_ddp, D_ddp = distributed.wrap(m.G, ctx), distributed.wrap(m.D, ctx)
     z_fixed = fixed_latents(train_cfg.seed, train_cfg.num_sample_images, model_cfg.z_dim).to(device)
 
     def state() -> dict:
         return {
-            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+            **{key: part.state_dict() for key, part in m.parts().items()},
             "step": step, "epoch": epoch, "rng": {"torch": torch.get_rng_state(), "seed": train_cfg.seed},
             "config_json": json.dumps(config_snapshot or {"model": model_cfg.model_dump(), "train": train_cfg.model_dump()}),
             "image_shape": list(image_shape), "history_json": json.dumps(history),
         }
 
     # 3. Epochs. Latents come from a per-(rank, epoch) generator, so a resumed run redraws the same ones.
+    #    Stats stay tensors between log steps: no device sync per step.
     metrics: dict[str, float] = {}
     while epoch < train_cfg.epochs:
         gen = torch.Generator(device=device).manual_seed(distributed.rank_seed(train_cfg.seed, ctx.rank, epoch))
@@ -149,28 +179,21 @@ def train(
         sums, images_seen, steps_in_epoch, started = defaultdict(float), 0, 0, time.perf_counter()
         for batch in epoch_batches(epoch):
             real = batch.to(device, non_blocking=True).float().div_(255.0)  # [N, C, H, W] in [0, 1]
-            stats = train_step(G_ddp, D_ddp, G, D, opt_G, opt_D, real, model_cfg.z_dim, gen)
-            update_ema(G_ema, G, ema_beta(train_cfg.ema_decay, step))
-            step += 1
-            steps_in_epoch += 1
-            images_seen += len(real)
-            values = {k: float(v) for k, v in stats.items()}
-            for k, v in values.items():
-                sums[k] += v
+            stats = train_step(G_ddp, D_ddp, m.G, m.D, m.opt_G, m.opt_D, real, model_cfg.z_dim, gen)
+            update_ema(m.G_ema, m.G, ema_beta(train_cfg.ema_decay, step))
+            step, steps_in_epoch, images_seen = step + 1, steps_in_epoch + 1, images_seen + len(real)
+            for k, v in stats.items():
+                sums[k] = sums[k] + v
             if step % train_cfg.log_every_steps == 0 and ctx.is_main:
+                values = {k: float(v) for k, v in stats.items()}
                 history.append({"step": step, **values})
                 sink.log(step, values)
             if step % train_cfg.sample_every_steps == 0 and ctx.is_main:
-                sink.samples(step, generate(G_ema, z_fixed))
+                sink.samples(step, generate(m.G_ema, z_fixed))
         epoch += 1
-        seconds = time.perf_counter() - started
         per_rank = distributed.gather(images_seen, ctx)
         assert min(per_rank) > 0, f"a rank saw no data in epoch {epoch}: images per rank {per_rank} (batch larger than a shard?)"
-        metrics = {
-            "epoch": epoch, "step": step, "images_per_sec": sum(per_rank) / max(seconds, 1e-9),
-            **{k: v / steps_in_epoch for k, v in sums.items()},
-            **{f"images_rank{r}": n for r, n in enumerate(per_rank)},
-        }
+        metrics = epoch_summary(epoch, step, sums, steps_in_epoch, per_rank, time.perf_counter() - started)
         if ctx.is_main:
             print(
                 f"[train] epoch {epoch}/{train_cfg.epochs} step {step} loss_d {metrics['loss_d']:.3f} "
@@ -180,6 +203,6 @@ def train(
             )
         due = epoch % train_cfg.checkpoint_every_epochs == 0 or epoch == train_cfg.epochs
         if due and ctx.is_main:
-            sink.samples(step, generate(G_ema, z_fixed))
+            sink.samples(step, generate(m.G_ema, z_fixed))
         sink.epoch_end(epoch, metrics, state if due else None)
     return metrics

@@ -11,11 +11,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from gan.config import DataConfig, EvalConfig, ModelConfig, Section, TrainConfig
-
-
-class ConfigError(ValueError):
-    """A user's config is wrong; the message names the key, the value and what is allowed."""
+from gan.config import ConfigError, DataConfig, EvalConfig, ModelConfig, Section, TrainConfig
 
 
 class RayConfig(Section):

@@ -5,7 +5,7 @@ import os
 
 from gan.checkpoint import CheckpointError
 from gan.data import DataError
-from pipelines.config import ConfigError
+from gan.config import ConfigError
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError)
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"

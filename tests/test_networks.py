@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gan.config import ModelConfig
+from gan.config import ConfigError, ModelConfig
 from gan.networks import build_discriminator, build_generator
 
 
@@ -30,5 +30,5 @@ def test_mlp_matches_the_article() -> None:
 
 
 def test_dcgan_rejects_sizes_it_cannot_halve_twice() -> None:
-    with pytest.raises(ValueError, match="divisible by 4"):
+    with pytest.raises(ConfigError, match="divisible by 4"):
         build_generator(ModelConfig(arch="dcgan"), (1, 10, 10))

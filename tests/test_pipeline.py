@@ -1,15 +1,17 @@
 """End to end with the real Ray (2 CPU workers), Prefect (ephemeral server) and MLflow (SQLite), on conf/smoke.yaml.
 
-One working folder for the module, three runs of the CLI:
+One working folder for the module, four runs of the CLI:
 1. with injected failures: rank 0 crashes after epoch 1's checkpoint (the Prefect retry must resume
    from it) and evaluation always fails, so the flow fails;
 2. a plain re-run: ingest and train come from cache, evaluate and register run;
-3. another re-run: everything cached, and no second model version.
+3. another re-run: everything cached, and no second model version;
+4. after deleting the evaluation's folder: the stale cache entry is noticed and evaluation redone.
 """
 
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +56,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     after_second = summaries(workdir)
     third = cli(workdir, "run", "-c", SMOKE)
     assert third.returncode == 0, third.stderr[-3000:]
-    return {"workdir": workdir, "failed": failed, "second": after_second[-1], "third": summaries(workdir)[-1]}
+    after_third = summaries(workdir)
+    shutil.rmtree(Path(after_third[-1]["report"]).parent)  # a cached result whose files are gone
+    fourth = cli(workdir, "run", "-c", SMOKE)
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    return {"workdir": workdir, "failed": failed, "second": after_second[-1], "third": after_third[-1], "fourth": summaries(workdir)[-1]}
 
 
 def test_injected_failures_fail_the_flow_and_training_resumed_from_its_checkpoint(runs: dict) -> None:
@@ -117,6 +123,13 @@ def test_full_rerun_is_cached_and_registers_nothing_new(runs: dict) -> None:
     assert [stages[s]["status"] for s in ("ingest", "train", "evaluate")] == ["cached"] * 3
     assert runs["third"]["registered"]["version"] == runs["second"]["registered"]["version"]
     assert len(registry(runs["workdir"]).search_model_versions("name = 'smoke-gan'")) == 1
+
+
+def test_a_cached_result_whose_files_are_gone_is_recomputed(runs: dict) -> None:
+    stages = runs["fourth"]["stages"]
+    assert [stages[s]["status"] for s in ("ingest", "train", "evaluate")] == ["cached", "cached", "ran"]
+    assert Path(runs["fourth"]["report"]).is_file()
+    assert runs["fourth"]["registered"]["version"] == runs["second"]["registered"]["version"]
 
 
 def test_champion_loads_in_a_fresh_process_and_generates_images(runs: dict) -> None:
