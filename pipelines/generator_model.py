@@ -21,7 +21,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.G.load_state_dict(blob["state"])
         self.G.eval()
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:  # noqa: ANN001
         from gan.training_loop import generate  # noqa: PLC0415
 
         z = torch.as_tensor(np.asarray(model_input, dtype=np.float32))

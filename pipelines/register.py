@@ -126,8 +126,8 @@ def _log_generator(G: torch.nn.Module, model_cfg: ModelConfig, image_shape: list
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "generator.pt"
         torch.save({"state": G.state_dict(), "model_json": model_cfg.model_dump_json(), "image_shape": image_shape}, weights)
-        with warnings.catch_warnings():  # the explicit signature stands in for type hints and an input example
-            warnings.filterwarnings("ignore", message=".*(type hint|input example).*")
+        with warnings.catch_warnings():  # the explicit signature stands in for an input example
+            warnings.filterwarnings("ignore", message=".*input example.*")
             info = mlflow.pyfunc.log_model(
                 name="generator", python_model=str(MODEL_CODE), artifacts={"generator": str(weights)},
                 code_paths=[str(GAN_DIR)], signature=signature, pip_requirements=requirements,
