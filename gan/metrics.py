@@ -133,11 +133,8 @@ class Scores:
         return {f"{prefix}{k}": v for k, v in self.__dict__.items() if k != "class_histogram"}
 
 
-def score(
-    model: Classifier, candidate: np.ndarray | torch.Tensor, reference_feats: np.ndarray, reference_hist: np.ndarray, min_fraction: float
-) -> Scores:
-    """Every metric of one image set against the reference (training) features and class histogram."""
-    feats, probs = embed(model, candidate)
+def score(feats: np.ndarray, probs: np.ndarray, reference_feats: np.ndarray, reference_hist: np.ndarray, min_fraction: float) -> Scores:
+    """Every metric of one embedded image set (see `embed`) against the reference features and class histogram."""
     hist = class_histogram(probs)
     is_mean, is_std = inception_score(probs)
     return Scores(

@@ -56,6 +56,18 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
     return model, accuracy
 
 
+def write_pictures(
+    folder: Path, fake: torch.Tensor, real: np.ndarray, assigned: np.ndarray, num_classes: int, history: list[dict], seed: int
+) -> None:
+    """Sample grids of generated and real images, one row per assigned class, and the training curves."""
+    save_grid(fake[:64], folder / "samples.png")
+    save_grid(real[:64], folder / "real.png")
+    # One row per class, as the classifier assigns them: random picks, not the most confident ones.
+    save_grid(class_rows(fake, assigned, num_classes, seed=seed), folder / "samples_by_class.png")
+    if history:
+        save_curves(history, folder / "curves.png")
+
+
 def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     """Write report.json and sample grids for a checkpoint; return the report's path."""
     maybe_fail("evaluate")
@@ -79,9 +91,10 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     G, model_cfg, state = load_ema_generator(checkpoint_dir)
     z = torch.randn(n, model_cfg.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed))
     fake = generate(G, z)  # [n, C, H, W] in [0, 1]
-    model_scores = metrics.score(classifier, fake, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
     real = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
-    floor_scores = metrics.score(classifier, real, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
+    fake_feats, fake_probs = metrics.embed(classifier, fake)
+    model_scores = metrics.score(fake_feats, fake_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
+    floor_scores = metrics.score(*metrics.embed(classifier, real), reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
 
     report = {
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
@@ -94,17 +107,11 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     }
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_grid(fake[:64], tmp / "samples.png")
-    save_grid(real[:64], tmp / "real.png")
-    # One row per class, as the classifier assigns them: random picks, not the most confident ones.
-    assigned = metrics.embed(classifier, fake)[1].argmax(1)
-    save_grid(class_rows(fake, assigned, manifest["num_classes"], seed=cfg.eval.seed), tmp / "samples_by_class.png")
-    if ckpt.history_of(state):
-        save_curves(ckpt.history_of(state), tmp / "curves.png")
+    write_pictures(tmp, fake, real, fake_probs.argmax(1), manifest["num_classes"], ckpt.history_of(state), cfg.eval.seed)
     (tmp / REPORT).write_text(json.dumps(report, indent=2))
     if out.exists():
         shutil.rmtree(out)
-    os.rename(tmp, out)
+    os.rename(tmp, out)  # publish the report and its pictures together
     print(
         f"[evaluate] FID {model_scores.fid:.2f} (real-vs-real floor {floor_scores.fid:.2f}), "
         f"IS {model_scores.inception_score:.2f} (floor {floor_scores.inception_score:.2f}), "

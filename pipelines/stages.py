@@ -4,8 +4,8 @@ import hashlib
 import os
 
 from gan.checkpoint import CheckpointError
-from gan.data import DataError
 from gan.config import ConfigError
+from gan.data import DataError
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError)
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
@@ -38,5 +38,7 @@ def failure_hook() -> dict[str, int | None]:
 
 
 def maybe_fail(stage: str) -> None:
-    if stage in failure_hook() and failure_hook()[stage] is None:
+    """Raise InjectedFailure if the hook names this stage without an epoch."""
+    hooks = failure_hook()
+    if stage in hooks and hooks[stage] is None:
         raise InjectedFailure(f"{stage}: failure injected by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r}")

@@ -46,8 +46,8 @@ def test_classifier_learns_and_scores_real_data_near_the_floor() -> None:
     assert metrics.accuracy(model, x[1400:], y[1400:]) > 0.8
     ref_feats, ref_probs = metrics.embed(model, x[:1000])
     hist = metrics.class_histogram(ref_probs)
-    real = metrics.score(model, x[1000:1400], ref_feats, hist, 0.01)
-    noise = metrics.score(model, torch.rand(400, 1, 8, 8), ref_feats, hist, 0.01)
+    real = metrics.score(*metrics.embed(model, x[1000:1400]), ref_feats, hist, 0.01)
+    noise = metrics.score(*metrics.embed(model, torch.rand(400, 1, 8, 8)), ref_feats, hist, 0.01)
     assert real.fid < noise.fid / 5
     assert real.classes_covered == 10 and real.inception_score > noise.inception_score
 
