@@ -12,6 +12,8 @@ import os
 import shutil
 import struct
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,20 +215,48 @@ def fingerprint(images: np.ndarray, labels: np.ndarray, heldout: np.ndarray) -> 
     return digest.hexdigest()
 
 
-def write_dataset(source: Source, out_dir: Path, holdout_fraction: float, seed: int, checksum: str) -> dict:
-    """Split, write both splits to Parquet and the manifest, then publish the folder by one rename."""
+@contextmanager
+def written_aside(out_dir: Path) -> Iterator[Path]:
+    """Yield a hidden sibling folder to fill; publish it as `out_dir` by one rename, or remove it on failure.
+
+    Readers see `out_dir` either absent or complete. If another writer published first, theirs stays.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    heldout = stratified_split(source.labels, holdout_fraction, seed)
     tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
     try:
+        yield tmp
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if not out_dir.is_dir():
+                raise
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_temporaries(parent: Path) -> None:
+    """Delete folders that `written_aside` left behind in writers that are no longer running."""
+    for tmp in Path(parent).glob(".tmp-*"):
+        pid = tmp.name.rsplit("-", 2)[-2]
+        if not (pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid)))):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_dataset(source: Source, out_dir: Path, holdout_fraction: float, seed: int, checksum: str) -> dict:
+    """Split, write both splits to Parquet and the manifest, then publish the folder by one rename."""
+    heldout = stratified_split(source.labels, holdout_fraction, seed)
+    order = np.random.default_rng(seed).permutation(len(source.labels))
+    with written_aside(out_dir) as tmp:
         rows = {}
-        order = np.random.default_rng(seed).permutation(len(source.labels))
         for split, mask in zip(SPLITS, (~heldout, heldout)):
             # Rows in seeded random order: sources often come sorted by class, and Ray Data hands each
             # worker a contiguous block, so a sorted file would give each rank only some of the classes.
             rows_of_split = order[mask[order]]
-            (tmp / split).mkdir(parents=True)
+            (tmp / split).mkdir()
             rows[split] = len(rows_of_split)
             table = _to_table(source.images[rows_of_split], source.labels[rows_of_split], rows_of_split)
             pq.write_table(table, tmp / split / "part-00000.parquet")
@@ -244,24 +274,7 @@ def write_dataset(source: Source, out_dir: Path, holdout_fraction: float, seed: 
             "split_seed": seed,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        try:
-            os.rename(tmp, out_dir)  # atomic publish: the folder is either absent or complete
-        except OSError:
-            if not is_complete(out_dir):
-                raise
-            shutil.rmtree(tmp)  # another writer published the same content first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return read_manifest(out_dir)
-
-
-def remove_stale_temporaries(parent: Path) -> None:
-    """Delete half-written dataset folders left by writers that are no longer running."""
-    for tmp in Path(parent).glob(".tmp-*"):
-        pid = int(tmp.name.rsplit("-", 2)[-2]) if tmp.name.rsplit("-", 2)[-2].isdigit() else -1
-        if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

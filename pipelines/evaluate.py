@@ -1,7 +1,6 @@
 """Stage 3: score the EMA generator against the real data, beside the real-vs-real floor."""
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -105,13 +104,12 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
         "reference_class_histogram": [round(float(h), 4) for h in reference_hist],
         "seconds": round(time.time() - started, 2),
     }
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_pictures(tmp, fake, real, fake_probs.argmax(1), manifest["num_classes"], ckpt.history_of(state), cfg.eval.seed)
-    (tmp / REPORT).write_text(json.dumps(report, indent=2))
-    if out.exists():
+    data.remove_stale_temporaries(out.parent)
+    if out.exists():  # a folder without its report was not published by this code: replace it
         shutil.rmtree(out)
-    os.rename(tmp, out)  # publish the report and its pictures together
+    with data.written_aside(out) as tmp:  # the report and its pictures appear together
+        write_pictures(tmp, fake, real, fake_probs.argmax(1), manifest["num_classes"], ckpt.history_of(state), cfg.eval.seed)
+        (tmp / REPORT).write_text(json.dumps(report, indent=2))
     print(
         f"[evaluate] FID {model_scores.fid:.2f} (real-vs-real floor {floor_scores.fid:.2f}), "
         f"IS {model_scores.inception_score:.2f} (floor {floor_scores.inception_score:.2f}), "
