@@ -7,6 +7,7 @@ The folder appears under its final name only once complete (written aside, then 
 
 import gzip
 import hashlib
+import importlib.resources
 import json
 import os
 import shutil
@@ -102,9 +103,7 @@ def _bundled_mnist() -> Source:
 
 
 def _sklearn_digits_path() -> Path:
-    from sklearn.datasets import load_digits  # noqa: PLC0415 - heavy import, only for this source
-
-    return Path(load_digits.__code__.co_filename).parent / "data" / "digits.csv.gz"
+    return Path(str(importlib.resources.files("sklearn.datasets") / "data" / "digits.csv.gz"))
 
 
 def _bundled_digits() -> Source:

@@ -136,3 +136,10 @@ def test_dataset_rows_are_shuffled_so_shards_see_every_class(tmp_path: Path) -> 
     data.write_dataset(source, tmp_path / "ds", 0.2, 0, "x")
     _, labels = data.load_split(tmp_path / "ds", "train")
     assert len(set(labels[: len(labels) // 2].tolist())) == 10
+
+
+@pytest.mark.parametrize("name", sorted(data.BUNDLED))
+def test_bundled_sources_checksum_the_file_they_load(name: str) -> None:
+    assert data.BUNDLED[name].file().is_file()
+    assert len(data.source_checksum(name)) == 64
+    assert data.load_source(name).images.shape[1:] == data.BUNDLED[name].image_shape
