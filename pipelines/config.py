@@ -63,7 +63,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Pi
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_describe(err, raw, origin, overrides)) from None
+        raise ConfigError(_describe(err, origin, overrides)) from None
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -80,15 +80,14 @@ def _apply_override(raw: dict, item: str) -> None:
         section[parts[1]] = text
 
 
-def _describe(err: ValidationError, raw: dict, origin: str, overrides: list[str]) -> str:
+def _describe(err: ValidationError, origin: str, overrides: list[str]) -> str:
     """One line: the key, the value given, what is allowed, and where the value came from."""
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     value = first.get("input")
     if first["type"] == "extra_forbidden":
-        section = first["loc"][0] if len(first["loc"]) > 1 else None
-        allowed = sorted((PipelineConfig.model_fields[section].annotation.model_fields if section in PipelineConfig.model_fields else PipelineConfig.model_fields))
-        what = f"unknown key; allowed here: {', '.join(allowed)}"
+        model = PipelineConfig.model_fields[first["loc"][0]].annotation if len(first["loc"]) > 1 else PipelineConfig
+        what = f"unknown key; allowed here: {', '.join(sorted(model.model_fields))}"
     else:
         what = first["msg"]
     given = [o.split("=", 1)[0].strip() for o in overrides]
