@@ -5,9 +5,14 @@ from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 1
+from gan.config import ModelConfig
+from gan.latent import Latent
+from gan.networks import build_generator
+from gan.state import STATE_KEYS
+
+FORMAT_VERSION = 2  # 2: training state named by gan.state, class count, quick-FID snapshots
 STATE_FILE = "state.pt"
-REQUIRED = ("G", "D", "G_ema", "opt_G", "opt_D", "step", "epoch", "rng", "config_json", "image_shape", "history_json")
+REQUIRED = (*STATE_KEYS, "rng", "config_json", "image_shape", "num_classes")
 
 
 class CheckpointError(ValueError):
@@ -44,3 +49,17 @@ def config_of(state: dict) -> dict:
 def history_of(state: dict) -> list[dict]:
     """Logged training stats so far: [{'step': int, name: float, ...}, ...]."""
     return json.loads(state["history_json"])
+
+
+def snapshots_of(state: dict) -> list[dict]:
+    """Quick FIDs measured during training: [{'epoch', 'step', 'seconds', 'fid'}, ...]."""
+    return json.loads(state["snapshots_json"])
+
+
+def ema_generator(state: dict) -> tuple[torch.nn.Module, ModelConfig, Latent]:
+    """The EMA generator of a checkpoint state, in eval mode, with its model config and latent layout."""
+    model_cfg = ModelConfig.model_validate(config_of(state)["model"])
+    latent = Latent.of(model_cfg, int(state["num_classes"]))
+    G = build_generator(model_cfg, tuple(state["image_shape"]), latent)
+    G.load_state_dict(state["G_ema"])
+    return G.eval(), model_cfg, latent

@@ -1,8 +1,16 @@
-"""Typed configuration of the ML library. Every default lives here, once; YAML files only override."""
+"""Typed configuration of the ML library. Every default lives here, once; YAML files only override.
+
+A training recipe is four sections: `model` (networks), `train` (loss and loop), `reg` (regularisers
+and tricks) and `optim` (optimisers, learning rates, schedules, weight penalties, clipping).
+`check_recipe` rejects combinations that cannot work, with the reason.
+"""
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LOSS_NAMES = ("minimax", "ns", "hinge", "lsgan", "wgan", "wgan-gp")
+AUGMENTS = ("translation", "cutout", "color")
 
 
 class ConfigError(ValueError):
@@ -26,23 +34,43 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    arch: Literal["mlp", "dcgan"] = Field("dcgan", description="the article's MLP GAN or a DCGAN")
-    z_dim: int = Field(100, ge=1, le=4096, description="latent size")
+    arch: Literal["mlp", "dcgan", "resnet"] = Field(
+        "dcgan", description="'mlp' (the article's MLP GAN), 'dcgan' (depth follows the image size) or 'resnet' (SNGAN-style residual G and D)"
+    )
+    z_dim: int = Field(100, ge=1, le=4096, description="noise dimensions of the latent (InfoGAN codes come on top)")
     g_hidden: list[int] = Field([128, 256], min_length=1, description="MLP generator hidden widths")
     d_hidden: list[int] = Field([256, 128], min_length=1, description="MLP discriminator hidden widths")
-    width: int = Field(32, ge=4, le=1024, description="DCGAN base channel count")
+    g_width: int = Field(32, ge=4, le=1024, description="channels of G's last hidden layer (conv archs); deeper layers double it")
+    d_width: int = Field(32, ge=4, le=1024, description="channels of D's first layer (conv archs); deeper layers double it")
     leaky_slope: float = Field(0.2, ge=0, lt=1, description="LeakyReLU negative slope")
-    d_dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the discriminator")
+    d_dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer of D")
+    spectral_norm: bool = Field(False, description="spectral normalisation of every D layer (Miyato et al. 2018)")
+    conditional: bool = Field(
+        False, description="class-conditional: G takes the label (embedding; conditional BatchNorm in 'resnet'), D is a projection discriminator"
+    )
+    info_categorical: int = Field(0, ge=0, le=1000, description="InfoGAN: size of the categorical latent code (0: none)")
+    info_continuous: int = Field(0, ge=0, le=64, description="InfoGAN: number of continuous latent codes, uniform in [-1, 1]")
 
 
 class TrainConfig(Section):
+    loss: Literal["minimax", "ns", "hinge", "lsgan", "wgan", "wgan-gp"] = Field(
+        "ns", description="adversarial loss: minimax (the article's, saturating G), ns (non-saturating), hinge, lsgan, "
+        "wgan (weight clipping), wgan-gp (gradient penalty)",
+    )
+    clip_value: float = Field(0.01, gt=0, le=10, description="wgan only: D's weights are clamped to [-c, c] after every D step")
+    gp_weight: float = Field(10.0, gt=0, le=1e4, description="wgan-gp only: weight of the two-sided gradient penalty on interpolates")
+    n_critic: int = Field(1, ge=1, le=100, description="D steps (each on a fresh real batch) per G step")
     epochs: int = Field(90, ge=1, le=100_000, description="passes over each worker's shard")
+    max_minutes: float = Field(
+        0.0, ge=0, description="time budget: training stops after the first epoch that ends past this many minutes "
+        "(schedules then run on time instead of steps); 0: train all epochs",
+    )
     batch_size: int = Field(32, ge=2, le=65_536, description="images per worker per step (global batch = this x workers)")
-    lr_g: float = Field(2e-4, gt=0, le=1, description="generator Adam learning rate")
-    lr_d: float = Field(2e-4, gt=0, le=1, description="discriminator Adam learning rate")
-    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
-    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
-    ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the EMA generator (ramped up early on)")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the EMA generator (what gets evaluated and registered)")
+    ema_warmup: int = Field(10, ge=1, description="EMA warm-up: the decay is min(ema_decay, (1 + t) / (ema_warmup + t)) at G step t")
+    ema_bn_batches: int = Field(
+        8, ge=1, le=1000, description="batches of fresh latents that recompute the EMA generator's BatchNorm statistics for its own weights"
+    )
     seed: int = Field(0, ge=0, description="base seed; each rank derives its own")
     log_every_steps: int = Field(25, ge=1, description="steps between logged loss values")
     sample_every_steps: int = Field(250, ge=1, description="steps between sample grids of the fixed latents")
@@ -52,6 +80,56 @@ class TrainConfig(Section):
         "costs seconds per epoch on small machines; turn off for shards that do not fit in memory",
     )
     checkpoint_every_epochs: int = Field(5, ge=1, description="epochs between checkpoints (the last epoch always saves one)")
+    fid_every_epochs: int = Field(
+        0, ge=0, description="epochs between quick FIDs of the EMA generator during training (rank 0, the evaluation's classifier); 0: off"
+    )
+    fid_samples: int = Field(
+        1000, ge=10, le=100_000, description="generated images per quick FID (as many as eval.num_samples, so both share the small-sample bias)"
+    )
+
+
+class RegConfig(Section):
+    r1_gamma: float = Field(0.0, ge=0, le=1e4, description="R1 penalty gamma/2 * |grad D(x)|^2 on real images (Mescheder et al. 2018); 0: off")
+    r1_every: int = Field(16, ge=1, le=1000, description="lazy R1: applied every k D steps, weighted by k")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="one-sided label smoothing: D's target for real images is 1 - s (minimax, ns)")
+    instance_noise: float = Field(0.0, ge=0, le=2, description="std of Gaussian noise added to every image D sees, annealed linearly to 0")
+    instance_noise_anneal: float = Field(0.5, gt=0, le=1, description="share of training over which instance noise decays to 0")
+    feature_matching: float = Field(
+        0.0, ge=0, le=1e4, description="weight of feature matching |E f(x) - E f(G(z))|^2 on D's last hidden layer in G's objective (Salimans et al. 2016)"
+    )
+    info_weight: float = Field(1.0, ge=0, le=1e4, description="InfoGAN: weight of the mutual-information loss (continuous codes at 0.1 x this)")
+    diffaugment: str = Field(
+        "", description="DiffAugment policy applied to every image D sees, in both phases: comma-separated translation, cutout, color (RGB); '' = off"
+    )
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _known_augments(cls, value: str) -> str:
+        unknown = [p for p in policy(value) if p not in AUGMENTS]
+        if unknown:
+            raise ValueError(f"unknown augmentation {', '.join(unknown)}; allowed: {', '.join(AUGMENTS)}")
+        return value
+
+
+class OptimConfig(Section):
+    optimizer: Literal["adam", "rmsprop"] = Field("adam", description="optimiser of both networks")
+    lr_g: float = Field(2e-4, gt=0, le=1, description="generator learning rate")
+    lr_d: float = Field(2e-4, gt=0, le=1, description="discriminator learning rate")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 (RMSprop's smoothing constant alpha)")
+    schedule: Literal["constant", "step", "linear", "cosine"] = Field(
+        "constant", description="learning-rate schedule over training: constant, step (x gamma every step_every share), "
+        "linear (to 0 from decay_start), cosine (to 0)",
+    )
+    step_every: float = Field(0.5, gt=0, le=1, description="step schedule: share of training between decays")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: factor at each decay")
+    decay_start: float = Field(0.5, ge=0, lt=1, description="linear schedule: share of training before the decay starts")
+    weight_decay_g: float = Field(0.0, ge=0, le=1, description="L2 penalty on G's weights (coupled weight decay)")
+    weight_decay_d: float = Field(0.0, ge=0, le=1, description="L2 penalty on D's weights (coupled weight decay)")
+    l1_g: float = Field(0.0, ge=0, le=1, description="L1 penalty on G's weights: lambda * sign(w) added to each gradient")
+    l1_d: float = Field(0.0, ge=0, le=1, description="L1 penalty on D's weights: lambda * sign(w) added to each gradient")
+    clip_grad_g: float = Field(0.0, ge=0, description="bound on the global norm of G's gradient, clipped before each step; 0: off")
+    clip_grad_d: float = Field(0.0, ge=0, description="bound on the global norm of D's gradient, clipped before each step; 0: off")
 
 
 class EvalConfig(Section):
@@ -62,3 +140,47 @@ class EvalConfig(Section):
     coverage_min_fraction: float = Field(
         0.01, gt=0, lt=1, description="a class counts as covered when at least this share of samples is assigned to it"
     )
+
+
+class Recipe(Section):
+    """Everything that decides how a GAN trains: networks, loss and loop, regularisers, optimisers."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    reg: RegConfig = Field(default_factory=RegConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+
+
+def policy(diffaugment: str) -> list[str]:
+    """'translation, cutout' -> ['translation', 'cutout']."""
+    return [p.strip() for p in diffaugment.split(",") if p.strip()]
+
+
+def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> None:
+    """Reject settings that contradict each other (or the data), naming the keys and the reason."""
+    model, train, reg = recipe.model, recipe.train, recipe.reg
+    defaults = TrainConfig.model_fields
+    if train.clip_value != defaults["clip_value"].default and train.loss != "wgan":
+        raise ConfigError(f"config error: train.clip_value = {train.clip_value} applies to train.loss 'wgan' only, not {train.loss!r}")
+    if train.gp_weight != defaults["gp_weight"].default and train.loss != "wgan-gp":
+        raise ConfigError(f"config error: train.gp_weight = {train.gp_weight} applies to train.loss 'wgan-gp' only, not {train.loss!r}")
+    if reg.label_smoothing and train.loss not in ("minimax", "ns"):
+        raise ConfigError(
+            f"config error: reg.label_smoothing = {reg.label_smoothing} needs a cross-entropy loss (minimax, ns); "
+            f"train.loss {train.loss!r} has no labels to smooth"
+        )
+    if model.conditional and (model.info_categorical or model.info_continuous):
+        raise ConfigError("config error: model.conditional and InfoGAN codes (model.info_*) exclude each other; pick one")
+    if train.loss == "wgan" and model.spectral_norm:
+        raise ConfigError("config error: train.loss 'wgan' clips D's weights, which fights model.spectral_norm; use one Lipschitz constraint")
+    if image_shape is not None and len(image_shape) == 3:
+        c, h, w = image_shape
+        if model.arch in ("dcgan", "resnet") and (h % 4 or w % 4):
+            raise ConfigError(
+                f"config error: model.arch {model.arch!r} halves the image at least twice, so height and width must be "
+                f"divisible by 4; the data is {tuple(image_shape)}; use 'mlp'"
+            )
+        if "color" in policy(reg.diffaugment) and c != 3:
+            raise ConfigError(f"config error: reg.diffaugment 'color' needs RGB images; the data has {c} channel(s)")
+    if image_shape is not None and len(image_shape) == 1 and model.arch != "mlp":
+        raise ConfigError(f"config error: vector data {tuple(image_shape)} needs model.arch 'mlp', not {model.arch!r}")

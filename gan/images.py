@@ -33,24 +33,33 @@ def save_grid(images: np.ndarray | torch.Tensor, path: Path, nrow: int = 8) -> P
     return path
 
 
-def save_curves(history: list[dict], path: Path) -> Path:
-    """Training curves (losses and D's mean outputs against step) as a PNG."""
-    import matplotlib  # noqa: PLC0415 - only this picture needs it
+def panel_of(stat: str) -> str:
+    """Which panel of the curves a stat goes to: losses, D's outputs, or every other term the loss reports."""
+    if stat.startswith("loss"):
+        return "losses"
+    if stat.startswith("d_") or stat == "w_distance":
+        return "discriminator outputs"
+    return "regularisers and other terms"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    steps = [h["step"] for h in history]
-    fig, (losses, outputs) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key, label in (("loss_d", "D loss"), ("loss_g", "G loss (non-saturating)")):
-        losses.plot(steps, [h[key] for h in history], label=label, linewidth=1)
-    for key, label in (("d_real", "D(x), real"), ("d_fake", "D(G(z)), fake")):
-        outputs.plot(steps, [h[key] for h in history], label=label, linewidth=1)
-    outputs.axhline(0.5, color="grey", linewidth=0.5, linestyle="--")
-    for ax, title in ((losses, "losses"), (outputs, "discriminator outputs")):
-        ax.set_xlabel("step")
-        ax.set_title(title)
-        ax.legend()
+def save_curves(history: list[dict], path: Path, snapshots: list[dict] | None = None) -> Path:
+    """Every logged stat against step, grouped in panels, plus quick FID against training time if measured."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(k for h in history for k in h if k != "step"))
+    panels = list(dict.fromkeys(panel_of(k) for k in names)) + (["quick FID"] if snapshots else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "quick FID":
+            ax.plot([s["seconds"] for s in snapshots], [s["fid"] for s in snapshots], marker="o", linewidth=1)
+            ax.set_yscale("log")
+            ax.set_xlabel("training seconds")
+        else:
+            for key in (k for k in names if panel_of(k) == panel):
+                points = [(h["step"], h[key]) for h in history if key in h]
+                ax.plot(*zip(*points), label=key, linewidth=1)
+            ax.set_xlabel("step")
+            ax.legend(fontsize=8)
+        ax.set_title(panel)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,3 +78,47 @@ def class_rows(images: np.ndarray | torch.Tensor, classes: np.ndarray, num_class
         chosen = rng.choice(members, min(per_class, len(members)), replace=False)
         rows[k * per_class : k * per_class + len(chosen)] = images[chosen]
     return rows
+
+
+def _pyplot():  # noqa: ANN202
+    import matplotlib  # noqa: PLC0415 - only the plots need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def save_labelled_rows(rows: dict[str, np.ndarray], path: Path) -> Path:
+    """One row of images [K, C, H, W] per name, the name on the left: e.g. one row of samples per preset."""
+    plt = _pyplot()
+    width = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.0 * width + 2, 1.1 * len(rows)), squeeze=False)
+    for ax, (name, images) in zip(axes[:, 0], rows.items()):
+        ax.imshow(np.asarray(grid(images, nrow=width, scale=1)), cmap="gray", vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_time_to_quality(curves: dict[str, list[dict]], path: Path, target: float = 3.0) -> Path:
+    """FID / floor against training seconds, one line per run: [{'seconds', 'fid_over_floor'}, ...] each."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        if points:
+            ax.plot([p["seconds"] for p in points], [p["fid_over_floor"] for p in points], marker="o", markersize=3, label=name)
+    ax.axhline(target, color="grey", linestyle="--", linewidth=0.8, label=f"{target:g}x floor")
+    ax.set_yscale("log")
+    ax.set_xlabel("training wall time (s)")
+    ax.set_ylabel("FID / real-vs-real floor")
+    ax.set_title("time to quality")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -7,12 +7,17 @@ The numbers are comparable between runs that share the classifier (same dataset 
 classifier config), not with published Inception-based figures.
 """
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gan.latent import Latent
+from gan.training_loop import generate
 
 FEATURE_DIM = 128
 
@@ -22,6 +27,7 @@ class Classifier(nn.Module):
 
     def __init__(self, image_shape: tuple[int, ...], num_classes: int):
         super().__init__()
+        self.image_shape = tuple(image_shape)
         c, h, w = image_shape
         self.body = nn.Sequential(
             nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # [32, H/2, W/2]
@@ -80,14 +86,22 @@ def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float
     return float((probs.argmax(1) == labels).mean())
 
 
+def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and covariance [D, D] of features [N, D]."""
+    return feats.mean(0), np.cov(feats, rowvar=False)
+
+
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two feature sets [N, D].
+    """Frechet distance between two feature sets [N, D], each summarised as a Gaussian."""
+    return frechet_distance_from_stats(*gaussian_stats(feats_a), *gaussian_stats(feats_b))
+
+
+def frechet_distance_from_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
 
     Tr((S_a S_b)^(1/2)) is computed as the sum of square roots of the eigenvalues of the symmetric
     S_a^(1/2) S_b S_a^(1/2): stable when ReLU features leave a covariance singular.
     """
-    mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
-    cov_a, cov_b = np.cov(feats_a, rowvar=False), np.cov(feats_b, rowvar=False)
     w, v = np.linalg.eigh(cov_a)
     sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a), 0, None)).sum()
@@ -145,3 +159,59 @@ def score(feats: np.ndarray, probs: np.ndarray, reference_feats: np.ndarray, ref
         class_kl=kl_divergence(hist, reference_hist),
         class_histogram=[round(float(h), 4) for h in hist],
     )
+
+
+class QuickFID:
+    """FID of a generator's samples against the training images' feature statistics, cheap enough to run
+    every few epochs during training (on rank 0). Conditional models draw labels in the data's class mix."""
+
+    def __init__(self, classifier: Classifier, mu: np.ndarray, cov: np.ndarray, class_probs: np.ndarray, samples: int, seed: int):
+        self.classifier, self.mu, self.cov = classifier.eval(), mu, cov
+        self.class_probs, self.samples, self.seed = class_probs, samples, seed
+
+    def save(self, path: Path) -> Path:
+        blob = {
+            "classifier": self.classifier.state_dict(), "image_shape": list(self.classifier.image_shape),
+            "mu": torch.from_numpy(self.mu), "cov": torch.from_numpy(self.cov), "class_probs": torch.from_numpy(self.class_probs),
+            "samples": self.samples, "seed": self.seed,
+        }
+        torch.save(blob, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        return path
+
+    @classmethod
+    def load(cls, source: str | Path | bytes) -> "QuickFID":
+        """From a file saved by `save`, or its bytes."""
+        blob = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu", weights_only=True)
+        classifier = Classifier(tuple(blob["image_shape"]), len(blob["class_probs"]))
+        classifier.load_state_dict(blob["classifier"])
+        return cls(classifier, blob["mu"].numpy(), blob["cov"].numpy(), blob["class_probs"].numpy(), int(blob["samples"]), int(blob["seed"]))
+
+    def __call__(self, G: nn.Module, latent: Latent) -> float:
+        gen = torch.Generator().manual_seed(self.seed)
+        labels = torch.from_numpy(np.random.default_rng(self.seed).choice(len(self.class_probs), self.samples, p=self.class_probs))
+        z, c = latent.sample(self.samples, gen, labels=labels)
+        device = next(G.parameters()).device
+        images = generate(G, z.to(device), None if c is None else c.to(device)).cpu()
+        feats, _ = embed(self.classifier, images)
+        return frechet_distance_from_stats(*gaussian_stats(feats), self.mu, self.cov)
+
+
+def label_accuracy(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
+    """Per class k: the share of images generated with label k that the classifier assigns to class k."""
+    predicted = probs.argmax(1)
+    return [float((predicted[labels == k] == k).mean()) if (labels == k).any() else float("nan") for k in range(num_classes)]
+
+
+def code_agreement(codes: np.ndarray, predicted: np.ndarray, num_codes: int, num_classes: int) -> tuple[float, list[int]]:
+    """How well an unsupervised categorical code matches the classes: the best one-to-one mapping code -> class
+    (Hungarian algorithm on the co-occurrence counts) and the share of images it explains."""
+    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415
+
+    counts = np.zeros((num_codes, num_classes))
+    np.add.at(counts, (codes, predicted), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    mapping = [-1] * num_codes
+    for r, c in zip(rows, cols):
+        mapping[int(r)] = int(c)
+    return float(counts[rows, cols].sum() / len(codes)), mapping

@@ -1,9 +1,10 @@
 """The per-worker GAN training loop. Runs in one plain process or as one rank of a DDP group.
 
-Tracking stays outside: the loop hands numbers, sample images and checkpoint state to a `Sink`.
+Each batch walks the phases ('D' every batch, lazy 'Dreg' every r1_every, 'G' every n_critic); the
+loss object does the phase's forward and backward, the loop clips, penalises and steps. Tracking
+stays outside: numbers, sample images and checkpoint state go to a `Sink`.
 """
 
-import copy
 import json
 import time
 from collections import defaultdict
@@ -15,11 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan import distributed
-from gan.checkpoint import history_of
-from gan.config import ModelConfig, TrainConfig
-from gan.losses import discriminator_loss, generator_loss
-from gan.networks import build_discriminator, build_generator
+from gan import distributed, optim
+from gan.config import Recipe, check_recipe
+from gan.latent import Latent
+from gan.loss import GANLoss
+from gan.regularizers import clip_weights
+from gan.state import TrainingState, build_state
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images [N, C, H, W] (uint8, or float for vector data), labels [N] int64
+BN_BATCH = 256  # latents per batch when recomputing the EMA generator's BatchNorm statistics
 
 
 class Sink(Protocol):
@@ -32,177 +37,239 @@ class Sink(Protocol):
     def epoch_end(self, epoch: int, metrics: dict[str, float], state: Callable[[], dict] | None) -> None: ...
 
 
-def ema_beta(decay: float, step: int) -> float:
-    """EMA decay ramped up over the first steps, so the average does not remember the random init."""
-    return min(decay, (1 + step) / (10 + step))
+@dataclass
+class Phase:
+    """One optimisation phase: which network and optimiser, how often, and what happens around its step."""
+
+    name: str
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    lr: float
+    every: int
+    clip_grad: float = 0.0
+    l1: float = 0.0
+    after_step: Callable[[], None] | None = None
+
+
+def build_phases(recipe: Recipe, s: TrainingState) -> list[Phase]:
+    """D (every batch), lazy Dreg (R1, when on), G (every n_critic batches), in that order."""
+    o, lipschitz = recipe.optim, recipe.train.loss
+    phases = [
+        Phase("D", s.D, s.opt_D, o.lr_d, 1, o.clip_grad_d, o.l1_d,
+              (lambda: clip_weights(s.D, recipe.train.clip_value)) if lipschitz == "wgan" else None),
+    ]
+    if recipe.reg.r1_gamma > 0:
+        phases.append(Phase("Dreg", s.D, s.opt_D, o.lr_d, recipe.reg.r1_every, o.clip_grad_d, o.l1_d))
+    phases.append(Phase("G", s.G, s.opt_G, o.lr_g, recipe.train.n_critic, o.clip_grad_g, o.l1_g))
+    return phases
+
+
+def step_phase(phase: Phase, recipe: Recipe, progress: float) -> dict[str, torch.Tensor]:
+    """After the phase's backward: L1 subgradient, gradient clipping, scheduled learning rate, the step."""
+    stats = {}
+    if phase.l1:
+        optim.add_l1_gradient(phase.net, phase.l1)
+    if phase.clip_grad:
+        stats[f"grad_norm_{phase.name.lower()}"] = optim.clip_gradient(phase.net, phase.clip_grad)
+    optim.set_lr(phase.opt, phase.lr * optim.lr_factor(recipe.optim, progress))
+    phase.opt.step()
+    if phase.after_step is not None:
+        phase.after_step()
+    return stats
+
+
+def ema_beta(decay: float, g_step: int, warmup: int = 10) -> float:
+    """EMA decay ramped up over the first G steps, so the average does not remember the random init."""
+    return min(decay, (1 + g_step) / (warmup + g_step))
 
 
 @torch.no_grad()
 def update_ema(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
+    """Average the weights only: BatchNorm statistics belong to weights, see `recompute_bn_stats`."""
     for p_ema, p in zip(G_ema.parameters(), G.parameters()):
         p_ema.lerp_(p, 1.0 - beta)
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):  # BatchNorm running statistics
-        b_ema.copy_(b)
-
-
-def train_step(
-    G: nn.Module, D: nn.Module, G_plain: nn.Module, D_plain: nn.Module,
-    opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
-    real: torch.Tensor, z_dim: int, gen: torch.Generator,
-) -> dict[str, torch.Tensor]:
-    """One D step then one G step. G and D may be DDP-wrapped; *_plain are the bare modules."""
-    n = len(real)
-    # D phase. Fakes come from the bare G under no_grad: a DDP forward with no backward would
-    # leave DDP waiting for gradients that never come.
-    with torch.no_grad():
-        fake = G_plain(torch.randn(n, z_dim, generator=gen, device=real.device))
-    loss_d, stats = discriminator_loss(D, real, fake)
-    opt_D.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_D.step()
-
-    # G phase. Gradients flow through the bare, frozen D: no D gradients computed or all-reduced.
-    D_plain.requires_grad_(False)
-    loss_g, stats_g = generator_loss(D_plain, G(torch.randn(n, z_dim, generator=gen, device=real.device)))
-    opt_G.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_G.step()
-    D_plain.requires_grad_(True)
-    return {**stats, **stats_g}
 
 
 @torch.no_grad()
-def generate(G: nn.Module, z: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Images [N, C, H, W] in [0, 1] from latents [N, z_dim], in eval mode, in chunks."""
+def recompute_bn_stats(G: nn.Module, latent: Latent, batches: int, seed: int, device: torch.device) -> None:
+    """Re-estimate every BatchNorm's running statistics for G's own weights from fresh latents.
+
+    The EMA generator's weights are an average no training batch ever ran through; the statistics of
+    the live G belong to other weights. Seeded, so a resumed run recomputes the same numbers.
+    """
+    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    gen = torch.Generator().manual_seed(seed)
+    G.train()
+    for _ in range(batches):
+        z, c = latent.sample(BN_BATCH, gen)
+        G(z.to(device), None if c is None else c.to(device))
+    G.eval()
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: torch.Tensor, c: torch.Tensor | None = None, batch_size: int = 500) -> torch.Tensor:
+    """Images [N, ...] from latents [N, dim] (and labels [N]), in eval mode, in chunks."""
     was_training = G.training
     G.eval()
-    out = torch.cat([G(chunk) for chunk in z.split(batch_size)])
+    chunks = z.split(batch_size)
+    labels = c.split(batch_size) if c is not None else [None] * len(chunks)
+    out = torch.cat([G(zc, cc) for zc, cc in zip(chunks, labels)])
     G.train(was_training)
     return out
 
 
-def fixed_latents(seed: int, count: int, z_dim: int) -> torch.Tensor:
-    """The latent batch every sample grid is drawn from, the same on every rank and every resume."""
-    return torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed))
+def fixed_latents(seed: int, count: int, latent: Latent) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The latent batch every sample grid is drawn from, the same on every rank and every resume.
+
+    Conditional and InfoGAN models get one class (or categorical code) per row of 8."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = (torch.arange(count) // 8) % max(latent.num_classes or latent.info_categorical, 1)
+    noise = torch.randn(count, latent.z_dim, generator=gen)
+    cont = torch.rand(count, latent.info_continuous, generator=gen) * 2 - 1
+    return latent.with_codes(noise, rows, cont), (rows if latent.num_classes else None)
 
 
-def in_memory_batches(images: np.ndarray, batch_size: int, seed: int, rank: int = 0) -> Callable[[int], Iterable[torch.Tensor]]:
-    """Batches of a uint8 array [N, C, H, W], reshuffled each epoch; for single-process runs and tests."""
-    data = torch.from_numpy(np.ascontiguousarray(images))
+def in_memory_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, rank: int = 0) -> Callable[[int], Iterable[Batch]]:
+    """Batches of an array [N, ...] and its labels [N], reshuffled each epoch; for single-process runs and tests."""
+    data, targets = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
-    def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
+    def epoch_batches(epoch: int) -> Iterable[Batch]:
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(distributed.rank_seed(seed, rank, epoch)))
         for start in range(0, len(data) - batch_size + 1, batch_size):  # drop the last, short batch
-            yield data[order[start : start + batch_size]]
+            rows = order[start : start + batch_size]
+            yield data[rows], targets[rows]
 
     return epoch_batches
 
 
-@dataclass
-class Models:
-    """Everything that learns: G, D, the EMA copy of G, and both optimizers."""
-
-    G: nn.Module
-    D: nn.Module
-    G_ema: nn.Module
-    opt_G: torch.optim.Optimizer
-    opt_D: torch.optim.Optimizer
-
-    def parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
-        return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "opt_G": self.opt_G, "opt_D": self.opt_D}
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images -> floats in [0, 1] on the device; float data (e.g. 2-D points) as it is."""
+    x = images.to(device, non_blocking=True)
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def build_models(model_cfg: ModelConfig, train_cfg: TrainConfig, image_shape: tuple[int, ...], device: torch.device) -> Models:
-    """Fresh networks and Adam optimizers. Seeded identically on every rank (DDP also broadcasts rank 0's)."""
-    torch.manual_seed(train_cfg.seed)
-    G = build_generator(model_cfg, image_shape).to(device)
-    D = build_discriminator(model_cfg, image_shape).to(device)
-    betas = (train_cfg.beta1, train_cfg.beta2)
-    return Models(
-        G, D, copy.deepcopy(G).eval().requires_grad_(False),
-        torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=betas),
-        torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=betas),
-    )
-
-
-def epoch_summary(epoch: int, step: int, sums: dict[str, torch.Tensor], steps: int, per_rank: list[float], seconds: float) -> dict[str, float]:
-    """Mean stats of one epoch, overall throughput and every rank's image count."""
+def epoch_summary(epoch: int, step: int, sums: dict, counts: dict, per_rank: list[float], seconds: float) -> dict[str, float]:
+    """Mean of every stat over the steps that produced it, overall throughput and every rank's image count."""
     return {
         "epoch": epoch, "step": step, "images_per_sec": sum(per_rank) / max(seconds, 1e-9),
-        **{k: float(v) / steps for k, v in sums.items()},
+        **{k: float(v) / counts[k] for k, v in sums.items()},
         **{f"images_rank{r}": n for r, n in enumerate(per_rank)},
     }
 
 
+def epoch_line(epochs: int, metrics: dict[str, float], stat_names: Iterable[str]) -> str:
+    stats = " ".join(f"{k} {metrics[k]:.3f}" for k in stat_names)
+    return f"[train] epoch {metrics['epoch']}/{epochs} step {metrics['step']} {stats} {metrics['images_per_sec']:.0f} img/s"
+
+
 def train(
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
+    recipe: Recipe,
     image_shape: tuple[int, ...],
-    epoch_batches: Callable[[int], Iterable[torch.Tensor]],
+    num_classes: int,
+    epoch_batches: Callable[[int], Iterable[Batch]],
     sink: Sink,
     ctx: distributed.WorkerContext = distributed.WorkerContext(),
     resume: dict | None = None,
     config_snapshot: dict | None = None,
+    steps_per_epoch: int | None = None,
+    quick_fid: Callable[[nn.Module, Latent], float] | None = None,
 ) -> dict[str, float]:
-    """Train G and D for `train_cfg.epochs` epochs, resuming from a checkpoint state if given."""
-    device = ctx.device
-    # 1. Models, then the resumed state if any.
-    m = build_models(model_cfg, train_cfg, image_shape, device)
-    step, epoch, history = 0, 0, []
+    """Train for `recipe.train.epochs` epochs, resuming from a checkpoint state if given.
+
+    `steps_per_epoch` sizes the schedules (learning rate, instance noise); by default it is measured in
+    the first epoch. `quick_fid(G_ema, latent)` is called on rank 0 every `fid_every_epochs`.
+    """
+    check_recipe(recipe, image_shape)
+    t, device = recipe.train, ctx.device
+    latent = Latent.of(recipe.model, num_classes)
+    # 1. The state, then the resumed state if any.
+    s = build_state(recipe, image_shape, latent, device)
     if resume is not None:
         assert tuple(resume["image_shape"]) == tuple(image_shape), f"checkpoint image shape {resume['image_shape']} != data {image_shape}"
-        for key, part in m.parts().items():
-            part.load_state_dict(resume[key])
-        step, epoch, history = int(resume["step"]), int(resume["epoch"]), history_of(resume)
+        s.load_state_dict(resume)
         torch.set_rng_state(resume["rng"]["torch"])
         if ctx.is_main:
-            print(f"[train] resumed from epoch {epoch}, step {step}", flush=True)
+            print(f"[train] resumed from epoch {s.epoch}, step {s.step}", flush=True)
 
-    # 2. DDP, in this one block; m.G and m.D stay the plain modules underneath.
-    G_ddp, D_ddp = distributed.wrap(m.G, ctx), distributed.wrap(m.D, ctx)
-    z_fixed = fixed_latents(train_cfg.seed, train_cfg.num_sample_images, model_cfg.z_dim).to(device)
+    # 2. DDP, in this one block; s.G and s.D stay the plain modules underneath.
+    loss = GANLoss(recipe, latent, distributed.wrap(s.G, ctx), distributed.wrap(s.D, ctx), s.G, s.D)
+    phases = build_phases(recipe, s)
+    z_fixed, c_fixed = (x if x is None else x.to(device) for x in fixed_latents(t.seed, t.num_sample_images, latent))
+
+    def ema_ready() -> nn.Module:
+        recompute_bn_stats(s.G_ema, latent, t.ema_bn_batches, distributed.rank_seed(t.seed, 0, s.step), device)
+        return s.G_ema
 
     def state() -> dict:
+        ema_ready()
         return {
-            **{key: part.state_dict() for key, part in m.parts().items()},
-            "step": step, "epoch": epoch, "rng": {"torch": torch.get_rng_state(), "seed": train_cfg.seed},
-            "config_json": json.dumps(config_snapshot or {"model": model_cfg.model_dump(), "train": train_cfg.model_dump()}),
-            "image_shape": list(image_shape), "history_json": json.dumps(history),
+            **s.state_dict(), "rng": {"torch": torch.get_rng_state(), "seed": t.seed},
+            "config_json": json.dumps(config_snapshot or recipe.model_dump(mode="json")),
+            "image_shape": list(image_shape), "num_classes": num_classes,
         }
 
     # 3. Epochs. Latents come from a per-(rank, epoch) generator, so a resumed run redraws the same ones.
     #    Stats stay tensors between log steps: no device sync per step.
     metrics: dict[str, float] = {}
-    while epoch < train_cfg.epochs:
-        gen = torch.Generator(device=device).manual_seed(distributed.rank_seed(train_cfg.seed, ctx.rank, epoch))
-        torch.manual_seed(distributed.rank_seed(train_cfg.seed, ctx.rank, epoch) + 1)  # dropout
-        sums, images_seen, steps_in_epoch, started = defaultdict(float), 0, 0, time.perf_counter()
-        for batch in epoch_batches(epoch):
-            real = batch.to(device, non_blocking=True).float().div_(255.0)  # [N, C, H, W] in [0, 1]
-            stats = train_step(G_ddp, D_ddp, m.G, m.D, m.opt_G, m.opt_D, real, model_cfg.z_dim, gen)
-            update_ema(m.G_ema, m.G, ema_beta(train_cfg.ema_decay, step))
-            step, steps_in_epoch, images_seen = step + 1, steps_in_epoch + 1, images_seen + len(real)
+    total_steps = (steps_per_epoch or (s.step // s.epoch if s.epoch else 0)) * t.epochs  # resumed: measured before
+    budget = 60.0 * t.max_minutes
+
+    def out_of_time() -> bool:
+        return bool(budget) and s.train_seconds >= budget
+
+    while s.epoch < t.epochs and not out_of_time():
+        gen = torch.Generator(device=device).manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch))
+        torch.manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch) + 1)  # dropout, augmentation, instance noise
+        sums, counts = defaultdict(float), defaultdict(int)
+        images_seen, steps_in_epoch, started = 0, 0, time.perf_counter()
+        for images, labels in epoch_batches(s.epoch):
+            real, labels = to_model_input(images, device), labels.to(device, non_blocking=True)
+            progress = s.step / total_steps if total_steps else s.epoch / t.epochs
+            progress = max(progress, s.train_seconds / budget) if budget else progress  # rank 0's clock: equal on every rank
+            stats = {}
+            for phase in phases:
+                if (s.step + 1) % phase.every:
+                    continue
+                phase.opt.zero_grad(set_to_none=True)
+                stats.update(loss.accumulate_gradients(phase.name, real, labels, gen, progress))
+                stats.update(step_phase(phase, recipe, progress))
+                if phase.name == "G":
+                    g_step = (s.step + 1) // t.n_critic
+                    update_ema(s.G_ema, s.G, ema_beta(t.ema_decay, g_step, t.ema_warmup))
+            s.step, steps_in_epoch, images_seen = s.step + 1, steps_in_epoch + 1, images_seen + len(real)
             for k, v in stats.items():
-                sums[k] = sums[k] + v
-            if step % train_cfg.log_every_steps == 0 and ctx.is_main:
+                sums[k], counts[k] = sums[k] + v, counts[k] + 1
+            if s.step % t.log_every_steps == 0 and ctx.is_main:
                 values = {k: float(v) for k, v in stats.items()}
-                history.append({"step": step, **values})
-                sink.log(step, values)
-            if step % train_cfg.sample_every_steps == 0 and ctx.is_main:
-                sink.samples(step, generate(m.G_ema, z_fixed))
-        epoch += 1
+                s.history.append({"step": s.step, **values})
+                sink.log(s.step, values)
+            if s.step % t.sample_every_steps == 0 and ctx.is_main:
+                sink.samples(s.step, generate(ema_ready(), z_fixed, c_fixed))
+        s.epoch += 1
+        total_steps = total_steps or steps_in_epoch * t.epochs
         per_rank = distributed.gather(images_seen, ctx)
-        assert min(per_rank) > 0, f"a rank saw no data in epoch {epoch}: images per rank {per_rank} (batch larger than a shard?)"
-        metrics = epoch_summary(epoch, step, sums, steps_in_epoch, per_rank, time.perf_counter() - started)
+        assert min(per_rank) > 0, f"a rank saw no data in epoch {s.epoch}: images per rank {per_rank} (batch larger than a shard?)"
+        seconds = distributed.gather(time.perf_counter() - started, ctx)[0]  # rank 0's clock decides, on every rank
+        s.train_seconds += seconds
+        metrics = epoch_summary(s.epoch, s.step, sums, counts, per_rank, seconds)
+        last = s.epoch == t.epochs or out_of_time()
+        if quick_fid is not None and t.fid_every_epochs and ctx.is_main and (s.epoch % t.fid_every_epochs == 0 or last):
+            fid = quick_fid(ema_ready(), latent)  # its own time is not training time
+            s.snapshots.append({"epoch": s.epoch, "step": s.step, "seconds": round(s.train_seconds, 2), "fid": fid})
+            sink.log(s.step, {"quick_fid": fid})
+            metrics["quick_fid"] = fid
         if ctx.is_main:
-            print(
-                f"[train] epoch {epoch}/{train_cfg.epochs} step {step} loss_d {metrics['loss_d']:.3f} "
-                f"loss_g {metrics['loss_g']:.3f} D(x) {metrics['d_real']:.2f} D(G(z)) {metrics['d_fake']:.2f} "
-                f"{metrics['images_per_sec']:.0f} img/s",
-                flush=True,
-            )
-        due = epoch % train_cfg.checkpoint_every_epochs == 0 or epoch == train_cfg.epochs
+            print(epoch_line(t.epochs, metrics, sums) + (f" quick FID {metrics['quick_fid']:.2f}" if "quick_fid" in metrics else ""), flush=True)
+        due = s.epoch % t.checkpoint_every_epochs == 0 or last
         if due and ctx.is_main:
-            sink.samples(step, generate(m.G_ema, z_fixed))
-        sink.epoch_end(epoch, metrics, state if due else None)
+            sink.samples(s.step, generate(ema_ready(), z_fixed, c_fixed))
+        sink.epoch_end(s.epoch, metrics, state if due else None)
     return metrics

@@ -10,22 +10,20 @@ import click
 import typer
 import yaml
 
-from pipelines.config import ConfigError, PipelineConfig, load_config
+from pipelines.config import ConfigError, PipelineConfig, UsageError, load_config, preset_path
 from pipelines.runtime import Workspace, configure_environment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file overriding the defaults")]
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file overriding the defaults (and the preset)")]
+PresetOption = Annotated[Optional[str], typer.Option("--preset", "-p", help="a recipe from conf/presets/ (e.g. wgan-gp), applied before --config")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override one value: section.key=value (repeatable)")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and exit")]
 
 
-class UsageError(Exception):
-    """Bad input found before any work started."""
-
-
-def _prepare(config: Path | None, overrides: list[str] | None, dry_run: bool) -> PipelineConfig:
-    cfg = load_config(config, overrides or [])
+def _prepare(preset: str | None, config: Path | None, overrides: list[str] | None, dry_run: bool) -> PipelineConfig:
+    files = ([preset_path(preset)] if preset else []) + ([config] if config else [])
+    cfg = load_config(files, overrides or [])
     if dry_run:
         typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
         raise typer.Exit(0)
@@ -41,10 +39,10 @@ def _preflight(cfg: PipelineConfig) -> None:
 
 
 @app.command()
-def run(config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False) -> None:  # noqa: A002
+def run(preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False) -> None:  # noqa: A002
     """Run the whole pipeline: ingest -> train (Ray Train) -> evaluate -> register (MLflow)."""
     cli_started = time.time()
-    cfg = _prepare(config, set, dry_run)
+    cfg = _prepare(preset, config, set, dry_run)
     _preflight(cfg)
     from pipelines.flow import gan_pipeline  # noqa: PLC0415
 
@@ -88,9 +86,9 @@ def _print_summary(summary: dict, path: Path) -> None:
 
 
 @app.command()
-def ingest(config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False) -> None:  # noqa: A002
+def ingest(preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False) -> None:  # noqa: A002
     """Stage 1: source -> Parquet dataset. Prints the dataset folder."""
-    cfg = _prepare(config, set, dry_run)
+    cfg = _prepare(preset, config, set, dry_run)
     _preflight(cfg)
     from pipelines.ingest import ingest_task  # noqa: PLC0415
 
@@ -100,10 +98,10 @@ def ingest(config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOp
 @app.command()
 def train(
     dataset: Annotated[Path, typer.Option(help="dataset folder printed by `ingest`")],
-    config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+    preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
 ) -> None:
     """Stage 2: dataset -> checkpoint on Ray Train. Prints the checkpoint folder."""
-    cfg = _prepare(config, set, dry_run)
+    cfg = _prepare(preset, config, set, dry_run)
     from pipelines.train import train_task  # noqa: PLC0415
 
     typer.echo(train_task(cfg, str(_existing(dataset, "--dataset")))["checkpoint"])
@@ -113,10 +111,10 @@ def train(
 def evaluate(
     dataset: Annotated[Path, typer.Option(help="dataset folder printed by `ingest`")],
     checkpoint: Annotated[Path, typer.Option(help="checkpoint folder printed by `train`")],
-    config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+    preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
 ) -> None:
     """Stage 3: checkpoint -> evaluation report. Prints the report's path."""
-    cfg = _prepare(config, set, dry_run)
+    cfg = _prepare(preset, config, set, dry_run)
     from pipelines.evaluate import evaluate_task  # noqa: PLC0415
 
     typer.echo(evaluate_task(cfg, str(_existing(dataset, "--dataset")), str(_existing(checkpoint, "--checkpoint"))))
@@ -127,10 +125,10 @@ def register(
     dataset: Annotated[Path, typer.Option(help="dataset folder printed by `ingest`")],
     checkpoint: Annotated[Path, typer.Option(help="checkpoint folder printed by `train`")],
     report: Annotated[Path, typer.Option(help="report.json printed by `evaluate`")],
-    config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+    preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
 ) -> None:
     """Stage 4: log to MLflow, register a model version, move the aliases. Prints the version."""
-    cfg = _prepare(config, set, dry_run)
+    cfg = _prepare(preset, config, set, dry_run)
     from pipelines.register import register_task  # noqa: PLC0415
 
     paths = [str(_existing(p, flag)) for p, flag in ((dataset, "--dataset"), (checkpoint, "--checkpoint"), (report, "--report"))]
@@ -143,13 +141,44 @@ def sample(
     n: Annotated[int, typer.Option("-n", min=1, max=4096, help="number of images")] = 64,
     out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("grid.png"),
     seed: Annotated[int, typer.Option(min=0, help="seed of the latents")] = 0,
+    label: Annotated[Optional[int], typer.Option(help="conditional models: draw every image of this class")] = None,
+    per_class: Annotated[bool, typer.Option("--per-class", help="one row per class; for InfoGAN, rows vary the categorical "
+                                            "code and columns the first continuous code")] = False,
     config: ConfigOption = None, set: SetOption = None,  # noqa: A002
 ) -> None:
     """Load a registered generator in this process and write a grid of its samples."""
-    cfg = _prepare(config, set, False)
+    cfg = _prepare(None, config, set, False)
     from pipelines.register import sample_grid  # noqa: PLC0415
 
-    typer.echo(sample_grid(cfg, model, n, out, seed))
+    typer.echo(sample_grid(cfg, model, n, out, seed, label, per_class))
+
+
+@app.command()
+def compare(
+    presets: Annotated[str, typer.Option(help="comma-separated presets from conf/presets/, e.g. dcgan,wgan-gp,recommended")],
+    config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+) -> None:
+    """Run the pipeline once per preset on the same data and budget (--config / --set apply to every preset);
+    each registers as <registry.model_name>-<preset>. Writes a table, one sample row per preset and a time-to-quality plot."""
+    names = [p.strip() for p in presets.split(",") if p.strip()]
+    if not names or len(frozenset(names)) != len(names):  # `set` is the --set option here
+        raise UsageError(f"--presets {presets!r}: expected distinct, comma-separated preset names")
+    configs = {name: load_config([preset_path(name)] + ([config] if config else []), set or []) for name in names}
+    for name, cfg in configs.items():
+        cfg.registry.model_name = f"{cfg.registry.model_name}-{name}"
+        cfg.registry.tags = {**cfg.registry.tags, "preset": name}
+    if dry_run:
+        typer.echo(yaml.safe_dump({name: cfg.model_dump(mode="json") for name, cfg in configs.items()}, sort_keys=False).rstrip())
+        raise typer.Exit(0)
+    first = next(iter(configs.values()))
+    configure_environment(Workspace.of(first.runtime.workdir))
+    for cfg in configs.values():
+        _preflight(cfg)
+    from pipelines.compare import compare_presets  # noqa: PLC0415
+
+    result = compare_presets({name: cfg.model_dump(mode="json") for name, cfg in configs.items()})
+    typer.echo(Path(result["table"]).read_text())
+    typer.echo(f"table, samples and time-to-quality plot in {Path(result['table']).parent}")
 
 
 def _existing(path: Path, flag: str) -> Path:

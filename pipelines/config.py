@@ -11,7 +11,14 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from gan.config import ConfigError, DataConfig, EvalConfig, ModelConfig, Section, TrainConfig
+from gan.config import ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, Recipe, RegConfig, Section, TrainConfig, check_recipe
+
+
+class UsageError(Exception):
+    """Bad input on the command line, found before any work started."""
+
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "presets"
 
 
 class RayConfig(Section):
@@ -27,6 +34,7 @@ class RegistryConfig(Section):
     model_name: str = Field("mnist-gan", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="registered model name")
     experiment: str = Field("gan-pipeline", min_length=1, description="MLflow experiment name")
     promote_metric: str = Field("fid", pattern=r"^fid$", description="lower is better; champion moves only on improvement")
+    tags: dict[str, str] = Field({}, description="extra tags on the registered model version (e.g. the preset a comparison ran)")
 
 
 class RuntimeConfig(Section):
@@ -37,33 +45,59 @@ class PipelineConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    reg: RegConfig = Field(default_factory=RegConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
+    @property
+    def recipe(self) -> Recipe:
+        """The sections that decide how the GAN trains, as the library takes them."""
+        return Recipe(model=self.model, train=self.train, reg=self.reg, optim=self.optim)
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
-    """Defaults, then the YAML file, then each `section.key=value` override, validated once at the end."""
+
+def load_config(paths: str | Path | list | None = None, overrides: list[str] = ()) -> PipelineConfig:
+    """Defaults, then each YAML file in order (later files win, key by key), then each `section.key=value`
+    override, validated once at the end; then the recipe's cross-section rules."""
     raw: dict[str, Any] = {}
-    origin = "defaults"
-    if path is not None:
-        origin = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}".replace("\n", " ")) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(loaded).__name__}")
-        raw = loaded or {}
+    files = [] if paths is None else [paths] if isinstance(paths, (str, Path)) else list(paths)
+    for path in files:
+        for section, values in _read_yaml(Path(path)).items():
+            if isinstance(values, dict) and isinstance(raw.get(section), dict):
+                raw[section].update(values)
+            else:
+                raw[section] = values
     for item in overrides:
         _apply_override(raw, item)
     try:
-        return PipelineConfig.model_validate(raw)
+        cfg = PipelineConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_describe(err, origin, overrides)) from None
+        raise ConfigError(_describe(err, ", ".join(map(str, files)) or "defaults", overrides)) from None
+    check_recipe(cfg.recipe)
+    return cfg
+
+
+def preset_path(name: str) -> Path:
+    """conf/presets/<name>.yaml, or a clear error listing the presets there are."""
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise ConfigError(f"preset {name!r} does not exist; known presets: {known}")
+    return path
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}".replace("\n", " ")) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(loaded).__name__}")
+    return loaded or {}
 
 
 def _apply_override(raw: dict, item: str) -> None:

@@ -10,25 +10,15 @@ import torch
 from prefect import task
 
 from gan import checkpoint as ckpt
-from gan import data, metrics
-from gan.config import ModelConfig
+from gan import data, metrics, sampling
 from gan.images import class_rows, save_curves, save_grid
-from gan.networks import build_generator
+from gan.latent import Latent
 from gan.training_loop import generate
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.runtime import Workspace, code_version
 from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
 
 REPORT = "report.json"
-
-
-def load_ema_generator(checkpoint_dir: str | Path) -> tuple[torch.nn.Module, ModelConfig, dict]:
-    """The EMA generator of a training checkpoint, in eval mode, its model config and the full state."""
-    state = ckpt.load(Path(checkpoint_dir))
-    model_cfg = ModelConfig.model_validate(ckpt.config_of(state)["model"])
-    G = build_generator(model_cfg, tuple(state["image_shape"]))
-    G.load_state_dict(state["G_ema"])
-    return G.eval(), model_cfg, state
 
 
 def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
@@ -55,16 +45,38 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
     return model, accuracy
 
 
-def write_pictures(
-    folder: Path, fake: torch.Tensor, real: np.ndarray, assigned: np.ndarray, num_classes: int, history: list[dict], seed: int
-) -> None:
+def write_pictures(folder: Path, fake: torch.Tensor, real: np.ndarray, assigned: np.ndarray, num_classes: int, state: dict) -> None:
     """Sample grids of generated and real images, one row per assigned class, and the training curves."""
     save_grid(fake[:64], folder / "samples.png")
     save_grid(real[:64], folder / "real.png")
     # One row per class, as the classifier assigns them: random picks, not the most confident ones.
-    save_grid(class_rows(fake, assigned, num_classes, seed=seed), folder / "samples_by_class.png")
-    if history:
-        save_curves(history, folder / "curves.png")
+    save_grid(class_rows(fake, assigned, num_classes, seed=0), folder / "samples_by_class.png")
+    if ckpt.history_of(state):
+        save_curves(ckpt.history_of(state), folder / "curves.png", ckpt.snapshots_of(state))
+
+
+def generated(G: torch.nn.Module, latent: Latent, inputs: sampling.Inputs) -> torch.Tensor:
+    return generate(G, *inputs.for_generator(latent))
+
+
+def conditional_scores(G: torch.nn.Module, latent: Latent, classifier: metrics.Classifier, folder: Path, seed: int) -> dict:
+    """Conditional models: how often the classifier agrees with the label asked for, per class; one row per label."""
+    inputs = sampling.per_class_inputs(latent, 100, seed)
+    images = generated(G, latent, inputs)
+    accuracy = metrics.label_accuracy(metrics.embed(classifier, images)[1], inputs.label, latent.num_classes)
+    save_grid(images.view(latent.num_classes, 100, *images.shape[1:])[:, :10].flatten(0, 1), folder / "samples_by_label.png", nrow=10)
+    return {"per_class_accuracy": [round(a, 4) for a in accuracy], "min_accuracy": min(accuracy), "mean_accuracy": float(np.mean(accuracy))}
+
+
+def infogan_scores(G: torch.nn.Module, latent: Latent, codes: np.ndarray, predicted: np.ndarray, num_classes: int, folder: Path, seed: int) -> dict:
+    """InfoGAN: agreement of the categorical code with the classifier's digit under the best one-to-one mapping;
+    the classic figure (rows: categorical code, columns: first continuous code from -2 to 2)."""
+    agreement, mapping = metrics.code_agreement(codes, predicted, latent.info_categorical, num_classes)
+    if latent.info_continuous:
+        save_grid(generated(G, latent, sampling.code_sweep_inputs(latent, 10, seed)), folder / "infogan_codes.png", nrow=10)
+    else:
+        save_grid(generated(G, latent, sampling.per_class_inputs(latent, 10, seed)), folder / "infogan_codes.png", nrow=10)
+    return {"code_class_agreement": agreement, "code_to_class": mapping}
 
 
 def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
@@ -86,10 +98,12 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     reference_hist = metrics.class_histogram(reference_probs)
 
     # Same number of images on both sides, so the model's FID and the floor share the small-sample bias.
+    # Conditional models draw their labels in the training data's class mix.
     n = min(cfg.eval.num_samples, len(heldout_images))
-    G, model_cfg, state = load_ema_generator(checkpoint_dir)
-    z = torch.randn(n, model_cfg.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed))
-    fake = generate(G, z)  # [n, C, H, W] in [0, 1]
+    state = ckpt.load(Path(checkpoint_dir))
+    G, _, latent = ckpt.ema_generator(state)
+    inputs = sampling.random_inputs(latent, n, cfg.eval.seed, class_probs=class_mix(manifest))
+    fake = generated(G, latent, inputs)  # [n, C, H, W] in [0, 1]
     real = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
     fake_feats, fake_probs = metrics.embed(classifier, fake)
     model_scores = metrics.score(fake_feats, fake_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
@@ -97,26 +111,40 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
 
     report = {
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
-        "num_images": n, "dataset_fingerprint": manifest["fingerprint"],
+        "train_seconds": float(state["train_seconds"]), "num_images": n, "dataset_fingerprint": manifest["fingerprint"],
         "feature_extractor": feature_extractor_key(cfg, manifest),
         "classifier_test_accuracy": accuracy,
         "model": model_scores.__dict__, "real_vs_real": floor_scores.__dict__,
         "reference_class_histogram": [round(float(h), 4) for h in reference_hist],
-        "seconds": round(time.time() - started, 2),
+        "quick_fid": ckpt.snapshots_of(state),
     }
     data.remove_stale_temporaries(out.parent)
     if out.exists():  # a folder without its report was not published by this code: replace it
         shutil.rmtree(out)
     with data.written_aside(out) as tmp:  # the report and its pictures appear together
-        write_pictures(tmp, fake, real, fake_probs.argmax(1), manifest["num_classes"], ckpt.history_of(state), cfg.eval.seed)
+        write_pictures(tmp, fake, real, fake_probs.argmax(1), manifest["num_classes"], state)
+        if latent.num_classes:
+            report["conditional"] = conditional_scores(G, latent, classifier, tmp, cfg.eval.seed)
+        if latent.info_categorical:
+            report["infogan"] = infogan_scores(G, latent, inputs.code, fake_probs.argmax(1), manifest["num_classes"], tmp, cfg.eval.seed)
+        report["seconds"] = round(time.time() - started, 2)
         (tmp / REPORT).write_text(json.dumps(report, indent=2))
     print(
         f"[evaluate] FID {model_scores.fid:.2f} (real-vs-real floor {floor_scores.fid:.2f}), "
         f"IS {model_scores.inception_score:.2f} (floor {floor_scores.inception_score:.2f}), "
         f"classes {model_scores.classes_covered}/{manifest['num_classes']}, class KL {model_scores.class_kl:.3f}, "
         f"classifier accuracy {accuracy:.3f}"
+        + (f"; label accuracy min {report['conditional']['min_accuracy']:.3f}" if "conditional" in report else "")
+        + (f"; code-class agreement {report['infogan']['code_class_agreement']:.3f}" if "infogan" in report else "")
     )
     return str(out / REPORT)
+
+
+def class_mix(manifest: dict) -> np.ndarray:
+    """The training split's class shares [K], from the manifest."""
+    counts = manifest["class_counts"]["train"]
+    probs = np.array([counts.get(str(k), 0) for k in range(manifest["num_classes"])], dtype=np.float64)
+    return probs / probs.sum()
 
 
 def _key(context, parameters: dict) -> str:  # noqa: ANN001

@@ -2,7 +2,9 @@
 
 Nothing is unpickled: the weights load with `torch.load(weights_only=True)`, and the network class
 comes from the `gan` package shipped beside this file, so old versions load after refactors.
-Input: latents float32 [N, z_dim]. Output: images float32 [N, C, H, W] in [0, 1].
+Inputs, by name: `z` float32 [N, z_dim]; `label` int64 [N] (conditional models); `code` int64 [N] and
+`code_continuous` float32 [N, k] (InfoGAN models). A single array is taken as `z`.
+Output: images float32 [N, C, H, W] in [0, 1].
 """
 
 import mlflow.models
@@ -14,18 +16,24 @@ import torch
 class GeneratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:  # noqa: ANN001
         from gan.config import ModelConfig  # noqa: PLC0415 - resolved from the model's code path
+        from gan.latent import Latent  # noqa: PLC0415
         from gan.networks import build_generator  # noqa: PLC0415
 
         blob = torch.load(context.artifacts["generator"], map_location="cpu", weights_only=True)
-        self.G = build_generator(ModelConfig.model_validate_json(blob["model_json"]), tuple(blob["image_shape"]))
+        model_cfg = ModelConfig.model_validate_json(blob["model_json"])
+        self.latent = Latent.of(model_cfg, int(blob["num_classes"]))
+        self.G = build_generator(model_cfg, tuple(blob["image_shape"]), self.latent)
         self.G.load_state_dict(blob["state"])
         self.G.eval()
 
-    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:  # noqa: ANN001
+    # model_input: a dict of named arrays, or one array taken as z. Left unannotated: MLflow would read a type
+    # hint as a schema of its own; the explicit signature logged with the model does the validation.
+    def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:  # noqa: ANN001
+        from gan.sampling import Inputs  # noqa: PLC0415
         from gan.training_loop import generate  # noqa: PLC0415
 
-        z = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-        return generate(self.G, z).numpy()
+        parts = model_input if isinstance(model_input, dict) else {"z": np.asarray(model_input)}
+        return generate(self.G, *Inputs.from_dict(parts).for_generator(self.latent)).numpy()
 
 
 mlflow.models.set_model(GeneratorModel())

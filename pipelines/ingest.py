@@ -5,7 +5,7 @@ from pathlib import Path
 from prefect import task
 
 from gan import data
-from gan.networks import check_image_shape
+from gan.config import check_recipe
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.runtime import Workspace, code_version
 from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
@@ -36,7 +36,7 @@ def ingest(cfg: PipelineConfig) -> str:
 def preflight(cfg: PipelineConfig) -> None:
     """Fail fast on bad input before any service starts: unreadable source, a model that cannot fit it."""
     image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction)
-    check_image_shape(cfg.model, image_shape)
+    check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, train_rows)
 
 

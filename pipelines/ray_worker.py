@@ -18,7 +18,8 @@ from gan import data
 from gan.config import TrainConfig
 from gan.distributed import WorkerContext, rank_seed
 from gan.images import save_grid
-from gan.training_loop import in_memory_batches
+from gan.metrics import QuickFID
+from gan.training_loop import Batch, in_memory_batches
 from gan.training_loop import train as train_loop
 from pipelines.config import PipelineConfig
 from pipelines.stages import InjectedFailure
@@ -56,27 +57,29 @@ class RayTrainSink:
             raise InjectedFailure(f"train: crash injected after the checkpoint of epoch {epoch}")
 
 
-def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], rank: int) -> Callable[[int], Iterator[torch.Tensor]]:  # noqa: ANN001
-    """Batches [N, C, H, W] uint8 of this worker's Ray Data shard, for a given epoch.
+def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], rank: int) -> Callable[[int], Iterator[Batch]]:  # noqa: ANN001
+    """Batches (images [N, C, H, W] uint8, labels [N] int64) of this worker's Ray Data shard, for a given epoch.
 
     With `cache_shard`, the shard is streamed once and then reshuffled in memory every epoch: re-running
     the Ray Data pipeline costs seconds per epoch, more than a small data set's whole epoch of training.
     """
     in_memory = None
 
-    def stream(epoch: int) -> Iterator[torch.Tensor]:
+    def stream(epoch: int) -> Iterator[Batch]:
         batches = shard.iter_batches(
             batch_size=train_cfg.batch_size, batch_format="numpy", drop_last=True,
             local_shuffle_buffer_size=4 * train_cfg.batch_size, local_shuffle_seed=rank_seed(train_cfg.seed, rank, epoch),
         )
         for batch in batches:
-            yield torch.from_numpy(data.decode_images(batch["image"], image_shape))
+            yield torch.from_numpy(data.decode_images(batch["image"], image_shape)), torch.from_numpy(batch["label"].astype(np.int64))
 
-    def epoch_batches(epoch: int) -> Iterator[torch.Tensor]:
+    def epoch_batches(epoch: int) -> Iterator[Batch]:
         nonlocal in_memory
         if train_cfg.cache_shard and in_memory is None:
-            images = [data.decode_images(b["image"], image_shape) for b in shard.iter_batches(batch_size=4096, batch_format="numpy")]
-            in_memory = in_memory_batches(np.concatenate(images), train_cfg.batch_size, train_cfg.seed, rank)
+            parts = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
+            images = np.concatenate([data.decode_images(b["image"], image_shape) for b in parts])
+            labels = np.concatenate([b["label"] for b in parts])
+            in_memory = in_memory_batches(images, labels, train_cfg.batch_size, train_cfg.seed, rank)
         yield from (in_memory or stream)(epoch)
 
     return epoch_batches
@@ -107,12 +110,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx.rank)
 
-    def epoch_batches(epoch: int) -> Iterator[torch.Tensor]:
+    def epoch_batches(epoch: int) -> Iterator[Batch]:
         for batch in batches(epoch):
             sink.first_batch_unix = sink.first_batch_unix or time.time()
             yield batch
 
+    quick_fid = QuickFID.load(loop_config["quick_fid"]) if loop_config.get("quick_fid") and ctx.is_main else None
     try:
-        train_loop(cfg.model, cfg.train, image_shape, epoch_batches, sink, ctx, resume, cfg.model_dump(mode="json"))
+        train_loop(
+            cfg.recipe, image_shape, loop_config["num_classes"], epoch_batches, sink, ctx, resume, cfg.model_dump(mode="json"),
+            steps_per_epoch=loop_config["steps_per_epoch"], quick_fid=quick_fid,
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)

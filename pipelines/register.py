@@ -1,5 +1,6 @@
 """Stage 4: log the run to MLflow, register the EMA generator, and promote it if it beats the champion."""
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -12,10 +13,10 @@ import torch
 from prefect import task
 
 from gan import checkpoint as ckpt
-from gan import data
+from gan import data, sampling
 from gan.config import ModelConfig
-from pipelines.config import PipelineConfig, fingerprint
-from pipelines.evaluate import load_ema_generator
+from gan.latent import Latent
+from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.runtime import GAN_DIR, Workspace, code_version, tracking_uri
 from pipelines.stages import maybe_fail, retry_unless_user_error
 
@@ -103,34 +104,52 @@ def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dic
     mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
     mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
     mlflow.set_tags(lineage)
-    _log_history(client, run_id, ckpt.history_of(state))
+    snapshots = [{"step": q["step"], "quick_fid": q["fid"], "quick_fid_train_seconds": q["seconds"]} for q in ckpt.snapshots_of(state)]
+    _log_history(client, run_id, ckpt.history_of(state) + snapshots)
     if (checkpoint_dir / "samples").is_dir():
         mlflow.log_artifacts(str(checkpoint_dir / "samples"), "samples")
     mlflow.log_artifacts(str(report_path.parent), "evaluation")
     mlflow.log_metrics({f"eval_{k}": float(v) for k, v in report["model"].items() if k != "class_histogram"})
     mlflow.log_metrics({f"floor_{k}": float(v) for k, v in report["real_vs_real"].items() if k != "class_histogram"})
     mlflow.log_metric("classifier_test_accuracy", report["classifier_test_accuracy"])
+    if "conditional" in report:
+        mlflow.log_metrics({"eval_min_label_accuracy": report["conditional"]["min_accuracy"], "eval_mean_label_accuracy": report["conditional"]["mean_accuracy"]})
+    if "infogan" in report:
+        mlflow.log_metric("eval_code_class_agreement", report["infogan"]["code_class_agreement"])
 
 
-def _log_generator(G: torch.nn.Module, model_cfg: ModelConfig, image_shape: list[int]) -> str:
+def input_schema(latent: Latent) -> "Schema":  # noqa: F821
+    """The served model's named inputs: z, plus label (conditional) or code / code_continuous (InfoGAN)."""
+    from mlflow.types import Schema, TensorSpec  # noqa: PLC0415
+
+    specs = [TensorSpec(np.dtype(np.float32), (-1, latent.z_dim), "z")]
+    if latent.num_classes:
+        specs.append(TensorSpec(np.dtype(np.int64), (-1,), "label"))
+    if latent.info_categorical:
+        specs.append(TensorSpec(np.dtype(np.int64), (-1,), "code"))
+    if latent.info_continuous:
+        specs.append(TensorSpec(np.dtype(np.float32), (-1, latent.info_continuous), "code_continuous"))
+    return Schema(specs)
+
+
+def _log_generator(G: torch.nn.Module, model_cfg: ModelConfig, latent: Latent, image_shape: list[int]) -> str:
     """The EMA generator as a pyfunc model from code: weights + config, no pickled classes. Returns its URI."""
     import mlflow  # noqa: PLC0415
     from mlflow.models import ModelSignature  # noqa: PLC0415
     from mlflow.types import Schema, TensorSpec  # noqa: PLC0415
 
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model_cfg.z_dim))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]),
-    )
+    signature = ModelSignature(inputs=input_schema(latent), outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]))
     requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pydantic>=2", f"mlflow=={mlflow.__version__}"]
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "generator.pt"
-        torch.save({"state": G.state_dict(), "model_json": model_cfg.model_dump_json(), "image_shape": image_shape}, weights)
+        blob = {"state": G.state_dict(), "model_json": model_cfg.model_dump_json(), "image_shape": image_shape, "num_classes": latent.num_classes}
+        torch.save(blob, weights)
         with warnings.catch_warnings():  # the explicit signature stands in for an input example
             warnings.filterwarnings("ignore", message=".*input example.*")
             info = mlflow.pyfunc.log_model(
                 name="generator", python_model=str(MODEL_CODE), artifacts={"generator": str(weights)},
                 code_paths=[str(GAN_DIR)], signature=signature, pip_requirements=requirements,
+                metadata={"latent": dataclasses.asdict(latent)},
             )
     return info.model_uri
 
@@ -145,7 +164,8 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     report = json.loads(Path(report_path).read_text())
     fid = float(report["model"]["fid"])
     assert math.isfinite(fid), f"evaluation report {report_path} has a non-finite FID {fid}"
-    G, model_cfg, state = load_ema_generator(checkpoint_dir)
+    state = ckpt.load(Path(checkpoint_dir))
+    G, model_cfg, latent = ckpt.ema_generator(state)
     config_hash = fingerprint(cfg.model_dump(mode="json"))
     lineage = {
         "dataset_fingerprint": manifest["fingerprint"], "config_hash": config_hash, "code_version": code_version(),
@@ -165,9 +185,9 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     with mlflow.start_run(experiment_id=_experiment_id(client, cfg), run_name=f"{model_cfg.arch}-{config_hash[:8]}") as run:
         _log_run(client, run.info.run_id, cfg, lineage, state, Path(checkpoint_dir), Path(report_path), report)
         logging_started = time.time()
-        model_uri = _log_generator(G, model_cfg, list(state["image_shape"]))
+        model_uri = _log_generator(G, model_cfg, latent, list(state["image_shape"]))
     scores = {"fid": str(fid), "floor_fid": str(report["real_vs_real"]["fid"]), "feature_extractor": report["feature_extractor"]}
-    version = mlflow.register_model(model_uri, name, tags={**lineage, **scores})
+    version = mlflow.register_model(model_uri, name, tags={**lineage, **scores, **cfg.registry.tags})
     logging_seconds = time.time() - logging_started
     promoted, why = _promote(client, name, version, report)
     print(f"[register] {name} v{version.version} is challenger; champion: {why}")
@@ -183,19 +203,39 @@ def register_task(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, re
     return register(cfg, dataset_dir, checkpoint_dir, report_path, flow_run_id)
 
 
-def sample_grid(cfg: PipelineConfig, model_uri: str, n: int, out: Path, seed: int) -> str:
-    """Load a registered generator by URI (e.g. models:/NAME@champion) and save n samples as a grid."""
+def load_served(cfg: PipelineConfig, model_uri: str) -> tuple["mlflow.pyfunc.PyFuncModel", Latent]:  # noqa: F821
+    """A registered generator by URI (e.g. models:/NAME@champion), in this process, and its latent layout."""
     import mlflow  # noqa: PLC0415
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
-    from gan.images import save_grid  # noqa: PLC0415
 
     connect(cfg)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as err:
         raise data.DataError(f"--model {model_uri}: cannot load it from {tracking_uri(Workspace.of(cfg.runtime.workdir))}: {err.message}") from None
-    z_dim = model.metadata.get_input_schema().inputs[0].shape[1]
-    z = np.random.default_rng(seed).standard_normal((n, z_dim)).astype(np.float32)
-    images = model.predict(z)  # [n, C, H, W] in [0, 1]
-    return str(save_grid(images, out))
+    layout = (model.metadata.metadata or {}).get("latent")
+    latent = Latent(**layout) if layout else Latent(model.metadata.get_input_schema().inputs[0].shape[1])
+    return model, latent
+
+
+def sample_grid(cfg: PipelineConfig, model_uri: str, n: int, out: Path, seed: int, label: int | None = None, per_class: bool = False) -> str:
+    """Save samples of a registered generator as a grid: n random ones (all of class `label` if given), or with
+    `per_class` one row per class (conditional) or the InfoGAN code figure (rows: categorical code, columns: a continuous code)."""
+    from gan.images import save_grid  # noqa: PLC0415
+
+    model, latent = load_served(cfg, model_uri)
+    if label is not None and not latent.num_classes:
+        raise UsageError(f"--label {label}: {model_uri} is not a conditional model; it takes no label")
+    if label is not None and not 0 <= label < latent.num_classes:
+        raise UsageError(f"--label {label}: {model_uri} knows classes 0..{latent.num_classes - 1}")
+    nrow = 8
+    if per_class and latent.info_categorical and latent.info_continuous:
+        inputs, nrow = sampling.code_sweep_inputs(latent, 10, seed), 10
+    elif per_class and (latent.num_classes or latent.info_categorical):
+        inputs, nrow = sampling.per_class_inputs(latent, 10, seed), 10
+    elif per_class:
+        raise UsageError(f"--per-class: {model_uri} is unconditional and has no categorical code; there are no classes to lay out")
+    else:
+        inputs = sampling.random_inputs(latent, n, seed, label=label)
+    images = model.predict(inputs.as_dict())  # [n, C, H, W] in [0, 1]
+    return str(save_grid(images, out, nrow=nrow))

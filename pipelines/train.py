@@ -5,9 +5,10 @@ from pathlib import Path
 
 from prefect import task
 
-from gan import data
-from gan.networks import check_image_shape
+from gan import data, metrics
+from gan.config import check_recipe
 from pipelines.config import PipelineConfig, fingerprint
+from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key
 from pipelines.ingest import check_batch_fits
 from pipelines.ray_worker import train_loop_per_worker
 from pipelines.runtime import Workspace, code_version, ensure_ray
@@ -16,7 +17,23 @@ from pipelines.stages import cache_key, failure_hook, retry_unless_user_error
 
 def run_name(cfg: PipelineConfig, manifest: dict) -> str:
     """Same data, same training config, same code: same run, so a re-run resumes its checkpoints."""
-    return "train-" + fingerprint(manifest["fingerprint"], cfg.model, cfg.train, cfg.ray.num_workers, cfg.ray.use_gpu, code_version())
+    return "train-" + fingerprint(
+        manifest["fingerprint"], cfg.model, cfg.train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, code_version()
+    )
+
+
+def quick_fid_blob(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> bytes | None:
+    """The evaluation's feature classifier and the training images' feature statistics, as bytes for the workers
+    (a remote cluster's workers do not see this machine's files); None when quick FIDs are off."""
+    if not cfg.train.fid_every_epochs:
+        return None
+    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{feature_extractor_key(cfg, manifest)}-quickfid-{cfg.train.fid_samples}.pt"
+    if not path.is_file():
+        classifier, _ = feature_classifier(cfg, dataset_dir, manifest)
+        feats, _ = metrics.embed(classifier, data.load_split(dataset_dir, "train")[0])
+        metrics.QuickFID(classifier, *metrics.gaussian_stats(feats), class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed).save(path)
+    return path.read_bytes()
+
 
 
 def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
@@ -27,9 +44,10 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
 
     manifest = data.read_manifest(Path(dataset_dir))
     image_shape = tuple(manifest["image_shape"])
-    check_image_shape(cfg.model, image_shape)
+    check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, manifest["rows"]["train"])
     workspace = Workspace.of(cfg.runtime.workdir)
+    quick_fid = quick_fid_blob(cfg, Path(dataset_dir), manifest)
     started = time.time()
     ensure_ray()
     ray_ready = time.time()
@@ -40,8 +58,9 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "config": cfg.model_dump(mode="json"), "image_shape": list(image_shape),
-            "fail_after_epoch": failure_hook().get("train"),
+            "config": cfg.model_dump(mode="json"), "image_shape": list(image_shape), "num_classes": manifest["num_classes"],
+            "steps_per_epoch": manifest["rows"]["train"] // cfg.ray.num_workers // cfg.train.batch_size,
+            "quick_fid": quick_fid, "fail_after_epoch": failure_hook().get("train"),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(

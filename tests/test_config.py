@@ -1,10 +1,12 @@
 """Config: defaults once, YAML and --set override, and bad values fail with the key, value and what is allowed."""
 
+import re
 from pathlib import Path
 
 import pytest
 
-from pipelines.config import ConfigError, PipelineConfig, load_config
+from gan.config import check_recipe
+from pipelines.config import PRESETS_DIR, ConfigError, PipelineConfig, load_config, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,17 +20,19 @@ def test_shipped_configs_load() -> None:
 def test_overrides_apply_after_the_file_with_yaml_typing() -> None:
     cfg = load_config(ROOT / "conf" / "smoke.yaml", ["train.epochs=7", "ray.use_gpu=true", "model.g_hidden=[32, 64]"])
     assert cfg.train.epochs == 7 and cfg.ray.use_gpu is True and cfg.model.g_hidden == [32, 64]
-    assert cfg.train.lr_g == PipelineConfig().train.lr_g  # untouched keys keep the one default
+    assert cfg.optim.lr_g == PipelineConfig().optim.lr_g  # untouched keys keep the one default
 
 
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("train.lr_g=-1", "train.lr_g = -1 (--set): Input should be greater than 0"),
+        ("optim.lr_g=-1", "optim.lr_g = -1 (--set): Input should be greater than 0"),
         ("train.epochs=many", "train.epochs = 'many' (--set): Input should be a valid integer"),
         ("train.epoch=3", "train.epoch = 3 (--set): unknown key; allowed here: batch_size,"),
-        ("model.arch=gru", "model.arch = 'gru' (--set): Input should be 'mlp' or 'dcgan'"),
-        ("trainer.epochs=3", "trainer = {'epochs': 3} (--set): unknown key; allowed here: data, eval, model"),
+        ("model.arch=gru", "model.arch = 'gru' (--set): Input should be 'mlp', 'dcgan' or 'resnet'"),
+        ("train.loss=wgangp", "train.loss = 'wgangp' (--set): Input should be 'minimax', 'ns', 'hinge', 'lsgan', 'wgan' or 'wgan-gp'"),
+        ("reg.diffaugment=flip", "reg.diffaugment = 'flip' (--set): Value error, unknown augmentation flip; allowed: translation, cutout, color"),
+        ("trainer.epochs=3", "trainer = {'epochs': 3} (--set): unknown key; allowed here: data, eval, model, optim, ray, reg"),
     ],
 )
 def test_bad_values_name_key_value_and_rule(override: str, expected: str) -> None:
@@ -58,3 +62,48 @@ def test_missing_file_and_malformed_override() -> None:
         load_config("/no/such.yaml")
     with pytest.raises(ConfigError, match="expected section.key=value"):
         load_config(None, ["epochs=3"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["reg.label_smoothing=0.1", "train.loss=hinge"], "reg.label_smoothing = 0.1 needs a cross-entropy loss (minimax, ns)"),
+        (["train.clip_value=0.05"], "train.clip_value = 0.05 applies to train.loss 'wgan' only, not 'ns'"),
+        (["train.gp_weight=5", "train.loss=wgan"], "train.gp_weight = 5.0 applies to train.loss 'wgan-gp' only"),
+        (["model.conditional=true", "model.info_categorical=10"], "model.conditional and InfoGAN codes (model.info_*) exclude each other"),
+        (["train.loss=wgan", "model.spectral_norm=true"], "clips D's weights, which fights model.spectral_norm"),
+    ],
+)
+def test_contradicting_settings_fail_at_load_with_the_reason(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(None, overrides)
+
+
+def test_settings_that_contradict_the_data_fail_before_training() -> None:
+    recipe = load_config(None, ["reg.diffaugment=color,translation"]).recipe
+    check_recipe(recipe, (3, 32, 32))
+    with pytest.raises(ConfigError, match=r"'color' needs RGB images; the data has 1 channel"):
+        check_recipe(recipe, (1, 28, 28))
+    with pytest.raises(ConfigError, match=r"halves the image at least twice.*\(1, 10, 10\)"):
+        check_recipe(load_config(None, []).recipe, (1, 10, 10))
+
+
+def test_every_preset_loads_and_later_files_override_earlier_ones(tmp_path: Path) -> None:
+    presets = sorted(PRESETS_DIR.glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"article-mlp", "dcgan", "wgan", "wgan-gp", "sngan-hinge", "cgan", "infogan", "recommended"}
+    for path in presets:
+        load_config(path)
+    override = tmp_path / "o.yaml"
+    override.write_text("train:\n  epochs: 3\n")
+    cfg = load_config([preset_path("wgan"), override])
+    assert cfg.train.epochs == 3 and cfg.train.loss == "wgan"  # the preset's other train keys survive
+
+
+def test_default_config_is_the_recommended_recipe() -> None:
+    recommended = load_config(preset_path("recommended")).recipe
+    assert load_config(ROOT / "conf" / "pipeline.yaml").recipe == recommended
+
+
+def test_unknown_preset_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="preset 'nope' does not exist; known presets: article-mlp, cgan"):
+        preset_path("nope")

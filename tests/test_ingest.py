@@ -36,7 +36,7 @@ def test_same_bytes_same_folder_changed_bytes_new_folder(tmp_path: Path) -> None
 
 def test_preflight_rejects_a_model_or_batch_that_cannot_fit(tmp_path: Path) -> None:
     make_idx_dir(tmp_path / "idx", count=40, size=10)
-    with pytest.raises(ConfigError, match="model.arch 'dcgan' needs image height and width divisible by 4"):
+    with pytest.raises(ConfigError, match="model.arch 'dcgan' halves the image at least twice, so height and width must be divisible by 4"):
         preflight(config(tmp_path, tmp_path / "idx", "model.arch=dcgan"))
     with pytest.raises(DataError, match="each of 2 workers holds only 16 training images"):
         preflight(config(tmp_path, tmp_path / "idx", "model.arch=mlp", "train.batch_size=32"))

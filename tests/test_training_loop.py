@@ -1,20 +1,39 @@
-"""The training loop without Ray: it learns, its checkpoints are complete, and a resumed run equals an uninterrupted one."""
+"""The training loop without Ray: it learns and stays finite for every loss, its checkpoints are complete,
+a resumed run equals an uninterrupted one, and the phases (n_critic, lazy R1, weight clipping, EMA) do what they say."""
 
 import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from gan import checkpoint
-from gan.config import ModelConfig, TrainConfig
+from gan.config import ModelConfig, Recipe
 from gan.data import load_source
-from gan.training_loop import ema_beta, in_memory_batches, train
+from gan.distributed import rank_seed
+from gan.latent import Latent
+from gan.networks import build_generator
+from gan.objectives import LOSSES
+from gan.state import STATE_KEYS
+from gan.training_loop import ema_beta, in_memory_batches, recompute_bn_stats, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHAPE = (1, 8, 8)
+TINY = {
+    "model": dict(arch="dcgan", z_dim=8, g_width=8, d_width=8, g_hidden=[32], d_hidden=[32]),
+    "train": dict(epochs=2, batch_size=32, log_every_steps=4, sample_every_steps=16, num_sample_images=4),
+    "optim": dict(lr_d=1e-3),
+}
 
 
 class Recorder:
-    def __init__(self) -> None:
+    """A Sink that keeps everything; `stop_after` simulates a crash after that epoch's checkpoint."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
         self.logged, self.sampled, self.epochs, self.states = [], [], [], []
+        self.stop_after = stop_after
 
     def log(self, step: int, stats: dict[str, float]) -> None:
         self.logged.append((step, stats))
@@ -26,50 +45,173 @@ class Recorder:
         self.epochs.append(metrics)
         if state is not None:
             self.states.append(state())
+        if epoch == self.stop_after:
+            raise Interrupted
 
 
-def digits() -> np.ndarray:
-    return load_source("bundled-digits").images[:512]  # [512, 1, 8, 8] uint8
+class Interrupted(Exception):
+    pass
 
 
-def run(epochs: int, resume: dict | None = None, arch: str = "dcgan") -> Recorder:
-    torch.set_num_threads(1)
-    sink = Recorder()
-    model = ModelConfig(arch=arch, z_dim=8, width=8, g_hidden=[32], d_hidden=[32])
-    cfg = TrainConfig(epochs=epochs, batch_size=32, log_every_steps=4, sample_every_steps=16, num_sample_images=4, lr_d=1e-3)
-    train(model, cfg, (1, 8, 8), in_memory_batches(digits(), 32, seed=0), sink, resume=resume)
+def recipe(**sections: dict) -> Recipe:
+    """TINY with some keys of some sections overridden, e.g. recipe(train=dict(loss='hinge'))."""
+    return Recipe.model_validate({name: {**TINY.get(name, {}), **sections.get(name, {})} for name in {*TINY, *sections}})
+
+
+def digits(rows: slice = slice(0, 512)) -> tuple[np.ndarray, np.ndarray]:
+    source = load_source("bundled-digits")
+    return source.images[rows], source.labels[rows]  # [N, 1, 8, 8] uint8, [N] int64
+
+
+def run(r: Recipe, resume: dict | None = None, sink: Recorder | None = None, steps_per_epoch: int | None = None) -> Recorder:
+    sink = sink or Recorder()
+    batches = in_memory_batches(*digits(), r.train.batch_size, seed=0)
+    try:
+        train(r, SHAPE, 10, batches, sink, resume=resume, steps_per_epoch=steps_per_epoch)
+    except Interrupted:
+        pass
     return sink
 
 
+def all_finite(sink: Recorder) -> bool:
+    return all(math.isfinite(v) for m in sink.epochs for v in m.values()) and all(
+        math.isfinite(v) for _, stats in sink.logged for v in stats.values()
+    )
+
+
+def assert_same_tensors(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for name, tensor in a.items():
+        assert torch.equal(tensor, b[name]), f"{what}.{name} differs"
+
+
 def test_discriminator_learns_and_everything_stays_finite() -> None:
-    sink = run(epochs=2)
+    sink = run(recipe())
     assert len(sink.epochs) == 2 and sink.epochs[-1]["step"] == 32
-    assert all(math.isfinite(v) for m in sink.epochs for v in m.values())
+    assert all_finite(sink)
     first, last = sink.logged[0][1], sink.logged[-1][1]
     assert last["d_real"] - last["d_fake"] > first["d_real"] - first["d_fake"]  # D separates real from fake
-    assert sink.sampled[0] == (16, (4, 1, 8, 8))
+    assert sink.sampled[0] == (16, (4, *SHAPE))
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_every_loss_trains_two_epochs_and_stays_finite(loss: str) -> None:
+    sink = run(recipe(train=dict(loss=loss)))
+    assert [m["epoch"] for m in sink.epochs] == [1, 2] and all_finite(sink)
+    metrics = sink.epochs[-1]
+    assert {"loss_d", "loss_g", "d_real", "d_fake"} <= metrics.keys()
+    assert ("w_distance" in metrics) == loss.startswith("wgan") and ("gp" in metrics) == (loss == "wgan-gp")
+    assert metrics["loss_d"] != sink.epochs[0]["loss_d"]  # something moved
 
 
 def test_checkpoint_is_complete_and_loads_without_pickle(tmp_path: Path) -> None:
-    state = run(epochs=1, arch="mlp").states[-1]
+    r = recipe(model=dict(arch="mlp"), train=dict(epochs=1))
+    state = run(r).states[-1]
+    assert set(STATE_KEYS) <= set(checkpoint.REQUIRED) and {"G", "D", "G_ema", "opt_G", "opt_D", "step"} <= set(STATE_KEYS)
     checkpoint.save(state, tmp_path)
-    loaded = checkpoint.load(tmp_path)
-    assert loaded["step"] == 16 and loaded["epoch"] == 1
-    assert checkpoint.config_of(loaded)["model"]["arch"] == "mlp"
+    loaded = checkpoint.load(tmp_path)  # torch.load(weights_only=True) inside
+    assert loaded["step"] == 16 and loaded["epoch"] == 1 and loaded["num_classes"] == 10
+    assert Recipe.model_validate(checkpoint.config_of(loaded)) == r  # the resolved config, complete
     assert len(checkpoint.history_of(loaded)) == 4
     for key in ("G", "G_ema", "D"):
-        assert all(torch.equal(loaded[key][k], state[key][k]) for k in state[key])
+        assert_same_tensors(loaded[key], state[key], key)
+    assert loaded["opt_D"]["state"].keys() == state["opt_D"]["state"].keys()
+    # Self-describing: the generator rebuilds from the checkpoint alone.
+    model = ModelConfig(**checkpoint.config_of(loaded)["model"])
+    build_generator(model, tuple(loaded["image_shape"]), Latent.of(model, loaded["num_classes"])).load_state_dict(loaded["G_ema"])
+    # An incomplete checkpoint is named as such.
+    torch.save({k: v for k, v in loaded.items() if k != "opt_D"}, tmp_path / checkpoint.STATE_FILE)
+    with pytest.raises(checkpoint.CheckpointError, match="opt_D"):
+        checkpoint.load(tmp_path)
 
 
-def test_resumed_run_equals_uninterrupted_run() -> None:
-    straight = run(epochs=2).states[-1]
-    halfway = run(epochs=1).states[-1]
-    resumed = run(epochs=2, resume=halfway).states[-1]
-    assert resumed["step"] == straight["step"] == 32
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
+    """Interrupted after epoch 1 of 3, through a saved checkpoint; phases, augmentation, dropout and a schedule in play."""
+    r = recipe(
+        train=dict(epochs=3, n_critic=2, checkpoint_every_epochs=1, sample_every_steps=8),
+        reg=dict(r1_gamma=1.0, r1_every=3, diffaugment="translation,cutout"),
+        model=dict(d_dropout=0.2),
+        optim=dict(schedule="linear", decay_start=0.0),
+    )
+    straight = run(r).states[-1]
+    checkpoint.save(run(r, sink=Recorder(stop_after=1)).states[-1], tmp_path)
+    resumed = run(r, resume=checkpoint.load(tmp_path)).states[-1]
+    assert resumed["step"] == straight["step"] == 48
     for key in ("G", "D", "G_ema"):
-        for name, tensor in straight[key].items():
-            assert torch.equal(tensor, resumed[key][name]), f"{key}.{name} differs after resume"
+        assert_same_tensors(straight[key], resumed[key], key)
+    for key in ("opt_G", "opt_D"):
+        for i, param_state in straight[key]["state"].items():
+            assert_same_tensors(param_state, resumed[key]["state"][i], f"{key}[{i}]")
+    assert checkpoint.history_of(straight) == checkpoint.history_of(resumed)
 
 
 def test_ema_ramp() -> None:
+    betas = [ema_beta(0.999, t) for t in range(0, 10**4, 50)]
     assert ema_beta(0.999, 0) == 0.1 and ema_beta(0.999, 10**6) == 0.999
+    assert betas == sorted(betas)
+    assert ema_beta(0.999, 0, warmup=2) == 0.5
+
+
+def test_n_critic_takes_that_many_d_steps_per_g_step() -> None:
+    sink = run(recipe(train=dict(epochs=1, n_critic=3, log_every_steps=1)))
+    state = sink.states[-1]
+    d_steps = {int(s["step"]) for s in state["opt_D"]["state"].values()}
+    g_steps = {int(s["step"]) for s in state["opt_G"]["state"].values()}
+    assert d_steps == {16} and g_steps == {5}  # G steps at batches 3, 6, 9, 12, 15
+    assert [step for step, stats in sink.logged if "loss_g" in stats] == [3, 6, 9, 12, 15]
+
+
+def test_lazy_r1_runs_every_r1_every_steps() -> None:
+    sink = run(recipe(train=dict(epochs=1, log_every_steps=1), reg=dict(r1_gamma=1.0, r1_every=4)))
+    assert [step for step, stats in sink.logged if "r1" in stats] == [4, 8, 12, 16]
+    assert all(stats["r1"] > 0 for _, stats in sink.logged if "r1" in stats)
+    d_steps = {int(s["step"]) for s in sink.states[-1]["opt_D"]["state"].values()}
+    assert d_steps == {16 + 4}  # Dreg steps D's optimiser too
+    assert "r1" not in run(recipe(train=dict(epochs=1, log_every_steps=1))).logged[-1][1]
+
+
+def test_wgan_keeps_d_weights_within_the_clip_value() -> None:
+    state = run(recipe(train=dict(loss="wgan", clip_value=0.02))).states[-1]
+    largest = max(t.abs().max().item() for t in state["D"].values())
+    assert largest == pytest.approx(0.02)  # clipping was active and held
+
+
+def test_ema_batchnorm_statistics_belong_to_the_ema_weights() -> None:
+    """Recomputed for G_ema's own weights at the checkpoint's step, not copied from the live G or left stale."""
+    r = recipe(train=dict(sample_every_steps=5, ema_bn_batches=2))  # sample grids recompute them mid-run too
+    state = run(r).states[-1]
+    latent = Latent.of(r.model, 10)
+    G_ema = build_generator(r.model, SHAPE, latent)
+    G_ema.load_state_dict(state["G_ema"])
+    recompute_bn_stats(G_ema, latent, r.train.ema_bn_batches, rank_seed(r.train.seed, 0, state["step"]), torch.device("cpu"))
+    stats = [k for k in state["G_ema"] if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) >= 4
+    for k in stats:
+        assert torch.equal(G_ema.state_dict()[k], state["G_ema"][k]), k
+        assert not torch.allclose(state["G_ema"][k], state["G"][k]), k
+
+
+@pytest.mark.parametrize(
+    "model, extra_stats",
+    [
+        (dict(arch="dcgan", conditional=True), set()),
+        (dict(arch="resnet", conditional=True, g_width=4, d_width=4), set()),
+        (dict(arch="dcgan", info_categorical=10, info_continuous=2), {"info_d", "info_g"}),
+    ],
+)
+def test_conditional_and_infogan_recipes_train_and_checkpoint(tmp_path: Path, model: dict, extra_stats: set) -> None:
+    r = recipe(model=model, train=dict(epochs=1))
+    sink = run(r)
+    assert all_finite(sink) and extra_stats <= sink.epochs[-1].keys()
+    checkpoint.save(sink.states[-1], tmp_path)
+    loaded = checkpoint.load(tmp_path)
+    heads = {k.split(".")[0] for k in loaded["D"]}
+    assert ("embed" in heads) == r.model.conditional and ("q" in heads) == bool(r.model.info_categorical)
+    m = ModelConfig(**checkpoint.config_of(loaded)["model"])
+    latent = Latent.of(m, loaded["num_classes"])
+    G = build_generator(m, SHAPE, latent)
+    G.load_state_dict(loaded["G_ema"])
+    G.eval()
+    z, c = latent.sample(4, torch.Generator().manual_seed(0))
+    images = G(z, c)
+    assert images.shape == (4, *SHAPE) and torch.isfinite(images).all()

@@ -1,0 +1,112 @@
+"""The loss object: runs G and D for one training phase and accumulates that phase's gradients.
+
+Phases (as in stylegan2-ada's `training/loss.py`): 'D' (the adversarial D loss, with the gradient
+penalty and the InfoGAN term when configured), 'Dreg' (lazy R1 on real images) and 'G'. Augmentation,
+instance noise, the class input c and the choice of DDP-wrapped or bare module live in `run_G` and
+`run_D` only; the objective comes from the `LOSSES` table. No optimiser is stepped here.
+"""
+
+import torch
+from torch import nn
+
+from gan import regularizers as R
+from gan.augment import diff_augment
+from gan.config import Recipe, policy
+from gan.latent import Latent
+from gan.networks import DOut
+from gan.objectives import LOSSES
+
+Tensor = torch.Tensor
+
+
+class GANLoss:
+    def __init__(self, recipe: Recipe, latent: Latent, G: nn.Module, D: nn.Module, G_plain: nn.Module, D_plain: nn.Module):
+        """G and D may be DDP-wrapped; G_plain and D_plain are the bare modules underneath."""
+        self.train, self.reg = recipe.train, recipe.reg
+        self.objective = LOSSES[recipe.train.loss]
+        self.latent, self.policy = latent, policy(recipe.reg.diffaugment)
+        self.G, self.D, self.G_plain, self.D_plain = G, D, G_plain, D_plain
+
+    def run_G(self, z: Tensor, c: Tensor | None, ddp: bool = True) -> Tensor:
+        return (self.G if ddp else self.G_plain)(z, c)
+
+    def run_D(self, x: Tensor, c: Tensor | None, progress: float, ddp: bool = True) -> DOut:
+        """D's view of a batch: DiffAugment, then instance noise, then D (DDP-wrapped or bare)."""
+        if self.policy and x.dim() == 4:
+            x = diff_augment(x, self.policy)
+        noise = R.instance_noise_std(self.reg.instance_noise, progress, self.reg.instance_noise_anneal)
+        if noise > 0:
+            x = x + noise * torch.randn_like(x)
+        return (self.D if ddp else self.D_plain)(x, c)
+
+    def accumulate_gradients(self, phase: str, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
+        """Forward and backward of one phase on a real batch [N, ...] with its labels [N]; returns detached stats."""
+        return {"D": self._d_main, "Dreg": self._d_reg, "G": self._g_main}[phase](real, labels, gen, progress)
+
+    def _fakes(self, real: Tensor, labels: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """Latents for a batch the size of `real`; conditional fakes take the real batch's labels (the data's class mix)."""
+        return self.latent.sample(len(real), gen, real.device, labels=labels)
+
+    def _d_main(self, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
+        n = len(real)
+        z, c = self._fakes(real, labels, gen)
+        # Fakes from the bare G without a graph: a DDP forward with no backward would leave DDP waiting.
+        with torch.no_grad():
+            fake = self.run_G(z, c, ddp=False)
+        # One D forward for everything D judges in this phase, so a DDP-wrapped D sees one forward per backward.
+        batch, parts = [real, fake], [n, n]
+        if self.objective.lipschitz == "gp":
+            interp = R.interpolates(real, fake, gen)
+            batch, parts = [real, fake, interp], [n, n, n]
+        cs = None if c is None else torch.cat([labels, c] + ([labels] if len(parts) == 3 else []))
+        out = self.run_D(torch.cat(batch), cs, progress)
+        real_logits, fake_logits, *rest = out.logits.split(parts)
+        loss = self.objective.d_loss(real_logits, fake_logits, self.reg.label_smoothing)
+        stats = {"loss_d": loss, **self.objective.stats(real_logits, fake_logits)}
+        if self.objective.lipschitz == "gp":
+            penalty = R.gradient_penalty(rest[0], interp)
+            loss = loss + self.train.gp_weight * penalty
+            stats["gp"] = penalty
+        if out.q is not None:  # Q learns to recover the codes of the fakes
+            info = R.info_loss(out.q[n : 2 * n], *self.latent.codes(z), self.latent.info_categorical)
+            loss = loss + self.reg.info_weight * info
+            stats["info_d"] = info
+        loss.backward()
+        return {k: v.detach() for k, v in stats.items()}
+
+    def _d_reg(self, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
+        """Lazy R1: gamma/2 * E|grad D(x)|^2, applied every r1_every steps and weighted by r1_every (Karras et al. 2020)."""
+        real = real.detach().requires_grad_(True)
+        out = self.run_D(real, labels if self.latent.num_classes else None, progress)
+        penalty = R.r1_penalty(out.logits, real)
+        loss = penalty * (self.reg.r1_gamma / 2) * self.reg.r1_every
+        # DDP expects a gradient for every parameter: the output bias (absent from grad_x D) and the Q head's too
+        loss = loss + 0 * out.logits.sum()
+        if out.q is not None:
+            loss = loss + 0 * out.q.sum()
+        loss.backward()
+        return {"r1": penalty.detach()}
+
+    def _g_main(self, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
+        z, c = self._fakes(real, labels, gen)
+        fake = self.run_G(z, c)
+        # Gradients flow through the bare, frozen D: none computed for D's weights, none all-reduced.
+        self.D_plain.requires_grad_(False)
+        try:
+            out = self.run_D(fake, c, progress, ddp=False)
+            loss = self.objective.g_loss(out.logits)
+            stats = {"loss_g": loss}
+            if self.reg.feature_matching:
+                with torch.no_grad():
+                    real_features = self.run_D(real, c, progress, ddp=False).features
+                matching = R.feature_matching(real_features, out.features)
+                loss = loss + self.reg.feature_matching * matching
+                stats["feature_matching"] = matching
+            if out.q is not None:  # G learns to make its codes recoverable
+                info = R.info_loss(out.q, *self.latent.codes(z), self.latent.info_categorical)
+                loss = loss + self.reg.info_weight * info
+                stats["info_g"] = info
+            loss.backward()
+        finally:
+            self.D_plain.requires_grad_(True)
+        return {k: v.detach() for k, v in stats.items()}

@@ -1,0 +1,48 @@
+"""DCGAN (Radford et al. 2016): transposed-conv G with BatchNorm, strided-conv D. Depth follows the image size.
+
+At resolution H / 2^i both networks carry width * 2^i channels: for 28x28 and width 32, G goes
+[128, 7, 7] -> [64, 14, 14] -> [C, 28, 28], D goes [C, 28, 28] -> [32, 14, 14] -> [64, 7, 7].
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from gan.config import ModelConfig
+from gan.latent import Latent
+from gan.networks.layers import Discriminator, LabelInput, halvings, sn
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, cfg: ModelConfig, image_shape: tuple[int, ...], latent: Latent):
+        super().__init__()
+        c, h, w = image_shape
+        k, width = halvings(image_shape), cfg.g_width
+        self.start = (width * 2**k, h // 2**k, w // 2**k)
+        self.label = LabelInput(latent.num_classes)
+        self.project = nn.Sequential(
+            nn.Linear(latent.dim + self.label.extra, math.prod(self.start), bias=False), nn.BatchNorm1d(math.prod(self.start)), nn.ReLU()
+        )
+        layers = []
+        for i in range(k, 1, -1):  # [w 2^i, H/2^i] -> [w 2^(i-1), H/2^(i-1)]
+            layers += [nn.ConvTranspose2d(width * 2**i, width * 2 ** (i - 1), 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2 ** (i - 1)), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(width * 2, c, 4, 2, 1), nn.Sigmoid()]  # [C, H, W] in [0, 1]
+        self.up = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.up(self.project(self.label(z, c)).view(-1, *self.start))
+
+
+def dcgan_discriminator(cfg: ModelConfig, image_shape: tuple[int, ...], latent: Latent) -> Discriminator:
+    """Strided convs with LeakyReLU. No BatchNorm: real and fake go through D in one concatenated batch,
+    and batch statistics would leak between the halves (and break the gradient penalty's per-sample gradients)."""
+    c, h, w = image_shape
+    k, width = halvings(image_shape), cfg.d_width
+    layers, channels = [], c
+    for i in range(k):  # [C or w 2^(i-1), H/2^i] -> [w 2^i, H/2^(i+1)]
+        layers += [sn(nn.Conv2d(channels, width * 2**i, 4, 2, 1), cfg.spectral_norm), nn.LeakyReLU(cfg.leaky_slope), nn.Dropout(cfg.d_dropout)]
+        channels = width * 2**i
+    layers.append(nn.Flatten())
+    feature_dim = channels * (h // 2**k) * (w // 2**k)
+    return Discriminator(nn.Sequential(*layers), feature_dim, latent.num_classes, latent.code_dim, cfg.spectral_norm)

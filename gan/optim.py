@@ -1,0 +1,55 @@
+"""Optimisers, learning-rate schedules and the per-step gradient treatments (L1 penalty, norm clipping)."""
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from gan.config import OptimConfig
+
+
+def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam (beta1, beta2) or RMSprop (alpha = beta2). `weight_decay` is the coupled L2 penalty: wd * w joins the gradient."""
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.beta2, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=weight_decay)
+
+
+def _step(cfg: OptimConfig, progress: float) -> float:
+    return cfg.step_gamma ** math.floor(progress / cfg.step_every + 1e-9)
+
+
+def _linear(cfg: OptimConfig, progress: float) -> float:
+    return 1.0 if progress < cfg.decay_start else max(0.0, 1.0 - (progress - cfg.decay_start) / (1.0 - cfg.decay_start))
+
+
+SCHEDULES: dict[str, Callable[[OptimConfig, float], float]] = {
+    "constant": lambda cfg, progress: 1.0,
+    "step": _step,
+    "linear": _linear,
+    "cosine": lambda cfg, progress: 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))),
+}
+
+
+def lr_factor(cfg: OptimConfig, progress: float) -> float:
+    """Multiplier of the base learning rate when `progress` (share of training done, 0..1) is behind us."""
+    return SCHEDULES[cfg.schedule](cfg, progress)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+@torch.no_grad()
+def add_l1_gradient(module: nn.Module, weight: float) -> None:
+    """The subgradient of weight * sum |w|, added to every parameter's gradient."""
+    for p in module.parameters():
+        if p.grad is not None:
+            p.grad.add_(torch.sign(p), alpha=weight)
+
+
+def clip_gradient(module: nn.Module, max_norm: float) -> torch.Tensor:
+    """Scale the gradient so its global L2 norm is at most max_norm; return the norm before clipping."""
+    return nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], max_norm)

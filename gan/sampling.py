@@ -1,0 +1,78 @@
+"""Generator inputs as a user names them (noise, label, InfoGAN codes), and the latent layouts of the standard pictures.
+
+A served model takes these parts by name; `Inputs.for_generator` assembles G's (z, c).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gan.latent import Latent
+
+
+@dataclass
+class Inputs:
+    """Named generator inputs: noise [N, z_dim] float32, label [N] int64, code [N] int64, code_continuous [N, k] float32."""
+
+    noise: np.ndarray
+    label: np.ndarray | None = None
+    code: np.ndarray | None = None
+    code_continuous: np.ndarray | None = None
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """The non-empty parts, keyed as the served model's input schema names them ('z' for the noise)."""
+        parts = {"z": self.noise, "label": self.label, "code": self.code, "code_continuous": self.code_continuous}
+        return {k: v for k, v in parts.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, parts: dict[str, np.ndarray]) -> "Inputs":
+        return cls(parts["z"], parts.get("label"), parts.get("code"), parts.get("code_continuous"))
+
+    def for_generator(self, latent: Latent) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(z [N, latent.dim], c [N] or None), checking that every input the model needs is there."""
+        n = len(self.noise)
+        for name, needed, value in (("label", latent.num_classes, self.label), ("code", latent.info_categorical, self.code),
+                                    ("code_continuous", latent.info_continuous, self.code_continuous)):
+            if needed and value is None:
+                raise ValueError(f"this generator needs the input {name!r}")
+        noise = torch.as_tensor(np.asarray(self.noise, dtype=np.float32))
+        assert noise.shape == (n, latent.z_dim), f"noise shape {tuple(noise.shape)}, expected ({n}, {latent.z_dim})"
+        code = None if self.code is None else torch.as_tensor(np.asarray(self.code, dtype=np.int64))
+        cont = None if self.code_continuous is None else torch.as_tensor(np.asarray(self.code_continuous, dtype=np.float32))
+        label = None if not latent.num_classes else torch.as_tensor(np.asarray(self.label, dtype=np.int64))
+        return latent.with_codes(noise, code, cont), label
+
+
+def random_inputs(latent: Latent, n: int, seed: int, label: int | None = None, class_probs: np.ndarray | None = None) -> Inputs:
+    """n random inputs: labels fixed to `label`, else drawn from `class_probs` (uniform by default); random codes."""
+    rng = np.random.default_rng(seed)
+    inputs = Inputs(rng.standard_normal((n, latent.z_dim)).astype(np.float32))
+    if latent.num_classes:
+        inputs.label = np.full(n, label, np.int64) if label is not None else rng.choice(latent.num_classes, n, p=class_probs).astype(np.int64)
+    if latent.info_categorical:
+        inputs.code = rng.integers(0, latent.info_categorical, n).astype(np.int64)
+    if latent.info_continuous:
+        inputs.code_continuous = rng.uniform(-1, 1, (n, latent.info_continuous)).astype(np.float32)
+    return inputs
+
+
+def per_class_inputs(latent: Latent, per_row: int, seed: int) -> Inputs:
+    """One row per class (conditional) or per categorical code (InfoGAN), `per_row` random samples each."""
+    rows = latent.num_classes or latent.info_categorical
+    assert rows, "per-class rows need a conditional or InfoGAN model"
+    inputs = random_inputs(latent, rows * per_row, seed)
+    kind = "label" if latent.num_classes else "code"
+    setattr(inputs, kind, np.repeat(np.arange(rows, dtype=np.int64), per_row))
+    return inputs
+
+
+def code_sweep_inputs(latent: Latent, columns: int, seed: int, continuous_index: int = 0, span: float = 2.0) -> Inputs:
+    """The classic InfoGAN figure: rows vary the categorical code, columns one continuous code from -span to span
+    (training saw [-1, 1]); the noise and the other continuous codes are the same in every cell."""
+    assert latent.info_categorical and latent.info_continuous > continuous_index, "a code sweep needs categorical and continuous codes"
+    rows = latent.info_categorical
+    noise = np.random.default_rng(seed).standard_normal((1, latent.z_dim)).astype(np.float32)
+    cont = np.zeros((rows * columns, latent.info_continuous), np.float32)
+    cont[:, continuous_index] = np.tile(np.linspace(-span, span, columns, dtype=np.float32), rows)
+    return Inputs(np.repeat(noise, rows * columns, 0), code=np.repeat(np.arange(rows, dtype=np.int64), columns), code_continuous=cont)

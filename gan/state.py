@@ -1,0 +1,67 @@
+"""The training state: every part that learns or counts, named once. Checkpoint keys derive from it."""
+
+import copy
+import json
+from dataclasses import Field, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from gan.config import Recipe
+from gan.latent import Latent
+from gan.networks import build_discriminator, build_generator
+from gan.optim import build_optimizer
+
+
+@dataclass
+class TrainingState:
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    step: int = 0  # batches done (one D step each)
+    epoch: int = 0
+    train_seconds: float = 0.0  # wall time spent training, summed over resumes
+    history: list[dict] = field(default_factory=list)  # logged stats: [{"step": int, name: float, ...}]
+    snapshots: list[dict] = field(default_factory=list)  # quick FIDs: [{"epoch", "step", "seconds", "fid"}]
+
+    def state_dict(self) -> dict:
+        """Tensors and plain values only (lists as JSON): loadable with torch.load(weights_only=True)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[_key(f)] = value.state_dict() if hasattr(value, "state_dict") else json.dumps(value) if _is_list(f) else value
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "state_dict"):
+                value.load_state_dict(state[_key(f)])
+            else:
+                setattr(self, f.name, json.loads(state[_key(f)]) if _is_list(f) else f.type(state[_key(f)]))
+
+
+def _is_list(f: Field) -> bool:
+    return getattr(f.type, "__origin__", None) is list
+
+
+def _key(f: Field) -> str:
+    return f.name + "_json" if _is_list(f) else f.name
+
+
+STATE_KEYS = tuple(_key(f) for f in fields(TrainingState))  # what every checkpoint holds besides its metadata
+
+
+def build_state(recipe: Recipe, image_shape: tuple[int, ...], latent: Latent, device: torch.device) -> TrainingState:
+    """Fresh networks and optimisers. Seeded identically on every rank (DDP also broadcasts rank 0's weights)."""
+    torch.manual_seed(recipe.train.seed)
+    G = build_generator(recipe.model, image_shape, latent).to(device)
+    D = build_discriminator(recipe.model, image_shape, latent).to(device)
+    o = recipe.optim
+    return TrainingState(
+        G, D, copy.deepcopy(G).eval().requires_grad_(False),
+        build_optimizer(o, G.parameters(), o.lr_g, o.weight_decay_g),
+        build_optimizer(o, D.parameters(), o.lr_d, o.weight_decay_d),
+    )
