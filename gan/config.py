@@ -1,5 +1,9 @@
 """Typed configuration of the ML library. Every default lives here, once; YAML files only override.
 
+The defaults are the recommended recipe (conf/presets/recommended.yaml says why): a class-conditional
+DCGAN with a wide spectral-norm discriminator, the hinge loss, Adam at a high learning rate with
+beta = (0, 0.9) decayed linearly over the second half, and an EMA generator.
+
 A training recipe is four sections: `model` (networks), `train` (loss and loop), `reg` (regularisers
 and tricks) and `optim` (optimisers, learning rates, schedules, weight penalties, clipping).
 `check_recipe` rejects combinations that cannot work, with the reason.
@@ -40,13 +44,13 @@ class ModelConfig(Section):
     z_dim: int = Field(100, ge=1, le=4096, description="noise dimensions of the latent (InfoGAN codes come on top)")
     g_hidden: list[int] = Field([128, 256], min_length=1, description="MLP generator hidden widths")
     d_hidden: list[int] = Field([256, 128], min_length=1, description="MLP discriminator hidden widths")
-    g_width: int = Field(32, ge=4, le=1024, description="channels of G's last hidden layer (conv archs); deeper layers double it")
-    d_width: int = Field(32, ge=4, le=1024, description="channels of D's first layer (conv archs); deeper layers double it")
+    g_width: int = Field(16, ge=4, le=1024, description="channels of G's last hidden layer (conv archs); deeper layers double it")
+    d_width: int = Field(64, ge=4, le=1024, description="channels of D's first layer (conv archs); deeper layers double it")
     leaky_slope: float = Field(0.2, ge=0, lt=1, description="LeakyReLU negative slope")
     d_dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer of D")
-    spectral_norm: bool = Field(False, description="spectral normalisation of every D layer (Miyato et al. 2018)")
+    spectral_norm: bool = Field(True, description="spectral normalisation of every D layer (Miyato et al. 2018)")
     conditional: bool = Field(
-        False, description="class-conditional: G takes the label (embedding; conditional BatchNorm in 'resnet'), D is a projection discriminator"
+        True, description="class-conditional: G takes the label (embedding; conditional BatchNorm in 'resnet'), D is a projection discriminator"
     )
     info_categorical: int = Field(0, ge=0, le=1000, description="InfoGAN: size of the categorical latent code (0: none)")
     info_continuous: int = Field(0, ge=0, le=64, description="InfoGAN: number of continuous latent codes, uniform in [-1, 1]")
@@ -54,18 +58,18 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     loss: Literal["minimax", "ns", "hinge", "lsgan", "wgan", "wgan-gp"] = Field(
-        "ns", description="adversarial loss: minimax (the article's, saturating G), ns (non-saturating), hinge, lsgan, "
+        "hinge", description="adversarial loss: minimax (the article's, saturating G), ns (non-saturating), hinge, lsgan, "
         "wgan (weight clipping), wgan-gp (gradient penalty)",
     )
     clip_value: float = Field(0.01, gt=0, le=10, description="wgan only: D's weights are clamped to [-c, c] after every D step")
     gp_weight: float = Field(10.0, gt=0, le=1e4, description="wgan-gp only: weight of the two-sided gradient penalty on interpolates")
     n_critic: int = Field(1, ge=1, le=100, description="D steps (each on a fresh real batch) per G step")
-    epochs: int = Field(90, ge=1, le=100_000, description="passes over each worker's shard")
+    epochs: int = Field(58, ge=1, le=100_000, description="passes over each worker's shard")
     max_minutes: float = Field(
         0.0, ge=0, description="time budget: training stops after the first epoch that ends past this many minutes "
         "(schedules then run on time instead of steps); 0: train all epochs",
     )
-    batch_size: int = Field(32, ge=2, le=65_536, description="images per worker per step (global batch = this x workers)")
+    batch_size: int = Field(64, ge=2, le=65_536, description="images per worker per step (global batch = this x workers)")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the EMA generator (what gets evaluated and registered)")
     ema_warmup: int = Field(10, ge=1, description="EMA warm-up: the decay is min(ema_decay, (1 + t) / (ema_warmup + t)) at G step t")
     ema_bn_batches: int = Field(
@@ -81,7 +85,7 @@ class TrainConfig(Section):
     )
     checkpoint_every_epochs: int = Field(5, ge=1, description="epochs between checkpoints (the last epoch always saves one)")
     fid_every_epochs: int = Field(
-        0, ge=0, description="epochs between quick FIDs of the EMA generator during training (rank 0, the evaluation's classifier); 0: off"
+        4, ge=0, description="epochs between quick FIDs of the EMA generator during training (rank 0, the evaluation's classifier); 0: off"
     )
     fid_samples: int = Field(
         1000, ge=10, le=100_000, description="generated images per quick FID (as many as eval.num_samples, so both share the small-sample bias)"
@@ -113,12 +117,12 @@ class RegConfig(Section):
 
 class OptimConfig(Section):
     optimizer: Literal["adam", "rmsprop"] = Field("adam", description="optimiser of both networks")
-    lr_g: float = Field(2e-4, gt=0, le=1, description="generator learning rate")
-    lr_d: float = Field(2e-4, gt=0, le=1, description="discriminator learning rate")
-    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
-    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 (RMSprop's smoothing constant alpha)")
+    lr_g: float = Field(6e-4, gt=0, le=1, description="generator learning rate")
+    lr_d: float = Field(6e-4, gt=0, le=1, description="discriminator learning rate")
+    beta1: float = Field(0.0, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.9, ge=0, lt=1, description="Adam beta2 (RMSprop's smoothing constant alpha)")
     schedule: Literal["constant", "step", "linear", "cosine"] = Field(
-        "constant", description="learning-rate schedule over training: constant, step (x gamma every step_every share), "
+        "linear", description="learning-rate schedule over training: constant, step (x gamma every step_every share), "
         "linear (to 0 from decay_start), cosine (to 0)",
     )
     step_every: float = Field(0.5, gt=0, le=1, description="step schedule: share of training between decays")

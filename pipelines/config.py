@@ -27,6 +27,9 @@ class RayConfig(Section):
     cpus_per_worker: float = Field(
         0.5, gt=0, le=256, description="CPUs reserved per worker; leave some free for Ray Data on small machines"
     )
+    threads_per_worker: int = Field(
+        0, ge=0, le=1024, description="torch threads per worker; 0: the node's cores shared evenly by the workers on it"
+    )
     max_failures: int = Field(1, ge=-1, description="worker-group restarts within one fit (-1: unlimited)")
 
 

@@ -4,6 +4,7 @@ Kept free of Prefect and MLflow imports: every worker process imports this modul
 """
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -94,7 +95,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     image_shape = tuple(loop_config["image_shape"])
     context = ray.train.get_context()
     ctx = WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
-    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
+    # Ray's CPU reservation is scheduling bookkeeping (kept low so Ray Data can run beside the workers);
+    # the threads are what computes. By default the workers on a node share its cores.
+    torch.set_num_threads(cfg.ray.threads_per_worker or max(1, (os.cpu_count() or 1) // context.get_local_world_size()))
 
     staging = Path(tempfile.mkdtemp(prefix="gan-samples-"))
     (staging / SAMPLES).mkdir()

@@ -12,7 +12,7 @@ from gan.networks import ARCHS, DOut, build_discriminator, build_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(z_dim=8, g_width=4, d_width=4, g_hidden=[16], d_hidden=[16])
+TINY = dict(z_dim=8, g_width=4, d_width=4, g_hidden=[16], d_hidden=[16], conditional=False, spectral_norm=False)
 MODES = {
     "unconditional": dict(),
     "conditional": dict(conditional=True),
@@ -82,7 +82,7 @@ def test_spectral_norm_wraps_every_layer_and_bounds_its_singular_value(arch: str
 
 def test_mlp_matches_the_article() -> None:
     """z=100 -> 128 -> 256 -> 784 (sigmoid) for G and 784 -> 256 -> 128 -> 1 for D."""
-    cfg = ModelConfig(arch="mlp")
+    cfg = ModelConfig(arch="mlp", conditional=False, spectral_norm=False)
     latent = Latent.of(cfg, num_classes=10)
     G, D = build_generator(cfg, (1, 28, 28), latent), build_discriminator(cfg, (1, 28, 28), latent)
     g_shapes = [tuple(m.weight.shape) for m in G.modules() if isinstance(m, nn.Linear)]

@@ -21,10 +21,11 @@ from gan.training_loop import ema_beta, in_memory_batches, recompute_bn_stats, t
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (1, 8, 8)
+# A plain recipe, independent of the library's defaults: unconditional, no spectral norm, ns, constant Adam.
 TINY = {
-    "model": dict(arch="dcgan", z_dim=8, g_width=8, d_width=8, g_hidden=[32], d_hidden=[32]),
-    "train": dict(epochs=2, batch_size=32, log_every_steps=4, sample_every_steps=16, num_sample_images=4),
-    "optim": dict(lr_d=1e-3),
+    "model": dict(arch="dcgan", z_dim=8, g_width=8, d_width=8, g_hidden=[32], d_hidden=[32], conditional=False, spectral_norm=False),
+    "train": dict(loss="ns", epochs=2, batch_size=32, log_every_steps=4, sample_every_steps=16, num_sample_images=4),
+    "optim": dict(lr_g=2e-4, lr_d=1e-3, beta1=0.5, beta2=0.999, schedule="constant"),
 }
 
 

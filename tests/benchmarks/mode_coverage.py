@@ -12,8 +12,9 @@ It then draws 2500 points from the EMA generator (what the pipeline evaluates) a
 taken from the final checkpoint the sink receives. A mode is covered when at least 20 samples lie within
 3 std of it; a sample is high quality when it lies within 3 std of its nearest mode (PacGAN's rules).
 Prints a table (mean ± std over seeds) and writes table.md, results.json and samples.png (seed 0) to --out.
-'recommended' takes the train / reg / optim sections of conf/presets/recommended.yaml (its model section
-and its epochs / batch size give way to this benchmark's network and budget); it is skipped if the file is missing.
+'recommended' takes the train / reg / optim sections of conf/presets/recommended.yaml and D's spectral norm
+and dropout from its model section (its architecture, widths, class input, epochs and batch size give way
+to this benchmark's network and budget); it is skipped if the file is missing.
 """
 
 import argparse
@@ -39,6 +40,7 @@ from gan.training_loop import generate, in_memory_batches, train
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "conf" / "presets" / "recommended.yaml"
 MODEL = ModelConfig(arch="mlp", z_dim=2, g_hidden=[400] * 4, d_hidden=[200] * 3)
+D_SETTINGS = ("spectral_norm", "d_dropout")  # taken from the preset's model section
 BATCH = 100
 TRAIN_POINTS = 100_000
 EVAL_SEED = 1234  # latents of the evaluated samples: seed EVAL_SEED + run seed, the same for EMA and live G
@@ -99,7 +101,9 @@ def recipe_sections(name: str) -> dict | None:
     from pipelines.config import load_config  # noqa: PLC0415  (the pipeline's YAML loader, with its config errors)
 
     cfg = load_config(PRESET)
-    return {section: getattr(cfg, section).model_dump(exclude_unset=True) for section in ("train", "reg", "optim")}
+    sections = {section: getattr(cfg, section).model_dump(exclude_unset=True) for section in ("train", "reg", "optim")}
+    # D's regularising model settings carry over to the MLP; the architecture, widths and class input do not.
+    return {**sections, "model": {k: v for k, v in cfg.model.model_dump(exclude_unset=True).items() if k in D_SETTINGS}}
 
 
 def build_recipe(sections: dict, seed: int, steps: int) -> tuple[Recipe, int]:
@@ -110,7 +114,8 @@ def build_recipe(sections: dict, seed: int, steps: int) -> tuple[Recipe, int]:
     train_cfg = TrainConfig(**{**sections.get("train", {}), "batch_size": BATCH, "seed": seed})
     batches = steps * train_cfg.n_critic
     train_cfg.epochs = math.ceil(batches / (TRAIN_POINTS // BATCH))
-    recipe = Recipe(model=MODEL, train=train_cfg, reg=RegConfig(**sections.get("reg", {})), optim=OptimConfig(**sections.get("optim", {})))
+    model = MODEL.model_copy(update=sections.get("model", {}))
+    recipe = Recipe(model=model, train=train_cfg, reg=RegConfig(**sections.get("reg", {})), optim=OptimConfig(**sections.get("optim", {})))
     return recipe, math.ceil(batches / train_cfg.epochs)
 
 
@@ -164,7 +169,7 @@ def progress_line(r: dict) -> str:
 def preset_note(sections: dict) -> str:
     """What 'recommended' runs here, and what of the preset does not apply to 2-D points."""
     images_only = "; reg.diffaugment acts on images only, so it is off on points" if sections["reg"].get("diffaugment") else ""
-    return (f"note: 'recommended' = {PRESET.relative_to(ROOT)} {sections}; its model section, train.epochs and "
+    return (f"note: 'recommended' = {PRESET.relative_to(ROOT)} {sections}; its architecture, widths, class input, train.epochs and "
             f"train.batch_size give way to this benchmark's network and budget{images_only}")
 
 
