@@ -9,12 +9,12 @@ and tricks) and `optim` (optimisers, learning rates, schedules, weight penalties
 `check_recipe` rejects combinations that cannot work, with the reason.
 """
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-LOSS_NAMES = ("minimax", "ns", "hinge", "lsgan", "wgan", "wgan-gp")
-AUGMENTS = ("translation", "cutout", "color")
+AUGMENTS = ("translation", "cutout", "color")  # the keys of gan.augment.AUGMENTATIONS (a test keeps them equal)
 
 
 class ConfigError(ValueError):
@@ -44,9 +44,9 @@ class ModelConfig(Section):
     z_dim: int = Field(100, ge=1, le=4096, description="noise dimensions of the latent (InfoGAN codes come on top)")
     g_hidden: list[int] = Field([128, 256], min_length=1, description="MLP generator hidden widths")
     d_hidden: list[int] = Field([256, 128], min_length=1, description="MLP discriminator hidden widths")
-    g_width: int = Field(16, ge=4, le=1024, description="channels of G's last hidden layer (conv archs); deeper layers double it")
-    d_width: int = Field(64, ge=4, le=1024, description="channels of D's first layer (conv archs); deeper layers double it")
-    leaky_slope: float = Field(0.2, ge=0, lt=1, description="LeakyReLU negative slope")
+    g_width: int = Field(16, ge=4, le=1024, description="G's channel unit (conv archs): G carries g_width x 2^i channels at resolution H / 2^i")
+    d_width: int = Field(64, ge=4, le=1024, description="D's channel count at its first layer (conv archs), doubled at each further halving")
+    leaky_slope: float = Field(0.2, ge=0, lt=1, description="LeakyReLU negative slope (mlp, dcgan; resnet uses ReLU, as SNGAN does)")
     d_dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer of D")
     spectral_norm: bool = Field(True, description="spectral normalisation of every D layer (Miyato et al. 2018)")
     conditional: bool = Field(
@@ -73,7 +73,7 @@ class TrainConfig(Section):
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the EMA generator (what gets evaluated and registered)")
     ema_warmup: int = Field(10, ge=1, description="EMA warm-up: the decay is min(ema_decay, (1 + t) / (ema_warmup + t)) at G step t")
     ema_bn_batches: int = Field(
-        8, ge=1, le=1000, description="batches of fresh latents that recompute the EMA generator's BatchNorm statistics for its own weights"
+        32, ge=1, le=1000, description="batches of fresh latents that recompute the EMA generator's BatchNorm statistics for its own weights"
     )
     seed: int = Field(0, ge=0, description="base seed; each rank derives its own")
     log_every_steps: int = Field(25, ge=1, description="steps between logged loss values")
@@ -141,6 +141,9 @@ class EvalConfig(Section):
     classifier_epochs: int = Field(4, ge=1, le=1000, description="epochs of the feature classifier")
     classifier_seed: int = Field(0, ge=0, description="seed of the feature classifier")
     seed: int = Field(1234, ge=0, description="seed of the generated images' latents")
+    fid_draws: int = Field(
+        5, ge=0, le=100, description="further draws of num_samples latents (seeds seed+1, ...) whose FIDs give the spread a single draw hides"
+    )
     coverage_min_fraction: float = Field(
         0.01, gt=0, lt=1, description="a class counts as covered when at least this share of samples is assigned to it"
     )
@@ -160,14 +163,28 @@ def policy(diffaugment: str) -> list[str]:
     return [p.strip() for p in diffaugment.split(",") if p.strip()]
 
 
+# Settings that act only when another setting is on: a non-default value while it is off is a mistake.
+# (section, key, is it active in this recipe?, what makes it active)
+DEPENDENT_SETTINGS: list[tuple[str, str, Callable[["Recipe"], bool], str]] = [
+    ("train", "clip_value", lambda r: r.train.loss == "wgan", "train.loss 'wgan'"),
+    ("train", "gp_weight", lambda r: r.train.loss == "wgan-gp", "train.loss 'wgan-gp'"),
+    ("reg", "r1_every", lambda r: r.reg.r1_gamma > 0, "reg.r1_gamma > 0"),
+    ("reg", "instance_noise_anneal", lambda r: r.reg.instance_noise > 0, "reg.instance_noise > 0"),
+    ("reg", "info_weight", lambda r: bool(r.model.info_categorical or r.model.info_continuous), "InfoGAN codes (model.info_*)"),
+    ("optim", "beta1", lambda r: r.optim.optimizer == "adam", "optim.optimizer 'adam'"),
+    ("optim", "step_every", lambda r: r.optim.schedule == "step", "optim.schedule 'step'"),
+    ("optim", "step_gamma", lambda r: r.optim.schedule == "step", "optim.schedule 'step'"),
+    ("optim", "decay_start", lambda r: r.optim.schedule == "linear", "optim.schedule 'linear'"),
+]
+
+
 def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> None:
     """Reject settings that contradict each other (or the data), naming the keys and the reason."""
     model, train, reg = recipe.model, recipe.train, recipe.reg
-    defaults = TrainConfig.model_fields
-    if train.clip_value != defaults["clip_value"].default and train.loss != "wgan":
-        raise ConfigError(f"config error: train.clip_value = {train.clip_value} applies to train.loss 'wgan' only, not {train.loss!r}")
-    if train.gp_weight != defaults["gp_weight"].default and train.loss != "wgan-gp":
-        raise ConfigError(f"config error: train.gp_weight = {train.gp_weight} applies to train.loss 'wgan-gp' only, not {train.loss!r}")
+    for section, key, active, needs in DEPENDENT_SETTINGS:
+        value, default = getattr(getattr(recipe, section), key), type(getattr(recipe, section)).model_fields[key].default
+        if value != default and not active(recipe):
+            raise ConfigError(f"config error: {section}.{key} = {value} acts only with {needs}; it would do nothing here")
     if reg.label_smoothing and train.loss not in ("minimax", "ns"):
         raise ConfigError(
             f"config error: reg.label_smoothing = {reg.label_smoothing} needs a cross-entropy loss (minimax, ns); "
@@ -177,6 +194,8 @@ def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> 
         raise ConfigError("config error: model.conditional and InfoGAN codes (model.info_*) exclude each other; pick one")
     if train.loss == "wgan" and model.spectral_norm:
         raise ConfigError("config error: train.loss 'wgan' clips D's weights, which fights model.spectral_norm; use one Lipschitz constraint")
+    if train.loss == "wgan" and reg.r1_gamma:
+        raise ConfigError("config error: reg.r1_gamma with train.loss 'wgan': the lazy R1 step would leave D's weights unclipped; use wgan-gp")
     if image_shape is not None and len(image_shape) == 3:
         c, h, w = image_shape
         if model.arch in ("dcgan", "resnet") and (h % 4 or w % 4):
@@ -186,5 +205,8 @@ def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> 
             )
         if "color" in policy(reg.diffaugment) and c != 3:
             raise ConfigError(f"config error: reg.diffaugment 'color' needs RGB images; the data has {c} channel(s)")
-    if image_shape is not None and len(image_shape) == 1 and model.arch != "mlp":
-        raise ConfigError(f"config error: vector data {tuple(image_shape)} needs model.arch 'mlp', not {model.arch!r}")
+    if image_shape is not None and len(image_shape) == 1:
+        if model.arch != "mlp":
+            raise ConfigError(f"config error: vector data {tuple(image_shape)} needs model.arch 'mlp', not {model.arch!r}")
+        if reg.diffaugment:
+            raise ConfigError(f"config error: reg.diffaugment {reg.diffaugment!r} augments images; the data are vectors {tuple(image_shape)}")

@@ -32,9 +32,13 @@ def wrap(module: nn.Module, ctx: WorkerContext) -> nn.Module:
     return DistributedDataParallel(module, device_ids=device_ids)
 
 
-def rank_seed(seed: int, rank: int, epoch: int) -> int:
-    """A well-mixed seed per (seed, rank, epoch): ranks draw different latents, resumes redraw the same."""
-    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+# Independent random streams per (seed, rank, epoch): the data order must not share its numbers with the latents.
+DATA, LATENTS, NOISE, BATCHNORM = range(4)
+
+
+def rank_seed(seed: int, rank: int, epoch: int, stream: int = DATA) -> int:
+    """A well-mixed seed per (seed, rank, epoch, stream): ranks draw different latents, resumes redraw the same."""
+    return int(np.random.SeedSequence([seed, rank, epoch, stream]).generate_state(1)[0])
 
 
 def gather(value: float, ctx: WorkerContext) -> list[float]:

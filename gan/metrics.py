@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan.latent import Latent
-from gan.training_loop import generate
+from gan.sampling import generate
 
 FEATURE_DIM = 128
 
@@ -165,15 +165,18 @@ class QuickFID:
     """FID of a generator's samples against the training images' feature statistics, cheap enough to run
     every few epochs during training (on rank 0). Conditional models draw labels in the data's class mix."""
 
-    def __init__(self, classifier: Classifier, mu: np.ndarray, cov: np.ndarray, class_probs: np.ndarray, samples: int, seed: int):
+    def __init__(
+        self, classifier: Classifier, mu: np.ndarray, cov: np.ndarray, class_probs: np.ndarray, samples: int, seed: int, key: str = ""
+    ):
         self.classifier, self.mu, self.cov = classifier.eval(), mu, cov
         self.class_probs, self.samples, self.seed = class_probs, samples, seed
+        self.key = key  # names the yardstick (the feature classifier); stored with every snapshot
 
     def save(self, path: Path) -> Path:
         blob = {
             "classifier": self.classifier.state_dict(), "image_shape": list(self.classifier.image_shape),
             "mu": torch.from_numpy(self.mu), "cov": torch.from_numpy(self.cov), "class_probs": torch.from_numpy(self.class_probs),
-            "samples": self.samples, "seed": self.seed,
+            "samples": self.samples, "seed": self.seed, "key": self.key,
         }
         torch.save(blob, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
@@ -185,7 +188,9 @@ class QuickFID:
         blob = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu", weights_only=True)
         classifier = Classifier(tuple(blob["image_shape"]), len(blob["class_probs"]))
         classifier.load_state_dict(blob["classifier"])
-        return cls(classifier, blob["mu"].numpy(), blob["cov"].numpy(), blob["class_probs"].numpy(), int(blob["samples"]), int(blob["seed"]))
+        return cls(
+            classifier, blob["mu"].numpy(), blob["cov"].numpy(), blob["class_probs"].numpy(), int(blob["samples"]), int(blob["seed"]), blob["key"]
+        )
 
     def __call__(self, G: nn.Module, latent: Latent) -> float:
         gen = torch.Generator().manual_seed(self.seed)

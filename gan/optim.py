@@ -1,7 +1,8 @@
 """Optimisers, learning-rate schedules and the per-step gradient treatments (L1 penalty, norm clipping)."""
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -53,3 +54,17 @@ def add_l1_gradient(module: nn.Module, weight: float) -> None:
 def clip_gradient(module: nn.Module, max_norm: float) -> torch.Tensor:
     """Scale the gradient so its global L2 norm is at most max_norm; return the norm before clipping."""
     return nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], max_norm)
+
+
+@contextmanager
+def weight_decay_off(opt: torch.optim.Optimizer, off: bool = True) -> Iterator[None]:
+    """Within the block, the optimiser's coupled weight decay is 0 (when `off`)."""
+    saved = [group["weight_decay"] for group in opt.param_groups]
+    if off:
+        for group in opt.param_groups:
+            group["weight_decay"] = 0.0
+    try:
+        yield
+    finally:
+        for group, decay in zip(opt.param_groups, saved):
+            group["weight_decay"] = decay

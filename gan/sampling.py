@@ -27,21 +27,55 @@ class Inputs:
 
     @classmethod
     def from_dict(cls, parts: dict[str, np.ndarray]) -> "Inputs":
+        if "z" not in parts:
+            raise ValueError(f"generator inputs {sorted(parts)}: 'z' (noise, float32 [N, z_dim]) is missing")
         return cls(parts["z"], parts.get("label"), parts.get("code"), parts.get("code_continuous"))
 
     def for_generator(self, latent: Latent) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(z [N, latent.dim], c [N] or None), checking that every input the model needs is there."""
-        n = len(self.noise)
-        for name, needed, value in (("label", latent.num_classes, self.label), ("code", latent.info_categorical, self.code),
-                                    ("code_continuous", latent.info_continuous, self.code_continuous)):
-            if needed and value is None:
-                raise ValueError(f"this generator needs the input {name!r}")
-        noise = torch.as_tensor(np.asarray(self.noise, dtype=np.float32))
-        assert noise.shape == (n, latent.z_dim), f"noise shape {tuple(noise.shape)}, expected ({n}, {latent.z_dim})"
-        code = None if self.code is None else torch.as_tensor(np.asarray(self.code, dtype=np.int64))
-        cont = None if self.code_continuous is None else torch.as_tensor(np.asarray(self.code_continuous, dtype=np.float32))
-        label = None if not latent.num_classes else torch.as_tensor(np.asarray(self.label, dtype=np.int64))
-        return latent.with_codes(noise, code, cont), label
+        """(z [N, latent.dim], c [N] or None), checking each input the model needs: present, N long, in range."""
+        noise = np.asarray(self.noise, dtype=np.float32)
+        if noise.ndim != 2 or noise.shape[1] != latent.z_dim:
+            raise ValueError(f"input 'z' has shape {noise.shape}; expected (N, {latent.z_dim})")
+        n = len(noise)
+        label = _checked("label", self.label, latent.num_classes, n)
+        code = _checked("code", self.code, latent.info_categorical, n)
+        cont = None
+        if latent.info_continuous:
+            if self.code_continuous is None or np.shape(self.code_continuous) != (n, latent.info_continuous):
+                raise ValueError(f"input 'code_continuous' must have shape ({n}, {latent.info_continuous}), got "
+                                 f"{None if self.code_continuous is None else np.shape(self.code_continuous)}")
+            cont = torch.as_tensor(np.asarray(self.code_continuous, dtype=np.float32))
+        return latent.with_codes(torch.as_tensor(noise), code, cont), label
+
+    def generate(self, G: torch.nn.Module, latent: Latent) -> torch.Tensor:
+        """G's images [N, C, H, W] for these inputs."""
+        return generate(G, *self.for_generator(latent))
+
+
+def _checked(name: str, values: np.ndarray | None, classes: int, n: int) -> torch.Tensor | None:
+    """A class-index input as int64 [n], or None when the model takes none; a clear error otherwise."""
+    if not classes:
+        return None
+    if values is None:
+        raise ValueError(f"this generator needs the input {name!r} (int64 [N], values 0..{classes - 1})")
+    values = np.asarray(values)
+    if values.shape != (n,) or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"input {name!r} must be integers of shape ({n},), got {values.dtype} {values.shape}")
+    if values.min() < 0 or values.max() >= classes:
+        raise ValueError(f"input {name!r} holds {int(values.min())}..{int(values.max())}; this generator knows 0..{classes - 1}")
+    return torch.as_tensor(values.astype(np.int64))
+
+
+@torch.no_grad()
+def generate(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor | None = None, batch_size: int = 500) -> torch.Tensor:
+    """Images [N, ...] from latents [N, dim] (and labels [N]), in eval mode, in chunks."""
+    was_training = G.training
+    G.eval()
+    chunks = z.split(batch_size)
+    labels = c.split(batch_size) if c is not None else [None] * len(chunks)
+    out = torch.cat([G(zc, cc) for zc, cc in zip(chunks, labels)])
+    G.train(was_training)
+    return out
 
 
 def random_inputs(latent: Latent, n: int, seed: int, label: int | None = None, class_probs: np.ndarray | None = None) -> Inputs:

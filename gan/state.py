@@ -23,6 +23,7 @@ class TrainingState:
     step: int = 0  # batches done (one D step each)
     epoch: int = 0
     train_seconds: float = 0.0  # wall time spent training, summed over resumes
+    schedule_steps: int = 0  # steps the schedules run over: epochs x steps per epoch, or what fits a time budget
     history: list[dict] = field(default_factory=list)  # logged stats: [{"step": int, name: float, ...}]
     snapshots: list[dict] = field(default_factory=list)  # quick FIDs: [{"epoch", "step", "seconds", "fid"}]
 

@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 from gan import distributed, optim
-from gan.config import Recipe, check_recipe
+from gan.config import Recipe, TrainConfig, check_recipe
 from gan.latent import Latent
 from gan.loss import GANLoss
+from gan.objectives import LOSSES
 from gan.regularizers import clip_weights
+from gan.sampling import generate
 from gan.state import TrainingState, build_state
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images [N, C, H, W] (uint8, or float for vector data), labels [N] int64
@@ -48,19 +50,22 @@ class Phase:
     every: int
     clip_grad: float = 0.0
     l1: float = 0.0
+    weight_decay: bool = True  # the optimiser's coupled L2 term; off for a second step of the same network
     after_step: Callable[[], None] | None = None
 
 
 def build_phases(recipe: Recipe, s: TrainingState) -> list[Phase]:
-    """D (every batch), lazy Dreg (R1, when on), G (every n_critic batches), in that order."""
-    o, lipschitz = recipe.optim, recipe.train.loss
-    phases = [
-        Phase("D", s.D, s.opt_D, o.lr_d, 1, o.clip_grad_d, o.l1_d,
-              (lambda: clip_weights(s.D, recipe.train.clip_value)) if lipschitz == "wgan" else None),
-    ]
-    if recipe.reg.r1_gamma > 0:
-        phases.append(Phase("Dreg", s.D, s.opt_D, o.lr_d, recipe.reg.r1_every, o.clip_grad_d, o.l1_d))
-    phases.append(Phase("G", s.G, s.opt_G, o.lr_g, recipe.train.n_critic, o.clip_grad_g, o.l1_g))
+    """D (every batch), lazy Dreg (R1, when on), G (every n_critic batches, then the EMA update), in that order."""
+    o, t = recipe.optim, recipe.train
+    clip = LOSSES[t.loss].lipschitz == "clip"
+    phases = [Phase("D", s.D, s.opt_D, o.lr_d, 1, o.clip_grad_d, o.l1_d, after_step=(lambda: clip_weights(s.D, t.clip_value)) if clip else None)]
+    if recipe.reg.r1_gamma > 0:  # L1 and L2 already act on D in its main step: not twice
+        phases.append(Phase("Dreg", s.D, s.opt_D, o.lr_d, recipe.reg.r1_every, o.clip_grad_d, weight_decay=False))
+
+    def ema() -> None:
+        update_ema(s.G_ema, s.G, ema_beta(t.ema_decay, (s.step + 1) // t.n_critic, t.ema_warmup))
+
+    phases.append(Phase("G", s.G, s.opt_G, o.lr_g, t.n_critic, o.clip_grad_g, o.l1_g, after_step=ema))
     return phases
 
 
@@ -72,7 +77,8 @@ def step_phase(phase: Phase, recipe: Recipe, progress: float) -> dict[str, torch
     if phase.clip_grad:
         stats[f"grad_norm_{phase.name.lower()}"] = optim.clip_gradient(phase.net, phase.clip_grad)
     optim.set_lr(phase.opt, phase.lr * optim.lr_factor(recipe.optim, progress))
-    phase.opt.step()
+    with optim.weight_decay_off(phase.opt, not phase.weight_decay):
+        phase.opt.step()
     if phase.after_step is not None:
         phase.after_step()
     return stats
@@ -114,24 +120,12 @@ def recompute_bn_stats(G: nn.Module, latent: Latent, batches: int, seed: int, de
         m.momentum = momentum
 
 
-@torch.no_grad()
-def generate(G: nn.Module, z: torch.Tensor, c: torch.Tensor | None = None, batch_size: int = 500) -> torch.Tensor:
-    """Images [N, ...] from latents [N, dim] (and labels [N]), in eval mode, in chunks."""
-    was_training = G.training
-    G.eval()
-    chunks = z.split(batch_size)
-    labels = c.split(batch_size) if c is not None else [None] * len(chunks)
-    out = torch.cat([G(zc, cc) for zc, cc in zip(chunks, labels)])
-    G.train(was_training)
-    return out
-
-
 def fixed_latents(seed: int, count: int, latent: Latent) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The latent batch every sample grid is drawn from, the same on every rank and every resume.
 
-    Conditional and InfoGAN models get one class (or categorical code) per row of 8."""
+    Conditional and InfoGAN models show every class (or categorical code), in order."""
     gen = torch.Generator().manual_seed(seed)
-    rows = (torch.arange(count) // 8) % max(latent.num_classes or latent.info_categorical, 1)
+    rows = torch.arange(count) * max(latent.num_classes or latent.info_categorical, 1) // count  # every class, in order
     noise = torch.randn(count, latent.z_dim, generator=gen)
     cont = torch.rand(count, latent.info_continuous, generator=gen) * 2 - 1
     return latent.with_codes(noise, rows, cont), (rows if latent.num_classes else None)
@@ -142,7 +136,7 @@ def in_memory_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, s
     data, targets = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
     def epoch_batches(epoch: int) -> Iterable[Batch]:
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(distributed.rank_seed(seed, rank, epoch)))
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(distributed.rank_seed(seed, rank, epoch, distributed.DATA)))
         for start in range(0, len(data) - batch_size + 1, batch_size):  # drop the last, short batch
             rows = order[start : start + batch_size]
             yield data[rows], targets[rows]
@@ -170,6 +164,35 @@ def epoch_line(epochs: int, metrics: dict[str, float], stat_names: Iterable[str]
     return f"[train] epoch {metrics['epoch']}/{epochs} step {metrics['step']} {stats} {metrics['images_per_sec']:.0f} img/s"
 
 
+def schedule_steps(s: TrainingState, t: TrainConfig, steps_in_epoch: int, epoch_seconds: float) -> int:
+    """After an epoch: how many steps the schedules (learning rate, instance noise) run over. All epochs by
+    default; with a time budget, the steps that fit it at the last epoch's pace (rank 0's clock, equal on every rank)."""
+    total = s.schedule_steps or steps_in_epoch * t.epochs
+    if not t.max_minutes:
+        return total
+    per_step = epoch_seconds / max(steps_in_epoch, 1)
+    return max(s.step, min(total, s.step + int(max(0.0, 60.0 * t.max_minutes - s.train_seconds) / max(per_step, 1e-9))))
+
+
+class LogWindow:
+    """Per-step stats as tensors (no device sync per step), averaged over the epoch and over each log interval."""
+
+    def __init__(self) -> None:
+        self.epoch_sums, self.epoch_counts = defaultdict(float), defaultdict(int)
+        self.sums, self.counts = defaultdict(float), defaultdict(int)
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        for k, v in stats.items():
+            self.epoch_sums[k], self.epoch_counts[k] = self.epoch_sums[k] + v, self.epoch_counts[k] + 1
+            self.sums[k], self.counts[k] = self.sums[k] + v, self.counts[k] + 1
+
+    def take(self) -> dict[str, float]:
+        """Means since the last call: a stat of a phase that runs every k steps still appears at every log step."""
+        means = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = defaultdict(float), defaultdict(int)
+        return means
+
+
 def train(
     recipe: Recipe,
     image_shape: tuple[int, ...],
@@ -182,7 +205,7 @@ def train(
     steps_per_epoch: int | None = None,
     quick_fid: Callable[[nn.Module, Latent], float] | None = None,
 ) -> dict[str, float]:
-    """Train for `recipe.train.epochs` epochs, resuming from a checkpoint state if given.
+    """Train for `recipe.train.epochs` epochs (or its time budget), resuming from a checkpoint state if given.
 
     `steps_per_epoch` sizes the schedules (learning rate, instance noise); by default it is measured in
     the first epoch. `quick_fid(G_ema, latent)` is called on rank 0 every `fid_every_epochs`.
@@ -198,14 +221,19 @@ def train(
         torch.set_rng_state(resume["rng"]["torch"])
         if ctx.is_main:
             print(f"[train] resumed from epoch {s.epoch}, step {s.step}", flush=True)
+    s.schedule_steps = s.schedule_steps or (steps_per_epoch or 0) * t.epochs  # 0: measured in the first epoch
 
     # 2. DDP, in this one block; s.G and s.D stay the plain modules underneath.
     loss = GANLoss(recipe, latent, distributed.wrap(s.G, ctx), distributed.wrap(s.D, ctx), s.G, s.D)
     phases = build_phases(recipe, s)
     z_fixed, c_fixed = (x if x is None else x.to(device) for x in fixed_latents(t.seed, t.num_sample_images, latent))
+    ema_at = [-1]
 
     def ema_ready() -> nn.Module:
-        recompute_bn_stats(s.G_ema, latent, t.ema_bn_batches, distributed.rank_seed(t.seed, 0, s.step), device)
+        """The EMA generator with BatchNorm statistics for its current weights (recomputed once per step at most)."""
+        if ema_at[0] != s.step:
+            recompute_bn_stats(s.G_ema, latent, t.ema_bn_batches, distributed.rank_seed(t.seed, 0, s.step, distributed.BATCHNORM), device)
+            ema_at[0] = s.step
         return s.G_ema
 
     def state() -> dict:
@@ -217,57 +245,44 @@ def train(
         }
 
     # 3. Epochs. Latents come from a per-(rank, epoch) generator, so a resumed run redraws the same ones.
-    #    Stats stay tensors between log steps: no device sync per step.
     metrics: dict[str, float] = {}
-    total_steps = (steps_per_epoch or (s.step // s.epoch if s.epoch else 0)) * t.epochs  # resumed: measured before
     budget = 60.0 * t.max_minutes
-
-    def out_of_time() -> bool:
-        return bool(budget) and s.train_seconds >= budget
-
-    while s.epoch < t.epochs and not out_of_time():
-        gen = torch.Generator(device=device).manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch))
-        torch.manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch) + 1)  # dropout, augmentation, instance noise
-        sums, counts = defaultdict(float), defaultdict(int)
-        images_seen, steps_in_epoch, started = 0, 0, time.perf_counter()
+    while s.epoch < t.epochs and not (budget and s.train_seconds >= budget):
+        gen = torch.Generator(device=device).manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch, distributed.LATENTS))
+        torch.manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch, distributed.NOISE))  # dropout, augmentation, instance noise
+        window, images_seen, steps_in_epoch, started = LogWindow(), 0, 0, time.perf_counter()
         for images, labels in epoch_batches(s.epoch):
             real, labels = to_model_input(images, device), labels.to(device, non_blocking=True)
-            progress = s.step / total_steps if total_steps else s.epoch / t.epochs
-            progress = max(progress, s.train_seconds / budget) if budget else progress  # rank 0's clock: equal on every rank
-            stats = {}
-            for phase in phases:
-                if (s.step + 1) % phase.every:
-                    continue
+            progress = min(1.0, s.step / s.schedule_steps) if s.schedule_steps else 0.0
+            for phase in (p for p in phases if (s.step + 1) % p.every == 0):
                 phase.opt.zero_grad(set_to_none=True)
-                stats.update(loss.accumulate_gradients(phase.name, real, labels, gen, progress))
-                stats.update(step_phase(phase, recipe, progress))
-                if phase.name == "G":
-                    g_step = (s.step + 1) // t.n_critic
-                    update_ema(s.G_ema, s.G, ema_beta(t.ema_decay, g_step, t.ema_warmup))
+                window.add(loss.accumulate_gradients(phase.name, real, labels, gen, progress))
+                window.add(step_phase(phase, recipe, progress))
             s.step, steps_in_epoch, images_seen = s.step + 1, steps_in_epoch + 1, images_seen + len(real)
-            for k, v in stats.items():
-                sums[k], counts[k] = sums[k] + v, counts[k] + 1
             if s.step % t.log_every_steps == 0 and ctx.is_main:
-                values = {k: float(v) for k, v in stats.items()}
+                values = window.take()
                 s.history.append({"step": s.step, **values})
                 sink.log(s.step, values)
             if s.step % t.sample_every_steps == 0 and ctx.is_main:
                 sink.samples(s.step, generate(ema_ready(), z_fixed, c_fixed))
+
+        # 4. Epoch end: every rank agrees on rank 0's clock (it decides the time budget and its schedule).
         s.epoch += 1
-        total_steps = total_steps or steps_in_epoch * t.epochs
         per_rank = distributed.gather(images_seen, ctx)
         assert min(per_rank) > 0, f"a rank saw no data in epoch {s.epoch}: images per rank {per_rank} (batch larger than a shard?)"
-        seconds = distributed.gather(time.perf_counter() - started, ctx)[0]  # rank 0's clock decides, on every rank
+        seconds = distributed.gather(time.perf_counter() - started, ctx)[0]
         s.train_seconds += seconds
-        metrics = epoch_summary(s.epoch, s.step, sums, counts, per_rank, seconds)
-        last = s.epoch == t.epochs or out_of_time()
+        s.schedule_steps = schedule_steps(s, t, steps_in_epoch, seconds)
+        metrics = epoch_summary(s.epoch, s.step, window.epoch_sums, window.epoch_counts, per_rank, seconds)
+        last = s.epoch == t.epochs or bool(budget and s.train_seconds >= budget)
         if quick_fid is not None and t.fid_every_epochs and ctx.is_main and (s.epoch % t.fid_every_epochs == 0 or last):
             fid = quick_fid(ema_ready(), latent)  # its own time is not training time
-            s.snapshots.append({"epoch": s.epoch, "step": s.step, "seconds": round(s.train_seconds, 2), "fid": fid})
+            s.snapshots.append({"epoch": s.epoch, "step": s.step, "seconds": round(s.train_seconds, 2), "fid": fid,
+                                "yardstick": getattr(quick_fid, "key", "")})
             sink.log(s.step, {"quick_fid": fid})
             metrics["quick_fid"] = fid
         if ctx.is_main:
-            print(epoch_line(t.epochs, metrics, sums) + (f" quick FID {metrics['quick_fid']:.2f}" if "quick_fid" in metrics else ""), flush=True)
+            print(epoch_line(t.epochs, metrics, window.epoch_sums) + (f" quick FID {metrics['quick_fid']:.2f}" if "quick_fid" in metrics else ""), flush=True)
         due = s.epoch % t.checkpoint_every_epochs == 0 or last
         if due and ctx.is_main:
             sink.samples(s.step, generate(ema_ready(), z_fixed, c_fixed))

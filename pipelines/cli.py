@@ -74,9 +74,13 @@ def _print_summary(summary: dict, path: Path) -> None:
     lines += [f"{name:<11} {s['status']:<8} {s['seconds']:>7.1f}" for name, s in summary["stages"].items()]
     lines += [
         "",
-        f"FID {model['fid']:.2f} (real-vs-real floor {floor['fid']:.2f}); IS {model['inception_score']:.2f} "
+        f"FID {model['fid']:.2f} ({model['fid'] / floor['fid']:.1f}x the real-vs-real floor {floor['fid']:.2f}; over "
+        f"{len(report['fid_draws']['values'])} latent draws {report['fid_draws']['mean']:.2f} ± {report['fid_draws']['std']:.2f}); "
+        f"IS {model['inception_score']:.2f} "
         f"(floor {floor['inception_score']:.2f}); classes {model['classes_covered']} (floor {floor['classes_covered']}); "
-        f"class KL {model['class_kl']:.3f}; classifier accuracy {report['classifier_test_accuracy']:.3f}",
+        f"class KL {model['class_kl']:.3f}; classifier accuracy {report['classifier_test_accuracy']:.3f}"
+        + (f"; label accuracy, worst class {report['conditional']['min_accuracy']:.3f}" if "conditional" in report else "")
+        + (f"; code-class agreement {report['infogan']['code_class_agreement']:.3f}" if "infogan" in report else ""),
         f"registered {summary['registered']['model_name']} v{summary['registered']['version']}"
         f" (champion: {'yes' if summary['registered']['champion'] else 'no'}, {summary['registered']['reason']})",
         f"samples: {Path(summary['report']).parent / 'samples.png'}",

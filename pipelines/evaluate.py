@@ -13,7 +13,6 @@ from gan import checkpoint as ckpt
 from gan import data, metrics, sampling
 from gan.images import class_rows, save_curves, save_grid
 from gan.latent import Latent
-from gan.training_loop import generate
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.runtime import Workspace, code_version
 from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
@@ -55,14 +54,10 @@ def write_pictures(folder: Path, fake: torch.Tensor, real: np.ndarray, assigned:
         save_curves(ckpt.history_of(state), folder / "curves.png", ckpt.snapshots_of(state))
 
 
-def generated(G: torch.nn.Module, latent: Latent, inputs: sampling.Inputs) -> torch.Tensor:
-    return generate(G, *inputs.for_generator(latent))
-
-
 def conditional_scores(G: torch.nn.Module, latent: Latent, classifier: metrics.Classifier, folder: Path, seed: int) -> dict:
     """Conditional models: how often the classifier agrees with the label asked for, per class; one row per label."""
     inputs = sampling.per_class_inputs(latent, 100, seed)
-    images = generated(G, latent, inputs)
+    images = inputs.generate(G, latent)
     accuracy = metrics.label_accuracy(metrics.embed(classifier, images)[1], inputs.label, latent.num_classes)
     save_grid(images.view(latent.num_classes, 100, *images.shape[1:])[:, :10].flatten(0, 1), folder / "samples_by_label.png", nrow=10)
     return {"per_class_accuracy": [round(a, 4) for a in accuracy], "min_accuracy": min(accuracy), "mean_accuracy": float(np.mean(accuracy))}
@@ -73,10 +68,19 @@ def infogan_scores(G: torch.nn.Module, latent: Latent, codes: np.ndarray, predic
     the classic figure (rows: categorical code, columns: first continuous code from -2 to 2)."""
     agreement, mapping = metrics.code_agreement(codes, predicted, latent.info_categorical, num_classes)
     if latent.info_continuous:
-        save_grid(generated(G, latent, sampling.code_sweep_inputs(latent, 10, seed)), folder / "infogan_codes.png", nrow=10)
+        save_grid(sampling.code_sweep_inputs(latent, 10, seed).generate(G, latent), folder / "infogan_codes.png", nrow=10)
     else:
-        save_grid(generated(G, latent, sampling.per_class_inputs(latent, 10, seed)), folder / "infogan_codes.png", nrow=10)
+        save_grid(sampling.per_class_inputs(latent, 10, seed).generate(G, latent), folder / "infogan_codes.png", nrow=10)
     return {"code_class_agreement": agreement, "code_to_class": mapping}
+
+
+def fids_of_draws(
+    G: torch.nn.Module, latent: Latent, classifier: metrics.Classifier, reference: np.ndarray, n: int, cfg: PipelineConfig, mix: np.ndarray
+) -> list[float]:
+    """The FID on `eval.fid_draws` further draws of n latents (seeds seed+1, ...): with 1000 samples one draw
+    moves by about a tenth either way, which a single number hides."""
+    draws = (sampling.random_inputs(latent, n, cfg.eval.seed + k, class_probs=mix) for k in range(1, cfg.eval.fid_draws + 1))
+    return [metrics.frechet_distance(metrics.embed(classifier, inputs.generate(G, latent))[0], reference) for inputs in draws]
 
 
 def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
@@ -103,20 +107,23 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     state = ckpt.load(Path(checkpoint_dir))
     G, _, latent = ckpt.ema_generator(state)
     inputs = sampling.random_inputs(latent, n, cfg.eval.seed, class_probs=class_mix(manifest))
-    fake = generated(G, latent, inputs)  # [n, C, H, W] in [0, 1]
+    fake = inputs.generate(G, latent)  # [n, C, H, W] in [0, 1]
     real = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
     fake_feats, fake_probs = metrics.embed(classifier, fake)
     model_scores = metrics.score(fake_feats, fake_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
     floor_scores = metrics.score(*metrics.embed(classifier, real), reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
 
+    draws = [model_scores.fid] + fids_of_draws(G, latent, classifier, reference_feats, n, cfg, class_mix(manifest))
     report = {
+        "fid_draws": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "values": draws},
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
         "train_seconds": float(state["train_seconds"]), "num_images": n, "dataset_fingerprint": manifest["fingerprint"],
         "feature_extractor": feature_extractor_key(cfg, manifest),
         "classifier_test_accuracy": accuracy,
         "model": model_scores.__dict__, "real_vs_real": floor_scores.__dict__,
         "reference_class_histogram": [round(float(h), 4) for h in reference_hist],
-        "quick_fid": ckpt.snapshots_of(state),
+        # Quick FIDs measured with this report's yardstick only (a cached training run may predate a classifier change).
+        "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == feature_extractor_key(cfg, manifest)],
     }
     data.remove_stale_temporaries(out.parent)
     if out.exists():  # a folder without its report was not published by this code: replace it
@@ -130,7 +137,8 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
         report["seconds"] = round(time.time() - started, 2)
         (tmp / REPORT).write_text(json.dumps(report, indent=2))
     print(
-        f"[evaluate] FID {model_scores.fid:.2f} (real-vs-real floor {floor_scores.fid:.2f}), "
+        f"[evaluate] FID {model_scores.fid:.2f} (over {len(draws)} draws {np.mean(draws):.2f} ± {np.std(draws):.2f}; "
+        f"real-vs-real floor {floor_scores.fid:.2f}), "
         f"IS {model_scores.inception_score:.2f} (floor {floor_scores.inception_score:.2f}), "
         f"classes {model_scores.classes_covered}/{manifest['num_classes']}, class KL {model_scores.class_kl:.3f}, "
         f"classifier accuracy {accuracy:.3f}"

@@ -30,10 +30,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     # hint as a schema of its own; the explicit signature logged with the model does the validation.
     def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:  # noqa: ANN001
         from gan.sampling import Inputs  # noqa: PLC0415
-        from gan.training_loop import generate  # noqa: PLC0415
 
         parts = model_input if isinstance(model_input, dict) else {"z": np.asarray(model_input)}
-        return generate(self.G, *Inputs.from_dict(parts).for_generator(self.latent)).numpy()
+        return Inputs.from_dict(parts).generate(self.G, self.latent).numpy()
 
 
 mlflow.models.set_model(GeneratorModel())

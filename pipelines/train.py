@@ -27,13 +27,13 @@ def quick_fid_blob(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> by
     (a remote cluster's workers do not see this machine's files); None when quick FIDs are off."""
     if not cfg.train.fid_every_epochs:
         return None
-    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{feature_extractor_key(cfg, manifest)}-quickfid-{cfg.train.fid_samples}.pt"
+    key = feature_extractor_key(cfg, manifest)
+    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}.pt"
     if not path.is_file():
         classifier, _ = feature_classifier(cfg, dataset_dir, manifest)
         feats, _ = metrics.embed(classifier, data.load_split(dataset_dir, "train")[0])
-        metrics.QuickFID(classifier, *metrics.gaussian_stats(feats), class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed).save(path)
+        metrics.QuickFID(classifier, *metrics.gaussian_stats(feats), class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
     return path.read_bytes()
-
 
 
 def train(cfg: PipelineConfig, dataset_dir: str) -> dict:

@@ -72,3 +72,9 @@ def test_diff_augment_applies_the_policy_in_the_reference_order(monkeypatch: pyt
     assert torch.equal(augment.diff_augment(x, ["cutout"]), x + 1) and calls == ["cutout"]
     calls.clear()
     assert torch.equal(augment.diff_augment(x, []), x) and calls == []
+
+
+def test_the_config_knows_exactly_the_augmentations_there_are() -> None:
+    from gan.config import AUGMENTS
+
+    assert set(AUGMENTS) == set(augment.AUGMENTATIONS)

@@ -68,8 +68,13 @@ def test_missing_file_and_malformed_override() -> None:
     ("overrides", "expected"),
     [
         (["reg.label_smoothing=0.1", "train.loss=hinge"], "reg.label_smoothing = 0.1 needs a cross-entropy loss (minimax, ns)"),
-        (["train.clip_value=0.05"], "train.clip_value = 0.05 applies to train.loss 'wgan' only, not 'ns'"),
-        (["train.gp_weight=5", "train.loss=wgan"], "train.gp_weight = 5.0 applies to train.loss 'wgan-gp' only"),
+        (["train.clip_value=0.05"], "train.clip_value = 0.05 acts only with train.loss 'wgan'; it would do nothing here"),
+        (["train.gp_weight=5", "train.loss=wgan"], "train.gp_weight = 5.0 acts only with train.loss 'wgan-gp'"),
+        (["reg.r1_every=4"], "reg.r1_every = 4 acts only with reg.r1_gamma > 0"),
+        (["optim.optimizer=rmsprop", "optim.beta1=0.5"], "optim.beta1 = 0.5 acts only with optim.optimizer 'adam'"),
+        (["optim.schedule=constant", "optim.decay_start=0.2"], "optim.decay_start = 0.2 acts only with optim.schedule 'linear'"),
+        (["reg.info_weight=2"], "reg.info_weight = 2.0 acts only with InfoGAN codes (model.info_*)"),
+        (["train.loss=wgan", "model.spectral_norm=false", "reg.r1_gamma=1"], "the lazy R1 step would leave D's weights unclipped"),
         (["model.conditional=true", "model.info_categorical=10"], "model.conditional and InfoGAN codes (model.info_*) exclude each other"),
         (["train.loss=wgan", "model.spectral_norm=true"], "clips D's weights, which fights model.spectral_norm"),
     ],
@@ -86,6 +91,8 @@ def test_settings_that_contradict_the_data_fail_before_training() -> None:
         check_recipe(recipe, (1, 28, 28))
     with pytest.raises(ConfigError, match=r"halves the image at least twice.*\(1, 10, 10\)"):
         check_recipe(load_config(None, []).recipe, (1, 10, 10))
+    with pytest.raises(ConfigError, match=r"augments images; the data are vectors \(2,\)"):
+        check_recipe(load_config(None, ["model.arch=mlp", "reg.diffaugment=translation"]).recipe, (2,))
 
 
 def test_every_preset_loads_and_later_files_override_earlier_ones(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import torch
 from gan import checkpoint
 from gan.config import ModelConfig, Recipe
 from gan.data import load_source
-from gan.distributed import rank_seed
+from gan.distributed import BATCHNORM, rank_seed
 from gan.latent import Latent
 from gan.networks import build_generator
 from gan.objectives import LOSSES
@@ -184,7 +184,7 @@ def test_ema_batchnorm_statistics_belong_to_the_ema_weights() -> None:
     latent = Latent.of(r.model, 10)
     G_ema = build_generator(r.model, SHAPE, latent)
     G_ema.load_state_dict(state["G_ema"])
-    recompute_bn_stats(G_ema, latent, r.train.ema_bn_batches, rank_seed(r.train.seed, 0, state["step"]), torch.device("cpu"))
+    recompute_bn_stats(G_ema, latent, r.train.ema_bn_batches, rank_seed(r.train.seed, 0, state["step"], BATCHNORM), torch.device("cpu"))
     stats = [k for k in state["G_ema"] if k.endswith(("running_mean", "running_var"))]
     assert len(stats) >= 4
     for k in stats:

@@ -1,7 +1,7 @@
 """DCGAN (Radford et al. 2016): transposed-conv G with BatchNorm, strided-conv D. Depth follows the image size.
 
-At resolution H / 2^i both networks carry width * 2^i channels: for 28x28 and width 32, G goes
-[128, 7, 7] -> [64, 14, 14] -> [C, 28, 28], D goes [C, 28, 28] -> [32, 14, 14] -> [64, 7, 7].
+At resolution H / 2^i, G carries g_width * 2^i channels and D d_width * 2^(i-1): for 28x28, g_width 16
+and d_width 64, G goes [64, 7, 7] -> [32, 14, 14] -> [C, 28, 28] and D [C, 28, 28] -> [64, 14, 14] -> [128, 7, 7].
 """
 
 import math

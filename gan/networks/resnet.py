@@ -2,7 +2,7 @@
 
 G: z -> [w 2^k, H/2^k] -> k upsampling residual blocks (BatchNorm, conditional when the model has
 classes) -> BN, ReLU, 3x3 conv -> sigmoid. D: an optimised first block and k - 1 downsampling residual
-blocks, one more block at the lowest resolution, ReLU and global sum pooling.
+blocks, one more block at the lowest resolution (dropout after each block when configured), ReLU and global sum pooling.
 """
 
 import math
@@ -79,8 +79,9 @@ class SumPool(nn.Module):
 def resnet_discriminator(cfg: ModelConfig, image_shape: tuple[int, ...], latent: Latent) -> Discriminator:
     c = image_shape[0]
     k, width = halvings(image_shape), cfg.d_width
-    blocks = [DBlock(c, width, down=True, first=True, spectral=cfg.spectral_norm)]
-    blocks += [DBlock(width * 2 ** (i - 1), width * 2**i, down=True, first=False, spectral=cfg.spectral_norm) for i in range(1, k)]
-    top = width * 2 ** (k - 1)
-    blocks += [DBlock(top, top, down=False, first=False, spectral=cfg.spectral_norm), SumPool()]
-    return Discriminator(nn.Sequential(*blocks), top, latent.num_classes, latent.code_dim, cfg.spectral_norm)
+    channels = [c] + [width * 2**i for i in range(k)] + [width * 2 ** (k - 1)]  # the last block keeps the resolution
+    layers = []
+    for i, (cin, cout) in enumerate(zip(channels, channels[1:])):
+        layers += [DBlock(cin, cout, down=i < k, first=i == 0, spectral=cfg.spectral_norm), nn.Dropout(cfg.d_dropout)]
+    layers.append(SumPool())
+    return Discriminator(nn.Sequential(*layers), channels[-1], latent.num_classes, latent.code_dim, cfg.spectral_norm)

@@ -35,7 +35,8 @@ import torch
 from gan.config import ConfigError, ModelConfig, OptimConfig, Recipe, RegConfig, TrainConfig
 from gan.latent import Latent
 from gan.networks import build_generator
-from gan.training_loop import generate, in_memory_batches, train
+from gan.sampling import generate
+from gan.training_loop import in_memory_batches, train
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "conf" / "presets" / "recommended.yaml"

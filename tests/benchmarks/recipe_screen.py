@@ -26,7 +26,8 @@ from gan.config import EvalConfig, Recipe
 from gan.images import save_grid
 from gan.latent import Latent
 from gan.networks import build_generator
-from gan.training_loop import generate, in_memory_batches, train
+from gan.sampling import generate
+from gan.training_loop import in_memory_batches, train
 
 SOURCE, HOLDOUT, SPLIT_SEED = "bundled-mnist", 0.2, 0  # the defaults of the data section
 EVAL = EvalConfig()
