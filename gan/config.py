@@ -117,8 +117,8 @@ class RegConfig(Section):
 
 class OptimConfig(Section):
     optimizer: Literal["adam", "rmsprop"] = Field("adam", description="optimiser of both networks")
-    lr_g: float = Field(6e-4, gt=0, le=1, description="generator learning rate")
-    lr_d: float = Field(6e-4, gt=0, le=1, description="discriminator learning rate")
+    lr_g: float = Field(8e-4, gt=0, le=1, description="generator learning rate")
+    lr_d: float = Field(8e-4, gt=0, le=1, description="discriminator learning rate")
     beta1: float = Field(0.0, ge=0, lt=1, description="Adam beta1")
     beta2: float = Field(0.9, ge=0, lt=1, description="Adam beta2 (RMSprop's smoothing constant alpha)")
     schedule: Literal["constant", "step", "linear", "cosine"] = Field(
