@@ -27,8 +27,9 @@ pytestmark = pytest.mark.integration
 
 
 def cli(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the CLI in a fresh process, in the shared working folder."""
-    full_env = {k: v for k, v in os.environ.items() if k != "GAN_PIPELINE_FAIL_AT"}
+    """Run the CLI in a fresh process, in the shared working folder, with the workspace's own MLflow store
+    (MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI, so this process's environment may name another test's)."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("GAN_PIPELINE_FAIL_AT", "MLFLOW_TRACKING_URI")}
     full_env.update({"PREFECT_HOME": str(workdir / ".prefect-home"), **(env or {})})
     done = subprocess.run([CLI, *args], cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout)
     (workdir / "cli.log").open("a").write(f"$ gan-pipeline {' '.join(args)}\n{done.stdout}\n{done.stderr}\n")
@@ -43,8 +44,8 @@ def summaries(workdir: Path) -> list[dict]:
 def registry(workdir: Path):  # noqa: ANN201
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'gan-work' / 'mlflow.db'}")
-    return mlflow.MlflowClient()
+    uri = f"sqlite:///{workdir / 'gan-work' / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)  # not set_tracking_uri: it exports the URI
 
 
 @pytest.fixture(scope="module")
