@@ -164,13 +164,14 @@ def epoch_line(epochs: int, metrics: dict[str, float], stat_names: Iterable[str]
     return f"[train] epoch {metrics['epoch']}/{epochs} step {metrics['step']} {stats} {metrics['images_per_sec']:.0f} img/s"
 
 
-def schedule_steps(s: TrainingState, t: TrainConfig, steps_in_epoch: int, epoch_seconds: float) -> int:
+def schedule_steps(s: TrainingState, t: TrainConfig, steps_in_epoch: int) -> int:
     """After an epoch: how many steps the schedules (learning rate, instance noise) run over. All epochs by
-    default; with a time budget, the steps that fit it at the last epoch's pace (rank 0's clock, equal on every rank)."""
-    total = s.schedule_steps or steps_in_epoch * t.epochs
+    default; with a time budget, the steps that fit it at the mean pace so far (rank 0's clock, equal on every
+    rank), re-estimated every epoch so that a slow first epoch does not end the schedule early."""
+    total = steps_in_epoch * t.epochs
     if not t.max_minutes:
         return total
-    per_step = epoch_seconds / max(steps_in_epoch, 1)
+    per_step = s.train_seconds / max(s.step, 1)
     return max(s.step, min(total, s.step + int(max(0.0, 60.0 * t.max_minutes - s.train_seconds) / max(per_step, 1e-9))))
 
 
@@ -272,7 +273,7 @@ def train(
         assert min(per_rank) > 0, f"a rank saw no data in epoch {s.epoch}: images per rank {per_rank} (batch larger than a shard?)"
         seconds = distributed.gather(time.perf_counter() - started, ctx)[0]
         s.train_seconds += seconds
-        s.schedule_steps = schedule_steps(s, t, steps_in_epoch, seconds)
+        s.schedule_steps = schedule_steps(s, t, steps_in_epoch)
         metrics = epoch_summary(s.epoch, s.step, window.epoch_sums, window.epoch_counts, per_rank, seconds)
         last = s.epoch == t.epochs or bool(budget and s.train_seconds >= budget)
         if quick_fid is not None and t.fid_every_epochs and ctx.is_main and (s.epoch % t.fid_every_epochs == 0 or last):

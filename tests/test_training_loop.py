@@ -3,20 +3,21 @@ a resumed run equals an uninterrupted one, and the phases (n_critic, lazy R1, we
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from gan import checkpoint
-from gan.config import ModelConfig, Recipe
+from gan.config import ModelConfig, Recipe, TrainConfig
 from gan.data import load_source
 from gan.distributed import BATCHNORM, rank_seed
 from gan.latent import Latent
 from gan.networks import build_generator
 from gan.objectives import LOSSES
 from gan.state import STATE_KEYS
-from gan.training_loop import ema_beta, in_memory_batches, recompute_bn_stats, train
+from gan.training_loop import ema_beta, in_memory_batches, recompute_bn_stats, schedule_steps, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -216,3 +217,14 @@ def test_conditional_and_infogan_recipes_train_and_checkpoint(tmp_path: Path, mo
     z, c = latent.sample(4, torch.Generator().manual_seed(0))
     images = G(z, c)
     assert images.shape == (4, *SHAPE) and torch.isfinite(images).all()
+
+
+def test_time_budget_schedule_follows_the_mean_pace_and_recovers_from_a_slow_first_epoch() -> None:
+    budget = TrainConfig(epochs=100, max_minutes=1.0)  # 60 s, 100 epochs of 10 steps at most
+    after_slow_first = schedule_steps(SimpleNamespace(step=10, train_seconds=10.0), budget, 10)  # 1 s per step
+    assert after_slow_first == 10 + 50
+    later = schedule_steps(SimpleNamespace(step=40, train_seconds=20.0), budget, 10)  # 0.5 s per step on average
+    assert later == 40 + 80 > after_slow_first  # the horizon grows again once the pace does
+    assert schedule_steps(SimpleNamespace(step=40, train_seconds=0.4), budget, 10) == 1000  # never past the epochs
+    assert schedule_steps(SimpleNamespace(step=130, train_seconds=61.0), budget, 10) == 130  # budget spent: ends now
+    assert schedule_steps(SimpleNamespace(step=40, train_seconds=20.0), TrainConfig(epochs=7), 10) == 70  # no budget
