@@ -40,7 +40,8 @@ from gan.training_loop import in_memory_batches, train
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "conf" / "presets" / "recommended.yaml"
-MODEL = ModelConfig(arch="mlp", z_dim=2, g_hidden=[400] * 4, d_hidden=[200] * 3)
+# Unconditional, and plain unless a recipe says otherwise (the library defaults to spectral norm and a class input).
+MODEL = ModelConfig(arch="mlp", z_dim=2, g_hidden=[400] * 4, d_hidden=[200] * 3, conditional=False, spectral_norm=False, d_dropout=0.0)
 D_SETTINGS = ("spectral_norm", "d_dropout")  # taken from the preset's model section
 BATCH = 100
 TRAIN_POINTS = 100_000
