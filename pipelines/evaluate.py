@@ -106,24 +106,25 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     n = min(cfg.eval.num_samples, len(heldout_images))
     state = ckpt.load(Path(checkpoint_dir))
     G, _, latent = ckpt.ema_generator(state)
-    inputs = sampling.random_inputs(latent, n, cfg.eval.seed, class_probs=class_mix(manifest))
+    mix, yardstick = class_mix(manifest), feature_extractor_key(cfg, manifest)
+    inputs = sampling.random_inputs(latent, n, cfg.eval.seed, class_probs=mix)
     fake = inputs.generate(G, latent)  # [n, C, H, W] in [0, 1]
     real = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
     fake_feats, fake_probs = metrics.embed(classifier, fake)
     model_scores = metrics.score(fake_feats, fake_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
     floor_scores = metrics.score(*metrics.embed(classifier, real), reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
 
-    draws = [model_scores.fid] + fids_of_draws(G, latent, classifier, reference_feats, n, cfg, class_mix(manifest))
+    draws = [model_scores.fid] + fids_of_draws(G, latent, classifier, reference_feats, n, cfg, mix)
     report = {
         "fid_draws": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "values": draws},
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
         "train_seconds": float(state["train_seconds"]), "num_images": n, "dataset_fingerprint": manifest["fingerprint"],
-        "feature_extractor": feature_extractor_key(cfg, manifest),
+        "feature_extractor": yardstick,
         "classifier_test_accuracy": accuracy,
         "model": model_scores.__dict__, "real_vs_real": floor_scores.__dict__,
         "reference_class_histogram": [round(float(h), 4) for h in reference_hist],
         # Quick FIDs measured with this report's yardstick only (a cached training run may predate a classifier change).
-        "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == feature_extractor_key(cfg, manifest)],
+        "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == yardstick],
     }
     data.remove_stale_temporaries(out.parent)
     if out.exists():  # a folder without its report was not published by this code: replace it
