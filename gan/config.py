@@ -70,6 +70,11 @@ class TrainConfig(Section):
         "(schedules then run on time instead of steps); 0: train all epochs",
     )
     batch_size: int = Field(64, ge=2, le=65_536, description="images per worker per step (global batch = this x workers)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="'bf16': G and D forwards under bfloat16 autocast (GPUs, or CPUs with native bf16), the "
+        "objectives, penalties and optimiser state in float32",
+    )
+    channels_last: bool = Field(False, description="NHWC memory layout for the conv networks and their inputs (faster convolutions on GPUs)")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the EMA generator (what gets evaluated and registered)")
     ema_warmup: int = Field(10, ge=1, description="EMA warm-up: the decay is min(ema_decay, (1 + t) / (ema_warmup + t)) at G step t")
     ema_bn_batches: int = Field(
@@ -77,7 +82,10 @@ class TrainConfig(Section):
     )
     seed: int = Field(0, ge=0, description="base seed; each rank derives its own")
     log_every_steps: int = Field(25, ge=1, description="steps between logged loss values")
-    sample_every_steps: int = Field(250, ge=1, description="steps between sample grids of the fixed latents")
+    sample_every_steps: int = Field(
+        0, ge=0, description="steps between extra sample grids of the fixed latents; 0: only with each checkpoint "
+        "(each grid recomputes the EMA generator's BatchNorm statistics: ~1.4 s for the default model on 2 cores)",
+    )
     num_sample_images: int = Field(64, ge=1, le=1024, description="images in each sample grid")
     cache_shard: bool = Field(
         True, description="keep each worker's data shard in memory after one streamed pass; re-streaming "
@@ -86,6 +94,19 @@ class TrainConfig(Section):
     checkpoint_every_epochs: int = Field(5, ge=1, description="epochs between checkpoints (the last epoch always saves one)")
     fid_every_epochs: int = Field(
         4, ge=0, description="epochs between quick FIDs of the EMA generator during training (rank 0, the evaluation's classifier); 0: off"
+    )
+    watchdog: bool = Field(True, description="per-epoch checks: non-finite numbers (roll back), D winning outright, sample collapse (gan/watchdog.py)")
+    max_rollbacks: int = Field(3, ge=0, le=100, description="rollbacks to the last good checkpoint (learning rates halved each time) before the run fails")
+    d_wins_fake: float = Field(0.02, gt=0, lt=1, description="watchdog: D wins outright when mean D(G(z)) is below this ...")
+    d_wins_real: float = Field(0.98, gt=0, lt=1, description="... while mean D(x) is above this (minimax, ns) ...")
+    d_wins_epochs: int = Field(3, ge=1, description="... for this many epochs in a row")
+    collapse_ratio: float = Field(
+        0.2, ge=0, lt=1, description="watchdog: samples collapsed when their mean pairwise distance is below this x the real images'; "
+        "a run that ends collapsed is never registered; 0: off",
+    )
+    collapse_min_steps: int = Field(
+        1000, ge=0, description="watchdog: the collapse check starts after this many steps (a barely trained G draws "
+        "near-constant images without having collapsed)",
     )
     fid_samples: int = Field(
         1000, ge=10, le=100_000, description="generated images per quick FID (as many as eval.num_samples, so both share the small-sample bias)"

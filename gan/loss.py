@@ -6,6 +6,8 @@ instance noise, the class input c and the choice of DDP-wrapped or bare module l
 `run_D` only; the objective comes from the `LOSSES` table. No optimiser is stepped here.
 """
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 from torch import nn
 
@@ -27,8 +29,13 @@ class GANLoss:
         self.latent, self.policy = latent, policy(recipe.reg.diffaugment)
         self.G, self.D, self.G_plain, self.D_plain = G, D, G_plain, D_plain
 
+    def autocast(self, device: torch.device) -> AbstractContextManager:
+        """bf16 autocast around a network's forward (train.precision); objectives and penalties stay float32."""
+        return torch.autocast(device.type, dtype=torch.bfloat16) if self.train.precision == "bf16" else nullcontext()
+
     def run_G(self, z: Tensor, c: Tensor | None, ddp: bool = True) -> Tensor:
-        return (self.G if ddp else self.G_plain)(z, c)
+        with self.autocast(z.device):
+            return (self.G if ddp else self.G_plain)(z, c).float()
 
     def run_D(self, x: Tensor, c: Tensor | None, progress: float, ddp: bool = True) -> DOut:
         """D's view of a batch: DiffAugment, then instance noise, then D (DDP-wrapped or bare)."""
@@ -37,7 +44,9 @@ class GANLoss:
         noise = R.instance_noise_std(self.reg.instance_noise, progress, self.reg.instance_noise_anneal)
         if noise > 0:
             x = x + noise * torch.randn_like(x)
-        return (self.D if ddp else self.D_plain)(x, c)
+        with self.autocast(x.device):
+            out = (self.D if ddp else self.D_plain)(x, c)
+        return DOut(*(t if t is None else t.float() for t in out))
 
     def accumulate_gradients(self, phase: str, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
         """Forward and backward of one phase on a real batch [N, ...] with its labels [N]; returns detached stats."""

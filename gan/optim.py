@@ -10,11 +10,12 @@ from torch import nn
 from gan.config import OptimConfig
 
 
-def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam (beta1, beta2) or RMSprop (alpha = beta2). `weight_decay` is the coupled L2 penalty: wd * w joins the gradient."""
+def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter], lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
+    """Adam (beta1, beta2) or RMSprop (alpha = beta2). `weight_decay` is the coupled L2 penalty: wd * w joins the gradient.
+    `fused`: one kernel per step for all parameters (GPUs; on CPUs the per-tensor loop is as fast for small nets)."""
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.beta2, weight_decay=weight_decay)
-    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=weight_decay)
+        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.beta2, weight_decay=weight_decay, foreach=fused or None)
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=weight_decay, fused=fused or None)
 
 
 def _step(cfg: OptimConfig, progress: float) -> float:

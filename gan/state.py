@@ -26,6 +26,9 @@ class TrainingState:
     schedule_steps: int = 0  # steps the schedules run over: epochs x steps per epoch, or what fits a time budget
     history: list[dict] = field(default_factory=list)  # logged stats: [{"step": int, name: float, ...}]
     snapshots: list[dict] = field(default_factory=list)  # quick FIDs: [{"epoch", "step", "seconds", "fid"}]
+    lr_scale: float = 1.0  # halved by each watchdog rollback
+    events: list[dict] = field(default_factory=list)  # watchdog: [{"epoch", "step", "kind", "detail"}]
+    epoch_log: list[dict] = field(default_factory=list)  # per epoch: [{"epoch", "step", "images", "seconds", "unix"}]
 
     def state_dict(self) -> dict:
         """Tensors and plain values only (lists as JSON): loadable with torch.load(weights_only=True)."""
@@ -60,9 +63,11 @@ def build_state(recipe: Recipe, image_shape: tuple[int, ...], latent: Latent, de
     torch.manual_seed(recipe.train.seed)
     G = build_generator(recipe.model, image_shape, latent).to(device)
     D = build_discriminator(recipe.model, image_shape, latent).to(device)
-    o = recipe.optim
+    if recipe.train.channels_last and len(image_shape) == 3:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    o, fused = recipe.optim, device.type == "cuda"
     return TrainingState(
         G, D, copy.deepcopy(G).eval().requires_grad_(False),
-        build_optimizer(o, G.parameters(), o.lr_g, o.weight_decay_g),
-        build_optimizer(o, D.parameters(), o.lr_d, o.weight_decay_d),
+        build_optimizer(o, G.parameters(), o.lr_g, o.weight_decay_g, fused),
+        build_optimizer(o, D.parameters(), o.lr_d, o.weight_decay_d, fused),
     )

@@ -5,6 +5,7 @@ loss object does the phase's forward and backward, the loop clips, penalises and
 stays outside: numbers, sample images and checkpoint state go to a `Sink`.
 """
 
+import copy
 import json
 import time
 from collections import defaultdict
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan import distributed, optim
+from gan import distributed, optim, watchdog
 from gan.config import Recipe, TrainConfig, check_recipe
 from gan.latent import Latent
 from gan.loss import GANLoss
@@ -69,14 +70,14 @@ def build_phases(recipe: Recipe, s: TrainingState) -> list[Phase]:
     return phases
 
 
-def step_phase(phase: Phase, recipe: Recipe, progress: float) -> dict[str, torch.Tensor]:
-    """After the phase's backward: L1 subgradient, gradient clipping, scheduled learning rate, the step."""
+def step_phase(phase: Phase, recipe: Recipe, progress: float, lr_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """After the phase's backward: L1 subgradient, gradient clipping, scheduled (and rollback-scaled) learning rate, the step."""
     stats = {}
     if phase.l1:
         optim.add_l1_gradient(phase.net, phase.l1)
     if phase.clip_grad:
         stats[f"grad_norm_{phase.name.lower()}"] = optim.clip_gradient(phase.net, phase.clip_grad)
-    optim.set_lr(phase.opt, phase.lr * optim.lr_factor(recipe.optim, progress))
+    optim.set_lr(phase.opt, phase.lr * lr_scale * optim.lr_factor(recipe.optim, progress))
     with optim.weight_decay_off(phase.opt, not phase.weight_decay):
         phase.opt.step()
     if phase.after_step is not None:
@@ -144,10 +145,14 @@ def in_memory_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, s
     return epoch_batches
 
 
-def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 images -> floats in [0, 1] on the device; float data (e.g. 2-D points) as it is."""
+def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """uint8 images -> floats in [0, 1] on the device (copied from pinned memory without a host sync on GPUs);
+    float data (e.g. 2-D points) as it is."""
+    if device.type == "cuda":
+        images = images.pin_memory()
     x = images.to(device, non_blocking=True)
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def epoch_summary(epoch: int, step: int, sums: dict, counts: dict, per_rank: list[float], seconds: float) -> dict[str, float]:
@@ -173,6 +178,38 @@ def schedule_steps(s: TrainingState, t: TrainConfig, steps_in_epoch: int) -> int
         return total
     per_step = s.train_seconds / max(s.step, 1)
     return max(s.step, min(total, s.step + int(max(0.0, 60.0 * t.max_minutes - s.train_seconds) / max(per_step, 1e-9))))
+
+
+def roll_back(s: TrainingState, good: dict, problem: str, t: TrainConfig) -> None:
+    """Restore the last good state with halved learning rates, keeping the clock, the epoch log and the events."""
+    done = sum(e["kind"] == watchdog.ROLLBACK for e in s.events)
+    if done >= t.max_rollbacks:
+        raise watchdog.TrainingDiverged(
+            f"training diverged at step {s.step} (epoch {s.epoch}): {problem}; still after {done} rollbacks with halved "
+            "learning rates (train.max_rollbacks)"
+        )
+    kept = s.train_seconds, s.epoch_log, s.history, s.lr_scale * 0.5
+    event = {"epoch": s.epoch, "step": s.step, "kind": watchdog.ROLLBACK, "detail": f"{problem}; back to epoch {good['epoch']}, learning rates x{kept[3]:g}"}
+    events = [*s.events, event]
+    s.load_state_dict(good)
+    s.train_seconds, s.epoch_log, s.history, s.lr_scale = kept
+    s.events = events
+    s.history.append({"step": s.step, "watchdog_rollbacks": float(done + 1)})
+    print(f"[watchdog] step {event['step']}: {event['detail']}", flush=True)
+
+
+def check_samples(s: TrainingState, t: TrainConfig, samples: torch.Tensor, reference: float | None) -> None:
+    """Rank 0, at checkpoints: the fixed-latent samples' diversity against the real images'; collapse is an event."""
+    if not (t.watchdog and t.collapse_ratio and reference and len(samples) > 1 and s.step >= t.collapse_min_steps):
+        return
+    ratio = watchdog.diversity(samples) / reference
+    s.history.append({"step": s.step, "sample_diversity_ratio": ratio})
+    collapsed = ratio < t.collapse_ratio
+    was = next((e["kind"] == watchdog.COLLAPSE for e in reversed(s.events) if e["kind"].startswith(watchdog.COLLAPSE)), False)
+    if collapsed or was:
+        detail = f"sample diversity {ratio:.3f} x the real images' (train.collapse_ratio {t.collapse_ratio})"
+        s.events.append({"epoch": s.epoch, "step": s.step, "kind": watchdog.COLLAPSE if collapsed else watchdog.COLLAPSE + "_cleared", "detail": detail})
+        print(f"[watchdog] epoch {s.epoch}: {'samples collapsed' if collapsed else 'collapse cleared'}: {detail}", flush=True)
 
 
 class LogWindow:
@@ -229,6 +266,8 @@ def train(
     phases = build_phases(recipe, s)
     z_fixed, c_fixed = (x if x is None else x.to(device) for x in fixed_latents(t.seed, t.num_sample_images, latent))
     ema_at = [-1]
+    # The watchdog's memory: the last good state (rolled back to on non-finite numbers), the real images' diversity.
+    good, real_diversity, d_wins_streak = copy.deepcopy(s.state_dict()), None, 0
 
     def ema_ready() -> nn.Module:
         """The EMA generator with BatchNorm statistics for its current weights (recomputed once per step at most)."""
@@ -253,18 +292,21 @@ def train(
         torch.manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch, distributed.NOISE))  # dropout, augmentation, instance noise
         window, images_seen, steps_in_epoch, started = LogWindow(), 0, 0, time.perf_counter()
         for images, labels in epoch_batches(s.epoch):
-            real, labels = to_model_input(images, device), labels.to(device, non_blocking=True)
+            real, labels = to_model_input(images, device, t.channels_last), labels.to(device, non_blocking=True)
+            if real_diversity is None and ctx.is_main and len(real) > 1:
+                real_diversity = watchdog.diversity(real[: t.num_sample_images])
             progress = min(1.0, s.step / s.schedule_steps) if s.schedule_steps else 0.0
             for phase in (p for p in phases if (s.step + 1) % p.every == 0):
                 phase.opt.zero_grad(set_to_none=True)
                 window.add(loss.accumulate_gradients(phase.name, real, labels, gen, progress))
-                window.add(step_phase(phase, recipe, progress))
+                window.add(step_phase(phase, recipe, progress, s.lr_scale))
             s.step, steps_in_epoch, images_seen = s.step + 1, steps_in_epoch + 1, images_seen + len(real)
+            watchdog.inject_nan(s.step, s.D, already=any(e["kind"] == watchdog.ROLLBACK for e in s.events))
             if s.step % t.log_every_steps == 0 and ctx.is_main:
                 values = window.take()
                 s.history.append({"step": s.step, **values})
                 sink.log(s.step, values)
-            if s.step % t.sample_every_steps == 0 and ctx.is_main:
+            if t.sample_every_steps and s.step % t.sample_every_steps == 0 and ctx.is_main:
                 sink.samples(s.step, generate(ema_ready(), z_fixed, c_fixed))
 
         # 4. Epoch end: every rank agrees on rank 0's clock (it decides the time budget and its schedule).
@@ -273,8 +315,20 @@ def train(
         assert min(per_rank) > 0, f"a rank saw no data in epoch {s.epoch}: images per rank {per_rank} (batch larger than a shard?)"
         seconds = distributed.gather(time.perf_counter() - started, ctx)[0]
         s.train_seconds += seconds
+        s.epoch_log.append({"epoch": s.epoch, "step": s.step, "images": sum(per_rank), "seconds": seconds, "unix": time.time()})
         s.schedule_steps = schedule_steps(s, t, steps_in_epoch)
         metrics = epoch_summary(s.epoch, s.step, window.epoch_sums, window.epoch_counts, per_rank, seconds)
+        if t.watchdog:  # every rank checks its own numbers; any rank's problem rolls every rank back
+            problem = watchdog.nonfinite(metrics, {"G": s.G, "D": s.D})
+            if max(distributed.gather(float(problem is not None), ctx)):
+                roll_back(s, good, problem or "non-finite numbers on another rank", t)
+                continue
+            d_wins_streak = d_wins_streak + 1 if watchdog.d_wins(t, metrics) else 0
+            if d_wins_streak == t.d_wins_epochs and ctx.is_main:
+                detail = f"D(x) {metrics['d_real']:.3f}, D(G(z)) {metrics['d_fake']:.3f} for {d_wins_streak} epochs"
+                s.events.append({"epoch": s.epoch, "step": s.step, "kind": watchdog.D_WINS, "detail": detail})
+                print(f"[watchdog] epoch {s.epoch}: the discriminator wins outright: {detail}", flush=True)
+            metrics["watchdog_rollbacks"] = float(sum(e["kind"] == watchdog.ROLLBACK for e in s.events))
         last = s.epoch == t.epochs or bool(budget and s.train_seconds >= budget)
         if quick_fid is not None and t.fid_every_epochs and ctx.is_main and (s.epoch % t.fid_every_epochs == 0 or last):
             fid = quick_fid(ema_ready(), latent)  # its own time is not training time
@@ -286,6 +340,10 @@ def train(
             print(epoch_line(t.epochs, metrics, window.epoch_sums) + (f" quick FID {metrics['quick_fid']:.2f}" if "quick_fid" in metrics else ""), flush=True)
         due = s.epoch % t.checkpoint_every_epochs == 0 or last
         if due and ctx.is_main:
-            sink.samples(s.step, generate(ema_ready(), z_fixed, c_fixed))
+            samples = generate(ema_ready(), z_fixed, c_fixed)
+            sink.samples(s.step, samples)
+            check_samples(s, t, samples, real_diversity)
+        if due:
+            good = copy.deepcopy(s.state_dict())
         sink.epoch_end(s.epoch, metrics, state if due else None)
     return metrics

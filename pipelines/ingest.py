@@ -1,11 +1,12 @@
 """Stage 1: read the configured source and publish it as a Parquet dataset with a manifest."""
 
+import os
 from pathlib import Path
 
 from prefect import task
 
 from gan import data
-from gan.config import check_recipe
+from gan.config import ConfigError, check_recipe
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.runtime import Workspace, code_version
 from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
@@ -38,6 +39,20 @@ def preflight(cfg: PipelineConfig) -> None:
     image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction)
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, train_rows)
+    check_local_cpus(cfg)
+
+
+def check_local_cpus(cfg: PipelineConfig) -> None:
+    """On the local Ray a run starts, the workers' CPU reservations must leave one CPU for Ray Data's reads,
+    or training waits for them forever."""
+    cpus = os.cpu_count() or 1
+    reserved = cfg.ray.num_workers * cfg.ray.cpus_per_worker
+    if not os.environ.get("RAY_ADDRESS") and reserved > cpus - 1:
+        raise ConfigError(
+            f"config error: ray.num_workers x ray.cpus_per_worker = {cfg.ray.num_workers} x {cfg.ray.cpus_per_worker} reserves "
+            f"{reserved:g} of this machine's {cpus} CPUs; at most {cpus - 1:g} may go to workers (Ray Data reads with the rest): "
+            "lower ray.cpus_per_worker (the workers' torch threads do not depend on it)"
+        )
 
 
 def check_batch_fits(cfg: PipelineConfig, train_rows: int) -> None:

@@ -13,12 +13,12 @@ import torch
 from prefect import task
 
 from gan import checkpoint as ckpt
-from gan import data, sampling
+from gan import data, sampling, watchdog
 from gan.config import ModelConfig
 from gan.latent import Latent
 from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.runtime import GAN_DIR, Workspace, code_version, tracking_uri
-from pipelines.stages import maybe_fail, retry_unless_user_error
+from pipelines.stages import RegistrationRefused, maybe_fail, retry_unless_user_error
 
 MODEL_CODE = Path(__file__).with_name("generator_model.py")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -104,6 +104,8 @@ def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dic
     mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
     mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
     mlflow.set_tags(lineage)
+    events = json.loads(state["events_json"])  # the watchdog's warnings, as tags a run search can filter on
+    mlflow.set_tags({f"watchdog.{kind}": str(sum(e["kind"] == kind for e in events)) for kind in (watchdog.ROLLBACK, watchdog.D_WINS, watchdog.COLLAPSE)})
     snapshots = [{"step": q["step"], "quick_fid": q["fid"], "quick_fid_train_seconds": q["seconds"]} for q in ckpt.snapshots_of(state)]
     _log_history(client, run_id, ckpt.history_of(state) + snapshots)
     if (checkpoint_dir / "samples").is_dir():
@@ -165,6 +167,10 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     fid = float(report["model"]["fid"])
     assert math.isfinite(fid), f"evaluation report {report_path} has a non-finite FID {fid}"
     state = ckpt.load(Path(checkpoint_dir))
+    events = json.loads(state["events_json"])
+    refused = watchdog.verdict(events)
+    if refused:
+        raise RegistrationRefused(f"{checkpoint_dir}: not registered: {refused}; the evaluation report {report_path} shows the samples")
     G, model_cfg, latent = ckpt.ema_generator(state)
     config_hash = fingerprint(cfg.model_dump(mode="json"))
     lineage = {

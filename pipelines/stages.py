@@ -7,7 +7,12 @@ from gan.checkpoint import CheckpointError
 from gan.config import ConfigError
 from gan.data import DataError
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
+
+class RegistrationRefused(Exception):
+    """The watchdog found the trained model broken: it is evaluated, never registered. Retrying cannot help."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, RegistrationRefused)
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
 
 

@@ -15,6 +15,12 @@ from pipelines.runtime import Workspace, code_version, ensure_ray
 from pipelines.stages import cache_key, failure_hook, retry_unless_user_error
 
 
+# On CPUs, a worker's OpenMP threads spin between parallel regions instead of sleeping: a sleeping thread is
+# woken late when Ray's own processes share the cores, and every op of the step waits for it (BENCHMARKS.md).
+# The workers' thread counts never exceed the cores (ray_worker.py), so the spinning takes no one's core.
+CPU_WORKER_ENV = {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
 def run_name(cfg: PipelineConfig, manifest: dict) -> str:
     """Same data, same training config, same code: same run, so a re-run resumes its checkpoints."""
     return "train-" + fingerprint(
@@ -67,6 +73,7 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
             name=name, storage_path=str(workspace.ray_results),
             failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": {} if cfg.ray.use_gpu else CPU_WORKER_ENV},
         ),
         datasets={"train": ray.data.read_parquet(str(Path(dataset_dir) / "train"))},
     )

@@ -118,3 +118,16 @@ def test_default_config_is_the_recommended_recipe() -> None:
 def test_unknown_preset_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="preset 'nope' does not exist; known presets: article-mlp, cgan"):
         preset_path("nope")
+
+
+def test_workers_that_leave_ray_data_no_cpu_are_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.ingest import check_local_cpus
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    check_local_cpus(load_config(overrides=["ray.num_workers=1", "ray.cpus_per_worker=1"]))
+    check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=0.5"]))
+    with pytest.raises(ConfigError, match=r"ray.num_workers x ray.cpus_per_worker = 2 x 1.0 reserves 2 of this machine's 2 CPUs; at most 1"):
+        check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1"]))
+    monkeypatch.setenv("RAY_ADDRESS", "ray://cluster:10001")  # a cluster's CPUs are not this machine's
+    check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1"]))

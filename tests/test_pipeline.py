@@ -190,3 +190,30 @@ def test_stage_commands_chain_by_path_and_reuse_the_flow_cache(runs: dict) -> No
     assert report == second["report"]
     registered = json.loads(stage("register", "--dataset", dataset, "--checkpoint", checkpoint, "--report", report))
     assert registered["version"] == second["registered"]["version"]
+
+
+def test_a_nan_mid_training_is_rolled_back_on_both_ranks_and_the_model_carries_the_record(runs: dict) -> None:
+    """The watchdog's test hook turns D's weights NaN at step 40 (epoch 2 of 31 steps per worker): both DDP ranks
+    roll back to epoch 1 with halved learning rates, the run finishes and registers, the rollback on its MLflow run."""
+    workdir = runs["workdir"]
+    done = cli(workdir, "run", "-c", SMOKE, "--set", "train.seed=7", env={"GAN_INJECT_NAN_AT_STEP": "40"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[watchdog] step 62: loss_d = nan; back to epoch 1, learning rates x0.5" in done.stdout + done.stderr
+    version = summaries(workdir)[-1]["registered"]
+    run = registry(workdir).get_run(version["run_id"])
+    assert run.data.tags["watchdog.rollback"] == "1" and run.data.metrics["watchdog_rollbacks"] == 1.0
+    assert math.isfinite(float(run.data.metrics["eval_fid"]))
+
+
+def test_a_collapsed_run_is_evaluated_but_never_registered(runs: dict) -> None:
+    """With a collapse threshold no sample set meets, the watchdog marks the run collapsed: register refuses
+    with the reason, the CLI exits non-zero without a traceback, the registry is unchanged."""
+    workdir = runs["workdir"]
+    before = [(v.version, v.run_id) for v in registry(workdir).search_model_versions("name = 'smoke-gan'")]
+    reports = set((workdir / "gan-work" / "evaluations").rglob("report.json"))
+    done = cli(workdir, "run", "-c", SMOKE, "--set", "train.collapse_ratio=0.99", "--set", "train.collapse_min_steps=0")
+    assert done.returncode != 0
+    assert "not registered: the samples collapsed (epoch 2: sample diversity" in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert [(v.version, v.run_id) for v in registry(workdir).search_model_versions("name = 'smoke-gan'")] == before
+    assert len(set((workdir / "gan-work" / "evaluations").rglob("report.json")) - reports) == 1  # evaluated all the same

@@ -106,6 +106,13 @@ def test_every_loss_trains_two_epochs_and_stays_finite(loss: str) -> None:
     assert metrics["loss_d"] != sink.epochs[0]["loss_d"]  # something moved
 
 
+def test_bf16_autocast_and_channels_last_train_and_stay_finite() -> None:
+    """The GPU switches run on CPU too: same loop, bf16 forwards, float32 losses and weights."""
+    sink = run(recipe(model=dict(spectral_norm=True), train=dict(precision="bf16", channels_last=True, loss="hinge")))
+    assert all_finite(sink) and len(sink.epochs) == 2
+    assert all(t.dtype == torch.float32 for t in sink.states[-1]["G"].values() if t.is_floating_point())
+
+
 def test_checkpoint_is_complete_and_loads_without_pickle(tmp_path: Path) -> None:
     r = recipe(model=dict(arch="mlp"), train=dict(epochs=1))
     state = run(r).states[-1]

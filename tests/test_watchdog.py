@@ -1,0 +1,70 @@
+"""The watchdog: a NaN rolls training back with halved learning rates and the run finishes; too many fail
+clearly; D winning outright and sample collapse are recorded; a collapsed run has a refusal reason."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from gan import watchdog
+from gan.config import TrainConfig
+from gan.state import TrainingState
+from gan.training_loop import check_samples
+from tests.test_training_loop import recipe, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STEPS_PER_EPOCH = 16  # 512 digits / batch 32
+
+
+def test_an_injected_nan_is_rolled_back_with_halved_learning_rates_and_the_run_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(watchdog.NAN_HOOK, str(STEPS_PER_EPOCH + 5))  # in the second epoch
+    sink = run(recipe(train=dict(epochs=3, checkpoint_every_epochs=1)))
+    final = sink.states[-1]
+    events = json.loads(final["events_json"])
+    assert [e["kind"] for e in events] == [watchdog.ROLLBACK], events
+    assert events[0]["step"] == 2 * STEPS_PER_EPOCH and events[0]["detail"].startswith("loss_d = nan"), events
+    assert final["lr_scale"] == 0.5 and final["epoch"] == 3 and final["step"] == 3 * STEPS_PER_EPOCH
+    assert all(torch.isfinite(t).all() for net in ("G", "D", "G_ema") for t in final[net].values() if t.is_floating_point())
+    assert any(h.get("watchdog_rollbacks") == 1.0 for h in json.loads(final["history_json"])), "the rollback is not in the logged metrics"
+    assert sink.epochs[-1]["watchdog_rollbacks"] == 1.0 and math.isfinite(sink.epochs[-1]["loss_d"])
+    # The epoch that went wrong was redone: epochs 1, 3 and the redone 2 reported; epoch 2's NaN one did not.
+    assert [m["epoch"] for m in sink.epochs] == [1, 2, 3]
+
+
+def test_a_run_that_keeps_diverging_fails_naming_the_step_and_the_statistic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(watchdog.NAN_HOOK, "3")
+    with pytest.raises(watchdog.TrainingDiverged, match=r"training diverged at step 16 \(epoch 1\): loss_d = nan; .*max_rollbacks"):
+        run(recipe(train=dict(epochs=2, max_rollbacks=0)))
+
+
+def test_nonfinite_names_the_first_bad_number() -> None:
+    assert watchdog.nonfinite({"loss_d": float("nan")}, {}) == "loss_d = nan"
+    net = torch.nn.Linear(2, 2)
+    assert watchdog.nonfinite({"loss_d": 0.5}, {"D": net}) is None
+    net.weight.grad = torch.full_like(net.weight, float("inf"))
+    assert watchdog.nonfinite({}, {"D": net}) == "gradient of D.weight is not finite"
+
+
+def test_d_wins_is_defined_for_probability_losses_only() -> None:
+    t = TrainConfig(loss="ns")
+    assert watchdog.d_wins(t, {"d_real": 0.99, "d_fake": 0.01})
+    assert not watchdog.d_wins(t, {"d_real": 0.9, "d_fake": 0.01})
+    assert not watchdog.d_wins(TrainConfig(loss="hinge"), {"d_real": 5.0, "d_fake": -5.0})  # logits: no such threshold
+
+
+def test_collapse_is_an_event_a_registry_refuses_until_a_later_check_clears_it() -> None:
+    s = TrainingState(*(None,) * 5)
+    t = TrainConfig(collapse_min_steps=0)
+    real = torch.rand(16, 1, 8, 8)
+    reference = watchdog.diversity(real)
+    check_samples(s, t, real, reference)
+    assert s.events == [] and watchdog.verdict(s.events) is None
+    s.epoch = 4
+    check_samples(s, t, real[:1].repeat(16, 1, 1, 1) + 1e-3 * torch.rand(16, 1, 8, 8), reference)  # one image, 16 times
+    assert [e["kind"] for e in s.events] == [watchdog.COLLAPSE]
+    assert "collapsed (epoch 4" in watchdog.verdict(s.events)
+    check_samples(s, t, real, reference)
+    assert watchdog.verdict(s.events) is None and s.events[-1]["kind"] == watchdog.COLLAPSE + "_cleared"
+    assert [round(h["sample_diversity_ratio"], 2) for h in s.history][::2] == [1.0, 1.0]
