@@ -10,7 +10,7 @@ import click
 import typer
 import yaml
 
-from pipelines.config import ConfigError, PipelineConfig, UsageError, load_config, preset_path
+from pipelines.config import ConfigError, PipelineConfig, RegistrationRefused, UsageError, load_config, preset_path
 from pipelines.runtime import Workspace, configure_environment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
@@ -53,6 +53,8 @@ def run(preset: PresetOption = None, config: ConfigOption = None, set: SetOption
     runs.mkdir(parents=True, exist_ok=True)
     (runs / f"{summary['flow_run_id']}.json").write_text(json.dumps(summary, indent=2))
     _print_summary(summary, runs / f"{summary['flow_run_id']}.json")
+    if "refused" in summary["registered"]:
+        raise RegistrationRefused(summary["registered"]["refused"])
 
 
 def _overhead(summary: dict, cli_started: float, imported: float) -> dict:
@@ -81,6 +83,7 @@ def _print_summary(summary: dict, path: Path) -> None:
         f"class KL {model['class_kl']:.3f}; classifier accuracy {report['classifier_test_accuracy']:.3f}"
         + (f"; label accuracy, worst class {report['conditional']['min_accuracy']:.3f}" if "conditional" in report else "")
         + (f"; code-class agreement {report['infogan']['code_class_agreement']:.3f}" if "infogan" in report else ""),
+        f"NOT registered: {summary['registered']['refused']}" if "refused" in summary["registered"] else
         f"registered {summary['registered']['model_name']} v{summary['registered']['version']}"
         f" (champion: {'yes' if summary['registered']['champion'] else 'no'}, {summary['registered']['reason']})",
         f"samples: {Path(summary['report']).parent / 'samples.png'}",
@@ -136,7 +139,10 @@ def register(
     from pipelines.register import register_task  # noqa: PLC0415
 
     paths = [str(_existing(p, flag)) for p, flag in ((dataset, "--dataset"), (checkpoint, "--checkpoint"), (report, "--report"))]
-    typer.echo(json.dumps(register_task(cfg, *paths, None)))
+    registered = register_task(cfg, *paths, None)
+    typer.echo(json.dumps(registered))
+    if "refused" in registered:
+        raise RegistrationRefused(registered["refused"])
 
 
 @app.command()
@@ -207,6 +213,9 @@ def main() -> None:
     except (UsageError, DataError, CheckpointError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except RegistrationRefused as err:  # the model was trained and evaluated; the watchdog kept it out of the registry
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(3)
     except (KeyboardInterrupt, click.exceptions.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -28,7 +28,8 @@ def result_row(name: str, cfg: PipelineConfig, summary: dict) -> dict:
         "train_seconds": report["train_seconds"], "images_per_sec": images / max(report["train_seconds"], 1e-9),
         "label_accuracy_min": report.get("conditional", {}).get("min_accuracy"),
         "code_agreement": report.get("infogan", {}).get("code_class_agreement"),
-        "model": f"{summary['registered']['model_name']} v{summary['registered']['version']}",
+        "model": f"{summary['registered']['model_name']} v{summary['registered']['version']}" if "version" in summary["registered"]
+        else "not registered (watchdog: collapsed)",
         "quick_fid": [{**q, "fid_over_floor": q["fid"] / floor["fid"]} for q in report["quick_fid"]],
         "checkpoint": summary["train"]["checkpoint"], "report": summary["report"],
     }

@@ -18,6 +18,10 @@ class UsageError(Exception):
     """Bad input on the command line, found before any work started."""
 
 
+class RegistrationRefused(Exception):
+    """The watchdog found the trained model broken: it is evaluated, never registered. Retrying cannot help."""
+
+
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "presets"
 
 

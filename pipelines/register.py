@@ -18,7 +18,7 @@ from gan.config import ModelConfig
 from gan.latent import Latent
 from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.runtime import GAN_DIR, Workspace, code_version, tracking_uri
-from pipelines.stages import RegistrationRefused, maybe_fail, retry_unless_user_error
+from pipelines.stages import maybe_fail, retry_unless_user_error
 
 MODEL_CODE = Path(__file__).with_name("generator_model.py")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -169,8 +169,9 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     state = ckpt.load(Path(checkpoint_dir))
     events = json.loads(state["events_json"])
     refused = watchdog.verdict(events)
-    if refused:
-        raise RegistrationRefused(f"{checkpoint_dir}: not registered: {refused}; the evaluation report {report_path} shows the samples")
+    if refused:  # a result, not an exception: the flow ends normally and the CLI exits non-zero with this one line
+        print(f"[register] not registered: {refused}")
+        return {"model_name": cfg.registry.model_name, "refused": f"{checkpoint_dir}: not registered: {refused}; the evaluation report {report_path} shows the samples"}
     G, model_cfg, latent = ckpt.ema_generator(state)
     config_hash = fingerprint(cfg.model_dump(mode="json"))
     lineage = {

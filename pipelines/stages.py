@@ -6,13 +6,11 @@ import os
 from gan.checkpoint import CheckpointError
 from gan.config import ConfigError
 from gan.data import DataError
+from gan.watchdog import TrainingDiverged
+from pipelines.config import RegistrationRefused
 
 
-class RegistrationRefused(Exception):
-    """The watchdog found the trained model broken: it is evaluated, never registered. Retrying cannot help."""
-
-
-USER_ERRORS = (ConfigError, DataError, CheckpointError, RegistrationRefused)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, RegistrationRefused, TrainingDiverged)  # retrying cannot help
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
 
 

@@ -7,6 +7,7 @@ from prefect import task
 
 from gan import data, metrics
 from gan.config import check_recipe
+from gan.watchdog import TrainingDiverged
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key
 from pipelines.ingest import check_batch_fits
@@ -26,6 +27,20 @@ def run_name(cfg: PipelineConfig, manifest: dict) -> str:
     return "train-" + fingerprint(
         manifest["fingerprint"], cfg.model, cfg.train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, code_version()
     )
+
+
+def diverged_cause(err: BaseException) -> TrainingDiverged | None:
+    """The watchdog's TrainingDiverged inside Ray Train's error for the worker group, if that is what failed."""
+    seen, todo = set(), [err, *getattr(err, "worker_failures", {}).values()]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, TrainingDiverged):
+            return e
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None), *getattr(e, "worker_failures", {}).values()]
+    return None
 
 
 def quick_fid_blob(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> bytes | None:
@@ -77,7 +92,13 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
         ),
         datasets={"train": ray.data.read_parquet(str(Path(dataset_dir) / "train"))},
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        diverged = diverged_cause(err)
+        if diverged is not None:  # the watchdog's verdict, in one line: not Ray's wrapper with every worker's traceback
+            raise diverged from None
+        raise
     finished = time.time()
     assert result.checkpoint is not None, f"run {name} finished without a checkpoint"
     metrics = result.metrics

@@ -39,6 +39,18 @@ def test_a_run_that_keeps_diverging_fails_naming_the_step_and_the_statistic(monk
         run(recipe(train=dict(epochs=2, max_rollbacks=0)))
 
 
+def test_a_divergence_inside_ray_trains_worker_group_error_is_found() -> None:
+    from ray.train import WorkerGroupError
+
+    from pipelines.train import diverged_cause
+
+    inner = watchdog.TrainingDiverged("training diverged at step 16")
+    wrapped = RuntimeError("user code failed")
+    wrapped.__cause__ = inner
+    assert diverged_cause(WorkerGroupError("rank 0 failed", {0: wrapped})) is inner
+    assert diverged_cause(WorkerGroupError("rank 0 failed", {0: ValueError("other")})) is None
+
+
 def test_nonfinite_names_the_first_bad_number() -> None:
     assert watchdog.nonfinite({"loss_d": float("nan")}, {}) == "loss_d = nan"
     net = torch.nn.Linear(2, 2)
