@@ -21,7 +21,7 @@ from gan.config import TrainConfig
 from gan.objectives import LOSSES, probability_stats
 
 NAN_HOOK = "GAN_INJECT_NAN_AT_STEP"  # test hook: D's weights turn NaN after this step (once per run)
-ROLLBACK, D_WINS, COLLAPSE = "rollback", "d_wins", "collapse"
+ROLLBACK, D_WINS, COLLAPSE, CLEARED = "rollback", "d_wins", "collapse", "collapse_cleared"
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,19 +56,25 @@ def diversity(images: torch.Tensor) -> float:
     return float(torch.cdist(x, x).sum() / (n * (n - 1)))
 
 
-def inject_nan(step: int, D: nn.Module, already: bool) -> bool:
-    """The documented test hook: at step GAN_INJECT_NAN_AT_STEP, D's first weight turns NaN. True if it fired."""
+def rollbacks(events: list[dict]) -> int:
+    return sum(e["kind"] == ROLLBACK for e in events)
+
+
+def nan_hook_step() -> int | None:
+    """The documented test hook's step (GAN_INJECT_NAN_AT_STEP), read once per run; None when unset."""
     target = os.environ.get(NAN_HOOK)
-    if already or not target or step != int(target):
-        return False
+    return int(target) if target else None
+
+
+def inject_nan(D: nn.Module) -> None:
+    """The test hook's effect: D's first weight turns NaN."""
     with torch.no_grad():
         next(D.parameters()).fill_(float("nan"))
-    return True
 
 
 def verdict(events: list[dict]) -> str | None:
     """Why a finished run must not be registered, or None. Collapse counts when the last collapse check found it."""
-    checks = [e for e in events if e["kind"] in (COLLAPSE, COLLAPSE + "_cleared")]
+    checks = [e for e in events if e["kind"] in (COLLAPSE, CLEARED)]
     if checks and checks[-1]["kind"] == COLLAPSE:
         return f"the samples collapsed (epoch {checks[-1]['epoch']}: {checks[-1]['detail']})"
     return None

@@ -78,5 +78,5 @@ def test_collapse_is_an_event_a_registry_refuses_until_a_later_check_clears_it()
     assert [e["kind"] for e in s.events] == [watchdog.COLLAPSE]
     assert "collapsed (epoch 4" in watchdog.verdict(s.events)
     check_samples(s, t, real, reference)
-    assert watchdog.verdict(s.events) is None and s.events[-1]["kind"] == watchdog.COLLAPSE + "_cleared"
+    assert watchdog.verdict(s.events) is None and s.events[-1]["kind"] == watchdog.CLEARED
     assert [round(h["sample_diversity_ratio"], 2) for h in s.history][::2] == [1.0, 1.0]
