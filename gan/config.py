@@ -168,6 +168,10 @@ class EvalConfig(Section):
     coverage_min_fraction: float = Field(
         0.01, gt=0, lt=1, description="a class counts as covered when at least this share of samples is assigned to it"
     )
+    collapse_ratio: float = Field(
+        0.25, ge=0, lt=1, description="the samples' effective class count (exp of the class histogram's entropy) below this share of "
+        "the held-out real images' marks the model collapsed, and the registry refuses it; 0: off",
+    )
 
 
 class Recipe(Section):

@@ -128,6 +128,12 @@ def class_histogram(probs: np.ndarray) -> np.ndarray:
     return np.bincount(probs.argmax(1), minlength=probs.shape[1]) / len(probs)
 
 
+def effective_classes(hist: np.ndarray) -> float:
+    """exp(entropy) of a class histogram: 10 for ten equal classes, 1 when every image falls into one."""
+    nonzero = hist[hist > 0]
+    return float(np.exp(-(nonzero * np.log(nonzero)).sum()))
+
+
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> float:
     """KL(p || q) between two histograms, smoothed so an empty class gives a large finite value."""
     p, q = (p + eps) / (p + eps).sum(), (q + eps) / (q + eps).sum()
@@ -140,6 +146,7 @@ class Scores:
     inception_score: float
     inception_score_std: float
     classes_covered: int
+    effective_classes: float
     class_kl: float
     class_histogram: list[float]
 
@@ -156,6 +163,7 @@ def score(feats: np.ndarray, probs: np.ndarray, reference_feats: np.ndarray, ref
         inception_score=is_mean,
         inception_score_std=is_std,
         classes_covered=int((hist >= min_fraction).sum()),
+        effective_classes=effective_classes(hist),
         class_kl=kl_divergence(hist, reference_hist),
         class_histogram=[round(float(h), 4) for h in hist],
     )

@@ -78,3 +78,13 @@ def verdict(events: list[dict]) -> str | None:
     if checks and checks[-1]["kind"] == COLLAPSE:
         return f"the samples collapsed (epoch {checks[-1]['epoch']}: {checks[-1]['detail']})"
     return None
+
+
+def class_collapse(effective: float, real_effective: float, ratio: float) -> str | None:
+    """The evaluation's check, in the feature classifier's space: the samples' effective class count (see
+    `metrics.effective_classes`) against the held-out real images'. None when healthy or when `ratio` is 0."""
+    if ratio and effective < ratio * real_effective:
+        return (f"the samples collapsed onto {effective:.2f} effective classes, the held-out real images spread over "
+                f"{real_effective:.2f} (eval.collapse_ratio {ratio:g})")
+    return None
+

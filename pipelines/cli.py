@@ -1,6 +1,7 @@
 """`gan-pipeline`: the whole flow, or one stage at a time with the same task code."""
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import click
 import typer
 import yaml
 
+from pipelines import console
 from pipelines.config import ConfigError, PipelineConfig, RegistrationRefused, UsageError, load_config, preset_path
 from pipelines.runtime import Workspace, configure_environment
 
@@ -19,16 +21,25 @@ ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YA
 PresetOption = Annotated[Optional[str], typer.Option("--preset", "-p", help="a recipe from conf/presets/ (e.g. wgan-gp), applied before --config")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override one value: section.key=value (repeatable)")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and exit")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="show everything Ray's processes print (always kept in gan-work/logs/)")]
 
 
-def _prepare(preset: str | None, config: Path | None, overrides: list[str] | None, dry_run: bool) -> PipelineConfig:
+def _prepare(preset: str | None, config: Path | None, overrides: list[str] | None, dry_run: bool, verbose: bool = False) -> PipelineConfig:
     files = ([preset_path(preset)] if preset else []) + ([config] if config else [])
     cfg = load_config(files, overrides or [])
     if dry_run:
         typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
         raise typer.Exit(0)
+    _console(Workspace.of(cfg.runtime.workdir), verbose)
     configure_environment(Workspace.of(cfg.runtime.workdir))  # before Prefect is imported
     return cfg
+
+
+def _console(workspace: Workspace, verbose: bool) -> None:
+    """Ray's output goes to a log file of this command (and to the terminal with --verbose)."""
+    context = click.get_current_context(silent=True)
+    command = context.info_name if context is not None else "gan-pipeline"
+    console.configure(verbose, workspace.root / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{os.getpid()}.log")
 
 
 def _preflight(cfg: PipelineConfig) -> None:
@@ -39,10 +50,13 @@ def _preflight(cfg: PipelineConfig) -> None:
 
 
 @app.command()
-def run(preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False) -> None:  # noqa: A002
+def run(
+    preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+    verbose: VerboseOption = False,
+) -> None:
     """Run the whole pipeline: ingest -> train (Ray Train) -> evaluate -> register (MLflow)."""
     cli_started = time.time()
-    cfg = _prepare(preset, config, set, dry_run)
+    cfg = _prepare(preset, config, set, dry_run, verbose)
     _preflight(cfg)
     from pipelines.flow import gan_pipeline  # noqa: PLC0415
 
@@ -106,9 +120,10 @@ def ingest(preset: PresetOption = None, config: ConfigOption = None, set: SetOpt
 def train(
     dataset: Annotated[Path, typer.Option(help="dataset folder printed by `ingest`")],
     preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+    verbose: VerboseOption = False,
 ) -> None:
     """Stage 2: dataset -> checkpoint on Ray Train. Prints the checkpoint folder."""
-    cfg = _prepare(preset, config, set, dry_run)
+    cfg = _prepare(preset, config, set, dry_run, verbose)
     from pipelines.train import train_task  # noqa: PLC0415
 
     typer.echo(train_task(cfg, str(_existing(dataset, "--dataset")))["checkpoint"])
@@ -166,7 +181,7 @@ def sample(
 @app.command()
 def compare(
     presets: Annotated[str, typer.Option(help="comma-separated presets from conf/presets/, e.g. dcgan,wgan-gp,recommended")],
-    config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+    config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False, verbose: VerboseOption = False,  # noqa: A002
 ) -> None:
     """Run the pipeline once per preset on the same data and budget (--config / --set apply to every preset);
     each registers as <registry.model_name>-<preset>. Writes a table, one sample row per preset and a time-to-quality plot."""
@@ -181,6 +196,7 @@ def compare(
         typer.echo(yaml.safe_dump({name: cfg.model_dump(mode="json") for name, cfg in configs.items()}, sort_keys=False).rstrip())
         raise typer.Exit(0)
     first = next(iter(configs.values()))
+    _console(Workspace.of(first.runtime.workdir), verbose)
     configure_environment(Workspace.of(first.runtime.workdir))
     for cfg in configs.values():
         _preflight(cfg)
@@ -220,7 +236,10 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as err:  # a stage failed after its retries: say which and why, once
-        typer.echo(f"error: the pipeline failed: {type(err).__name__}: {err}", err=True)
+        lines = str(err).strip().splitlines() or [""]
+        log = console.record_failure(f"{type(err).__name__}: {err}")
+        more = f" ({len(lines) - 1} more lines and every process's output in {log})" if log else ""
+        typer.echo(f"error: the pipeline failed: {type(err).__name__}: {lines[0]}{more}", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -3,6 +3,7 @@
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import torch
 from prefect import task
 
 from gan import checkpoint as ckpt
-from gan import data, metrics, sampling
+from gan import data, metrics, sampling, watchdog
 from gan.images import class_rows, save_curves, save_grid
 from gan.latent import Latent
+from pipelines import console
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.runtime import Workspace, code_version
 from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
@@ -75,12 +77,18 @@ def infogan_scores(G: torch.nn.Module, latent: Latent, codes: np.ndarray, predic
 
 
 def fids_of_draws(
-    G: torch.nn.Module, latent: Latent, classifier: metrics.Classifier, reference: np.ndarray, n: int, cfg: PipelineConfig, mix: np.ndarray
+    G: torch.nn.Module, latent: Latent, classifier: metrics.Classifier, reference: np.ndarray, n: int, cfg: PipelineConfig, mix: np.ndarray,
+    on_draw: Callable[[int], None] | None = None,
 ) -> list[float]:
     """The FID on `eval.fid_draws` further draws of n latents (seeds seed+1, ...): with 1000 samples one draw
     moves by about a tenth either way, which a single number hides."""
-    draws = (sampling.random_inputs(latent, n, cfg.eval.seed + k, class_probs=mix) for k in range(1, cfg.eval.fid_draws + 1))
-    return [metrics.frechet_distance(metrics.embed(classifier, inputs.generate(G, latent))[0], reference) for inputs in draws]
+    fids = []
+    for k in range(1, cfg.eval.fid_draws + 1):
+        inputs = sampling.random_inputs(latent, n, cfg.eval.seed + k, class_probs=mix)
+        fids.append(metrics.frechet_distance(metrics.embed(classifier, inputs.generate(G, latent))[0], reference))
+        if on_draw is not None:
+            on_draw(k)
+    return fids
 
 
 def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
@@ -91,20 +99,29 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     if (out / REPORT).is_file():
         print(f"[evaluate] report already complete: {out / REPORT}")
         return str(out / REPORT)
+    with console.steps("evaluate", 4 + cfg.eval.fid_draws) as bar:
+        write_report(cfg, dataset_dir, Path(checkpoint_dir), out, bar)
+    return str(out / REPORT)
+
+
+def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, out: Path, bar: console.Bar) -> None:
+    """Score the checkpoint's EMA generator against the dataset; write the report and its pictures into `out` at once."""
     started = time.time()
     manifest = data.read_manifest(dataset_dir)
     classifier, accuracy = feature_classifier(cfg, dataset_dir, manifest)
+    bar.update(1, note="feature classifier ready")
 
     # Reference: features and class histogram of the training images (what the GAN learnt from).
     train_images, _ = data.load_split(dataset_dir, "train")
     heldout_images, _ = data.load_split(dataset_dir, "heldout")
     reference_feats, reference_probs = metrics.embed(classifier, train_images)
     reference_hist = metrics.class_histogram(reference_probs)
+    bar.update(2, note="training images embedded")
 
     # Same number of images on both sides, so the model's FID and the floor share the small-sample bias.
     # Conditional models draw their labels in the training data's class mix.
     n = min(cfg.eval.num_samples, len(heldout_images))
-    state = ckpt.load(Path(checkpoint_dir))
+    state = ckpt.load(checkpoint_dir)
     G, _, latent = ckpt.ema_generator(state)
     mix, yardstick = class_mix(manifest), feature_extractor_key(cfg, manifest)
     inputs = sampling.random_inputs(latent, n, cfg.eval.seed, class_probs=mix)
@@ -114,7 +131,8 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     model_scores = metrics.score(fake_feats, fake_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
     floor_scores = metrics.score(*metrics.embed(classifier, real), reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
 
-    draws = [model_scores.fid] + fids_of_draws(G, latent, classifier, reference_feats, n, cfg, mix)
+    bar.update(3, note="samples scored")
+    draws = [model_scores.fid] + fids_of_draws(G, latent, classifier, reference_feats, n, cfg, mix, lambda k: bar.update(3 + k, note=f"draw {k}"))
     report = {
         "fid_draws": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "values": draws},
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
@@ -125,6 +143,7 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
         "reference_class_histogram": [round(float(h), 4) for h in reference_hist],
         # Quick FIDs measured with this report's yardstick only (a cached training run may predate a classifier change).
         "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == yardstick],
+        "collapsed": watchdog.class_collapse(model_scores.effective_classes, floor_scores.effective_classes, cfg.eval.collapse_ratio),
     }
     data.remove_stale_temporaries(out.parent)
     if out.exists():  # a folder without its report was not published by this code: replace it
@@ -141,12 +160,13 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
         f"[evaluate] FID {model_scores.fid:.2f} (over {len(draws)} draws {np.mean(draws):.2f} ± {np.std(draws):.2f}; "
         f"real-vs-real floor {floor_scores.fid:.2f}), "
         f"IS {model_scores.inception_score:.2f} (floor {floor_scores.inception_score:.2f}), "
-        f"classes {model_scores.classes_covered}/{manifest['num_classes']}, class KL {model_scores.class_kl:.3f}, "
+        f"classes {model_scores.classes_covered}/{manifest['num_classes']} (effective {model_scores.effective_classes:.2f}, "
+        f"floor {floor_scores.effective_classes:.2f}), class KL {model_scores.class_kl:.3f}, "
         f"classifier accuracy {accuracy:.3f}"
         + (f"; label accuracy min {report['conditional']['min_accuracy']:.3f}" if "conditional" in report else "")
         + (f"; code-class agreement {report['infogan']['code_class_agreement']:.3f}" if "infogan" in report else "")
+        + (f"; {report['collapsed']}" if report["collapsed"] else "")
     )
-    return str(out / REPORT)
 
 
 def class_mix(manifest: dict) -> np.ndarray:

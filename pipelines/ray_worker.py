@@ -6,6 +6,7 @@ Kept free of Prefect and MLflow imports: every worker process imports this modul
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,14 +27,16 @@ from pipelines.config import PipelineConfig
 from pipelines.stages import InjectedFailure
 
 SAMPLES = "samples"
+KILL_AT_BATCH = 20
 
 
 class RayTrainSink:
     """Rank 0's samples go to a staging folder; every epoch each rank reports, rank 0 with the checkpoint."""
 
-    def __init__(self, ctx: WorkerContext, staging: Path, fail_after_epoch: int | None, resumed_epoch: int):
+    def __init__(self, ctx: WorkerContext, staging: Path, hooks: dict[str, int | None], resumed_epoch: int):
         self.ctx, self.staging = ctx, staging
-        self.fail_after_epoch, self.resumed_epoch = fail_after_epoch, resumed_epoch
+        self.fail_after_epoch, self.kill_after_epoch = hooks.get("train"), hooks.get("kill-worker")
+        self.resumed_epoch = resumed_epoch
         self.first_batch_unix: float | None = None
 
     def log(self, step: int, stats: dict[str, float]) -> None:
@@ -54,8 +57,15 @@ class RayTrainSink:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics, checkpoint=None)  # every rank reports equally often, or the run hangs
-        if self.ctx.is_main and epoch == self.fail_after_epoch and self.resumed_epoch < epoch:
+        if self.ctx.is_main and epoch == self.fail_after_epoch and self.resumed_epoch < epoch:  # once: not in a resumed run
             raise InjectedFailure(f"train: crash injected after the checkpoint of epoch {epoch}")
+
+    def batch_start(self, epoch: int, index: int) -> None:
+        """The kill hook: a few batches into the epoch after epoch N's checkpoint (by then Ray Train has taken the
+        checkpoint in), the last rank SIGKILLs its own process, once (a run resumed from that checkpoint goes on)."""
+        if index == KILL_AT_BATCH and epoch == self.kill_after_epoch and self.resumed_epoch < epoch and self.ctx.rank == self.ctx.world_size - 1:
+            print(f"[train] rank {self.ctx.rank}: SIGKILL injected in epoch {epoch + 1}, after the checkpoint of epoch {epoch}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], rank: int) -> Callable[[int], Iterator[Batch]]:  # noqa: ANN001
@@ -109,13 +119,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if (Path(directory) / SAMPLES).is_dir():
                 shutil.copytree(Path(directory) / SAMPLES, staging / SAMPLES, dirs_exist_ok=True)
         resumed_epoch = int(resume["epoch"])
-    sink = RayTrainSink(ctx, staging, loop_config["fail_after_epoch"], resumed_epoch)
+    sink = RayTrainSink(ctx, staging, loop_config["failure_hooks"], resumed_epoch)
 
     batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx.rank)
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
-        for batch in batches(epoch):
+        for index, batch in enumerate(batches(epoch)):
             sink.first_batch_unix = sink.first_batch_unix or time.time()
+            sink.batch_start(epoch, index)
             yield batch
 
     quick_fid = QuickFID.load(loop_config["quick_fid"]) if loop_config.get("quick_fid") and ctx.is_main else None

@@ -146,8 +146,9 @@ def _log_generator(G: torch.nn.Module, model_cfg: ModelConfig, latent: Latent, i
         weights = Path(tmp) / "generator.pt"
         blob = {"state": G.state_dict(), "model_json": model_cfg.model_dump_json(), "image_shape": image_shape, "num_classes": latent.num_classes}
         torch.save(blob, weights)
-        with warnings.catch_warnings():  # the explicit signature stands in for an input example
+        with warnings.catch_warnings():  # the explicit signature stands in for an input example and type hints
             warnings.filterwarnings("ignore", message=".*input example.*")
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
             info = mlflow.pyfunc.log_model(
                 name="generator", python_model=str(MODEL_CODE), artifacts={"generator": str(weights)},
                 code_paths=[str(GAN_DIR)], signature=signature, pip_requirements=requirements,
@@ -168,7 +169,7 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     assert math.isfinite(fid), f"evaluation report {report_path} has a non-finite FID {fid}"
     state = ckpt.load(Path(checkpoint_dir))
     events = json.loads(state["events_json"])
-    refused = watchdog.verdict(events)
+    refused = watchdog.verdict(events) or report.get("collapsed")  # the watchdog's, or the evaluation's
     if refused:  # a result, not an exception: the flow ends normally and the CLI exits non-zero with this one line
         print(f"[register] not registered: {refused}")
         return {"model_name": cfg.registry.model_name, "refused": f"{checkpoint_dir}: not registered: {refused}; the evaluation report {report_path} shows the samples"}

@@ -110,6 +110,9 @@ def ensure_ray() -> None:
         # poll logs a warning.
         context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
         print(f"[ray] local cluster started; dashboard at http://{context.dashboard_url}")
+    from pipelines import console  # noqa: PLC0415
+
+    console.attach_ray()
 
 
 def tracking_uri(workspace: Workspace) -> str:

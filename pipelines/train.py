@@ -8,6 +8,7 @@ from prefect import task
 from gan import data, metrics
 from gan.config import check_recipe
 from gan.watchdog import TrainingDiverged
+from pipelines import console
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key
 from pipelines.ingest import check_batch_fits
@@ -81,7 +82,7 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
         train_loop_config={
             "config": cfg.model_dump(mode="json"), "image_shape": list(image_shape), "num_classes": manifest["num_classes"],
             "steps_per_epoch": manifest["rows"]["train"] // cfg.ray.num_workers // cfg.train.batch_size,
-            "quick_fid": quick_fid, "fail_after_epoch": failure_hook().get("train"),
+            "quick_fid": quick_fid, "failure_hooks": failure_hook(),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -91,9 +92,13 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
             worker_runtime_env={"env_vars": {} if cfg.ray.use_gpu else CPU_WORKER_ENV},
         ),
         datasets={"train": ray.data.read_parquet(str(Path(dataset_dir) / "train"))},
+        # Blocks reach the workers in file order: the same rows on the same rank in every run, so a resumed run
+        # trains on what the uninterrupted one would have.
+        dataset_config=ray.train.DataConfig(execution_options=ray.data.ExecutionOptions(preserve_order=True)),
     )
     try:
-        result = trainer.fit()
+        with console.training(cfg.train.epochs, console.task_logger()):
+            result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         diverged = diverged_cause(err)
         if diverged is not None:  # the watchdog's verdict, in one line: not Ray's wrapper with every worker's traceback
