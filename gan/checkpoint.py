@@ -10,7 +10,8 @@ from gan.latent import Latent
 from gan.networks import build_generator
 from gan.state import STATE_KEYS
 
-FORMAT_VERSION = 3  # 2: training state named by gan.state, class count, quick-FID snapshots; 3: epoch log, watchdog events and learning-rate scale
+FORMAT_VERSION = 4  # 2: training state named by gan.state, class count, quick-FID snapshots; 3: epoch log, watchdog events and
+# learning-rate scale; 4: fp16 loss scalers
 STATE_FILE = "state.pt"
 REQUIRED = (*STATE_KEYS, "rng", "config_json", "image_shape", "num_classes")
 

@@ -70,9 +70,10 @@ class TrainConfig(Section):
         "(schedules then run on time instead of steps); 0: train all epochs",
     )
     batch_size: int = Field(64, ge=2, le=65_536, description="images per worker per step (global batch = this x workers)")
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="'bf16': G and D forwards under bfloat16 autocast (GPUs, or CPUs with native bf16), the "
-        "objectives, penalties and optimiser state in float32",
+        "objectives, penalties and optimiser state in float32; 'fp16': float16 autocast with a dynamic loss scale per "
+        "network (GradScaler, checkpointed), for GPUs without bf16",
     )
     channels_last: bool = Field(False, description="NHWC memory layout for the conv networks and their inputs (faster convolutions on GPUs)")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the EMA generator (what gets evaluated and registered)")

@@ -22,16 +22,26 @@ Tensor = torch.Tensor
 
 
 class GANLoss:
-    def __init__(self, recipe: Recipe, latent: Latent, G: nn.Module, D: nn.Module, G_plain: nn.Module, D_plain: nn.Module):
-        """G and D may be DDP-wrapped; G_plain and D_plain are the bare modules underneath."""
+    def __init__(
+        self, recipe: Recipe, latent: Latent, G: nn.Module, D: nn.Module, G_plain: nn.Module, D_plain: nn.Module,
+        scalers: dict[str, torch.amp.GradScaler] | None = None,
+    ):
+        """G and D may be DDP-wrapped; G_plain and D_plain are the bare modules underneath. `scalers` ('G', 'D'):
+        fp16's loss scales, which every backward goes through (a disabled scaler passes the loss as it is)."""
         self.train, self.reg = recipe.train, recipe.reg
         self.objective = LOSSES[recipe.train.loss]
         self.latent, self.policy = latent, policy(recipe.reg.diffaugment)
         self.G, self.D, self.G_plain, self.D_plain = G, D, G_plain, D_plain
+        self.scalers = scalers or {}
 
     def autocast(self, device: torch.device) -> AbstractContextManager:
-        """bf16 autocast around a network's forward (train.precision); objectives and penalties stay float32."""
-        return torch.autocast(device.type, dtype=torch.bfloat16) if self.train.precision == "bf16" else nullcontext()
+        """bf16 or fp16 autocast around a network's forward (train.precision); objectives and penalties stay float32."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.train.precision)
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def backward(self, net: str, loss: Tensor) -> None:
+        scaler = self.scalers.get(net)
+        (loss if scaler is None else scaler.scale(loss)).backward()
 
     def run_G(self, z: Tensor, c: Tensor | None, ddp: bool = True) -> Tensor:
         with self.autocast(z.device):
@@ -80,7 +90,7 @@ class GANLoss:
             info = R.info_loss(out.q[n : 2 * n], *self.latent.codes(z), self.latent.info_categorical)
             loss = loss + self.reg.info_weight * info
             stats["info_d"] = info
-        loss.backward()
+        self.backward("D", loss)
         return {k: v.detach() for k, v in stats.items()}
 
     def _d_reg(self, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
@@ -93,7 +103,7 @@ class GANLoss:
         loss = loss + 0 * out.logits.sum()
         if out.q is not None:
             loss = loss + 0 * out.q.sum()
-        loss.backward()
+        self.backward("D", loss)
         return {"r1": penalty.detach()}
 
     def _g_main(self, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
@@ -115,7 +125,7 @@ class GANLoss:
                 info = R.info_loss(out.q, *self.latent.codes(z), self.latent.info_categorical)
                 loss = loss + self.reg.info_weight * info
                 stats["info_g"] = info
-            loss.backward()
+            self.backward("G", loss)
         finally:
             self.D_plain.requires_grad_(True)
         return {k: v.detach() for k, v in stats.items()}

@@ -20,6 +20,8 @@ class TrainingState:
     G_ema: nn.Module
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
+    scaler_G: torch.amp.GradScaler  # fp16's dynamic loss scales, one per network; disabled (and empty) otherwise
+    scaler_D: torch.amp.GradScaler
     step: int = 0  # batches done (one D step each)
     epoch: int = 0
     train_seconds: float = 0.0  # wall time spent training, summed over resumes
@@ -65,9 +67,10 @@ def build_state(recipe: Recipe, image_shape: tuple[int, ...], latent: Latent, de
     D = build_discriminator(recipe.model, image_shape, latent).to(device)
     if recipe.train.channels_last and len(image_shape) == 3:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    o, fused = recipe.optim, device.type == "cuda"
+    o, fused, fp16 = recipe.optim, device.type == "cuda", recipe.train.precision == "fp16"
     return TrainingState(
         G, D, copy.deepcopy(G).eval().requires_grad_(False),
         build_optimizer(o, G.parameters(), o.lr_g, o.weight_decay_g, fused),
         build_optimizer(o, D.parameters(), o.lr_d, o.weight_decay_d, fused),
+        torch.amp.GradScaler(device.type, enabled=fp16), torch.amp.GradScaler(device.type, enabled=fp16),
     )

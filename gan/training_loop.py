@@ -49,6 +49,7 @@ class Phase:
     opt: torch.optim.Optimizer
     lr: float
     every: int
+    scaler: torch.amp.GradScaler
     clip_grad: float = 0.0
     l1: float = 0.0
     weight_decay: bool = True  # the optimiser's coupled L2 term; off for a second step of the same network
@@ -59,27 +60,33 @@ def build_phases(recipe: Recipe, s: TrainingState) -> list[Phase]:
     """D (every batch), lazy Dreg (R1, when on), G (every n_critic batches, then the EMA update), in that order."""
     o, t = recipe.optim, recipe.train
     clip = LOSSES[t.loss].lipschitz == "clip"
-    phases = [Phase("D", s.D, s.opt_D, o.lr_d, 1, o.clip_grad_d, o.l1_d, after_step=(lambda: clip_weights(s.D, t.clip_value)) if clip else None)]
+    phases = [Phase("D", s.D, s.opt_D, o.lr_d, 1, s.scaler_D, o.clip_grad_d, o.l1_d, after_step=(lambda: clip_weights(s.D, t.clip_value)) if clip else None)]
     if recipe.reg.r1_gamma > 0:  # L1 and L2 already act on D in its main step: not twice
-        phases.append(Phase("Dreg", s.D, s.opt_D, o.lr_d, recipe.reg.r1_every, o.clip_grad_d, weight_decay=False))
+        phases.append(Phase("Dreg", s.D, s.opt_D, o.lr_d, recipe.reg.r1_every, s.scaler_D, o.clip_grad_d, weight_decay=False))
 
     def ema() -> None:
         update_ema(s.G_ema, s.G, ema_beta(t.ema_decay, (s.step + 1) // t.n_critic, t.ema_warmup))
 
-    phases.append(Phase("G", s.G, s.opt_G, o.lr_g, t.n_critic, o.clip_grad_g, o.l1_g, after_step=ema))
+    phases.append(Phase("G", s.G, s.opt_G, o.lr_g, t.n_critic, s.scaler_G, o.clip_grad_g, o.l1_g, after_step=ema))
     return phases
 
 
 def step_phase(phase: Phase, recipe: Recipe, progress: float, lr_scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """After the phase's backward: L1 subgradient, gradient clipping, scheduled (and rollback-scaled) learning rate, the step."""
+    """After the phase's backward: fp16's unscaling, L1 subgradient, gradient clipping, scheduled (and rollback-scaled)
+    learning rate, the step (skipped by fp16's scaler when a gradient overflowed), the loss scale's update."""
     stats = {}
+    phase.scaler.unscale_(phase.opt)
     if phase.l1:
         optim.add_l1_gradient(phase.net, phase.l1)
     if phase.clip_grad:
-        stats[f"grad_norm_{phase.name.lower()}"] = optim.clip_gradient(phase.net, phase.clip_grad)
+        norm = optim.clip_gradient(phase.net, phase.clip_grad)
+        if phase.scaler.is_enabled():  # fp16: an overflowed step is expected, skipped by the scaler, and logged as 0
+            norm = torch.where(norm.isfinite(), norm, torch.zeros_like(norm))
+        stats[f"grad_norm_{phase.name.lower()}"] = norm
     optim.set_lr(phase.opt, phase.lr * lr_scale * optim.lr_factor(recipe.optim, progress))
     with optim.weight_decay_off(phase.opt, not phase.weight_decay):
-        phase.opt.step()
+        phase.scaler.step(phase.opt)
+    phase.scaler.update()
     if phase.after_step is not None:
         phase.after_step()
     return stats
@@ -261,7 +268,7 @@ def train(
     s.schedule_steps = s.schedule_steps or (steps_per_epoch or 0) * t.epochs  # 0: measured in the first epoch
 
     # 2. DDP, in this one block; s.G and s.D stay the plain modules underneath.
-    loss = GANLoss(recipe, latent, distributed.wrap(s.G, ctx), distributed.wrap(s.D, ctx), s.G, s.D)
+    loss = GANLoss(recipe, latent, distributed.wrap(s.G, ctx), distributed.wrap(s.D, ctx), s.G, s.D, {"G": s.scaler_G, "D": s.scaler_D})
     phases = build_phases(recipe, s)
     z_fixed, c_fixed = (x if x is None else x.to(device) for x in fixed_latents(t.seed, t.num_sample_images, latent))
     ema_at = [-1]

@@ -134,10 +134,12 @@ def test_checkpoint_is_complete_and_loads_without_pickle(tmp_path: Path) -> None
         checkpoint.load(tmp_path)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
-    """Interrupted after epoch 1 of 3, through a saved checkpoint; phases, augmentation, dropout and a schedule in play."""
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, precision: str) -> None:
+    """Interrupted after epoch 1 of 3, through a saved checkpoint; phases, augmentation, dropout and a schedule in play;
+    with fp16, the loss scalers' state travels in the checkpoint too."""
     r = recipe(
-        train=dict(epochs=3, n_critic=2, checkpoint_every_epochs=1, sample_every_steps=8),
+        train=dict(epochs=3, n_critic=2, checkpoint_every_epochs=1, sample_every_steps=8, precision=precision),
         reg=dict(r1_gamma=1.0, r1_every=3, diffaugment="translation,cutout"),
         model=dict(d_dropout=0.2),
         optim=dict(schedule="linear", decay_start=0.0),
@@ -152,6 +154,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
         for i, param_state in straight[key]["state"].items():
             assert_same_tensors(param_state, resumed[key]["state"][i], f"{key}[{i}]")
     assert checkpoint.history_of(straight) == checkpoint.history_of(resumed)
+    assert straight["scaler_G"] == resumed["scaler_G"] and straight["scaler_D"] == resumed["scaler_D"]
+    assert (precision == "fp16") == bool(straight["scaler_D"])  # a disabled scaler has no state
+    if precision == "fp16":
+        assert 0 < straight["scaler_D"]["scale"] <= 2.0**16 and all_finite(run(r))
 
 
 def test_ema_ramp() -> None:

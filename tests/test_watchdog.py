@@ -4,10 +4,11 @@ clearly; D winning outright and sample collapse are recorded; a collapsed run ha
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from gan import watchdog
+from gan import metrics, watchdog
 from gan.config import TrainConfig
 from gan.state import TrainingState
 from gan.training_loop import check_samples
@@ -67,7 +68,7 @@ def test_d_wins_is_defined_for_probability_losses_only() -> None:
 
 
 def test_collapse_is_an_event_a_registry_refuses_until_a_later_check_clears_it() -> None:
-    s = TrainingState(*(None,) * 5)
+    s = TrainingState(*(None,) * 7)
     t = TrainConfig(collapse_min_steps=0)
     real = torch.rand(16, 1, 8, 8)
     reference = watchdog.diversity(real)
@@ -80,3 +81,11 @@ def test_collapse_is_an_event_a_registry_refuses_until_a_later_check_clears_it()
     check_samples(s, t, real, reference)
     assert watchdog.verdict(s.events) is None and s.events[-1]["kind"] == watchdog.CLEARED
     assert [round(h["sample_diversity_ratio"], 2) for h in s.history][::2] == [1.0, 1.0]
+
+
+def test_the_evaluation_gate_refuses_samples_in_too_few_effective_classes() -> None:
+    one_class, uniform = metrics.class_histogram(np.tile(np.eye(10)[3], (100, 1))), np.full(10, 0.1)
+    assert metrics.effective_classes(one_class) == pytest.approx(1.0) and metrics.effective_classes(uniform) == pytest.approx(10.0)
+    refused = watchdog.class_collapse(1.0, 9.9, 0.25)
+    assert refused and refused.startswith("the samples collapsed onto 1.00 effective classes") and "9.90" in refused
+    assert watchdog.class_collapse(5.0, 9.9, 0.25) is None and watchdog.class_collapse(1.0, 9.9, 0.0) is None
