@@ -106,7 +106,8 @@ def main() -> None:
         rows.append({"metric": name, "ours_s": round(ours_s, 3), "torchmetrics_s": theirs_s and round(theirs_s, 3),
                      "ratio": theirs_s and round(ours_s / theirs_s, 3), "ours": ours_values, "torchmetrics": theirs_values})
 
-    print(f"\n{args.n} x {args.n} features of {args.dim} dims, KID {args.subsets} x {subset_size}, {cores} cores, torch {torch.__version__}")
+    setup = f"KID {args.subsets} x {subset_size}, {cores} cores, torch {torch.__version__}"
+    print(f"\n{args.n} x {args.n} features of {args.dim} dims, {setup}")
     print(f"{'metric':<18}{'ours s':>9}{'tm s':>9}{'ours/tm':>9}  values (ours | torchmetrics)")
     for row in rows:
         theirs_s, ratio = (f"{row[k]:.3f}" if row[k] is not None else "-" for k in ("torchmetrics_s", "ratio"))
