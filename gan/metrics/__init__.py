@@ -1,0 +1,28 @@
+"""Offline image-quality metrics, one module per metric.
+
+- classifier: the feature network every metric reads (FID's features, IS's softmax)
+- fid, kid, precision_recall, density_coverage, memorisation: two feature sets -> numbers; each registers
+  a function under its module's name in METRICS (`compute("kid", real, fake)`)
+- inception_score, classes: one set's class probabilities -> numbers
+- protocol: the evaluation's Scores of one image set; quick_fid: the FID run during training
+
+The registered functions are not re-exported here, as their names would hide their modules.
+"""
+
+from gan.metrics import density_coverage, fid, kid, memorisation, precision_recall  # noqa: F401  (fills METRICS)
+from gan.metrics.classes import class_histogram, code_agreement, effective_classes, kl_divergence, label_accuracy
+from gan.metrics.classifier import FEATURE_DIM, Classifier, accuracy, embed, to_float, train_classifier
+from gan.metrics.fid import StreamingStats, frechet_distance, frechet_distance_from_stats, gaussian_stats, streaming_stats
+from gan.metrics.inception_score import inception_score
+from gan.metrics.kid import kernel_inception_distance, mmd2_unbiased
+from gan.metrics.memorisation import Memorisation, find_memorisation
+from gan.metrics.protocol import Scores, score
+from gan.metrics.quick_fid import QuickFID
+from gan.metrics.registry import METRICS, compute, register
+
+__all__ = [
+    "FEATURE_DIM", "METRICS", "Classifier", "Memorisation", "QuickFID", "Scores", "StreamingStats",
+    "accuracy", "class_histogram", "code_agreement", "compute", "effective_classes", "embed", "find_memorisation",
+    "frechet_distance", "frechet_distance_from_stats", "gaussian_stats", "inception_score", "kernel_inception_distance",
+    "kl_divergence", "label_accuracy", "mmd2_unbiased", "register", "score", "streaming_stats", "to_float", "train_classifier",
+]

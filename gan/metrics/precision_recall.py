@@ -1,0 +1,22 @@
+"""Improved precision and recall (Kynkaanniemi et al. 2019): fidelity and diversity as two separate numbers.
+
+Each set is a union of k-NN balls (every sample's ball reaches its k-th nearest neighbour in its own
+set). Precision: share of fake samples inside any real ball (are fakes realistic?). Recall: share of
+real samples inside any fake ball (does the generator cover the data?).
+"""
+
+import torch
+
+from gan.metrics.distances import BUDGET, as_rows, ball_counts, centred, knn_radii
+from gan.metrics.registry import Features, register
+
+
+@register("precision_recall")
+def precision_recall(
+    real: Features, fake: Features, k: int = 3, dtype: torch.dtype = torch.float32, budget: int = BUDGET
+) -> dict[str, float]:
+    """Precision and recall of fake [M, D] against real [N, D], k-NN radii with `k` neighbours."""
+    r, f = centred(as_rows(real, dtype), as_rows(fake, dtype))
+    fake_in_real, _ = ball_counts(f, r, knn_radii(r, k, budget), budget)  # [M] real balls holding each fake
+    real_in_fake, _ = ball_counts(r, f, knn_radii(f, k, budget), budget)  # [N] fake balls holding each real
+    return {"precision": float((fake_in_real > 0).double().mean()), "recall": float((real_in_fake > 0).double().mean())}

@@ -1,0 +1,54 @@
+"""QuickFID: a generator's FID against stored training statistics, cheap enough to run during training."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gan.latent import Latent
+from gan.metrics.classifier import Classifier, embed
+from gan.metrics.fid import frechet_distance_from_stats, gaussian_stats
+from gan.sampling import generate
+
+
+class QuickFID:
+    """FID of a generator's samples against the training images' feature statistics, cheap enough to run
+    every few epochs during training (on rank 0). Conditional models draw labels in the data's class mix."""
+
+    def __init__(
+        self, classifier: Classifier, mu: np.ndarray, cov: np.ndarray, class_probs: np.ndarray, samples: int, seed: int, key: str = ""
+    ):
+        self.classifier, self.mu, self.cov = classifier.eval(), mu, cov
+        self.class_probs, self.samples, self.seed = class_probs, samples, seed
+        self.key = key  # names the yardstick (the feature classifier); stored with every snapshot
+
+    def save(self, path: Path) -> Path:
+        blob = {
+            "classifier": self.classifier.state_dict(), "image_shape": list(self.classifier.image_shape),
+            "mu": torch.from_numpy(self.mu), "cov": torch.from_numpy(self.cov), "class_probs": torch.from_numpy(self.class_probs),
+            "samples": self.samples, "seed": self.seed, "key": self.key,
+        }
+        torch.save(blob, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        return path
+
+    @classmethod
+    def load(cls, source: str | Path | bytes) -> "QuickFID":
+        """From a file saved by `save`, or its bytes."""
+        blob = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu", weights_only=True)
+        classifier = Classifier(tuple(blob["image_shape"]), len(blob["class_probs"]))
+        classifier.load_state_dict(blob["classifier"])
+        return cls(
+            classifier, blob["mu"].numpy(), blob["cov"].numpy(), blob["class_probs"].numpy(), int(blob["samples"]), int(blob["seed"]), blob["key"]
+        )
+
+    def __call__(self, G: nn.Module, latent: Latent) -> float:
+        gen = torch.Generator().manual_seed(self.seed)
+        labels = torch.from_numpy(np.random.default_rng(self.seed).choice(len(self.class_probs), self.samples, p=self.class_probs))
+        z, c = latent.sample(self.samples, gen, labels=labels)
+        device = next(G.parameters()).device
+        images = generate(G, z.to(device), None if c is None else c.to(device)).cpu()
+        feats, _ = embed(self.classifier, images)
+        return frechet_distance_from_stats(*gaussian_stats(feats), self.mu, self.cov)
