@@ -90,8 +90,11 @@ def _print_summary(summary: dict, path: Path) -> None:
     lines += [f"{name:<11} {s['status']:<8} {s['seconds']:>7.1f}" for name, s in summary["stages"].items()]
     lines += [
         "",
-        f"FID {model['fid']:.2f} ({model['fid'] / floor['fid']:.1f}x the real-vs-real floor {floor['fid']:.2f}; over "
-        f"{len(report['fid_draws']['values'])} latent draws {report['fid_draws']['mean']:.2f} ± {report['fid_draws']['std']:.2f}); "
+        f"FID {model['fid']:.2f} ± {model['fid_bootstrap_std']:.2f} ({model['fid'] / floor['fid']:.1f}x the real-vs-real floor "
+        f"{floor['fid']:.2f} ± {floor['fid_bootstrap_std']:.2f}; over {len(report['fid_draws']['values'])} latent draws "
+        f"{report['fid_draws']['mean']:.2f} ± {report['fid_draws']['std']:.2f}); KID {model['kid']:.4f} ± {model['kid_std']:.4f} "
+        f"(floor {floor['kid']:.4f}); precision {model['precision']:.2f}, recall {model['recall']:.2f}; "
+        f"memorised {report['memorisation']['pixels']['memorised_share']:.1%} (pixels); "
         f"IS {model['inception_score']:.2f} "
         f"(floor {floor['inception_score']:.2f}); classes {model['classes_covered']} (floor {floor['classes_covered']}); "
         f"class KL {model['class_kl']:.3f}; classifier accuracy {report['classifier_test_accuracy']:.3f}"

@@ -128,8 +128,12 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     fake = inputs.generate(G, latent)  # [n, C, H, W] in [0, 1]
     real = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
     fake_feats, fake_probs = metrics.embed(classifier, fake)
-    model_scores = metrics.score(fake_feats, fake_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
-    floor_scores = metrics.score(*metrics.embed(classifier, real), reference_feats, reference_hist, cfg.eval.coverage_min_fraction)
+    real_feats, real_probs = metrics.embed(classifier, real)
+    model_scores = metrics.score(fake_feats, fake_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction, cfg.eval.seed)
+    floor_scores = metrics.score(real_feats, real_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction, cfg.eval.seed)
+    # Memorisation: generated images' nearest training image, in pixels and in features, against held-out reals'.
+    pixels = metrics.find_memorisation(metrics.to_float(train_images).flatten(1), fake.flatten(1), metrics.to_float(real).flatten(1))
+    features = metrics.find_memorisation(reference_feats, fake_feats, real_feats)
 
     bar.update(3, note="samples scored")
     draws = [model_scores.fid] + fids_of_draws(G, latent, classifier, reference_feats, n, cfg, mix, lambda k: bar.update(3 + k, note=f"draw {k}"))
@@ -143,6 +147,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         "reference_class_histogram": [round(float(h), 4) for h in reference_hist],
         # Quick FIDs measured with this report's yardstick only (a cached training run may predate a classifier change).
         "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == yardstick],
+        "memorisation": {space: memorisation_summary(m) for space, m in (("pixels", pixels), ("features", features))},
         "collapsed": watchdog.class_collapse(model_scores.effective_classes, floor_scores.effective_classes, cfg.eval.collapse_ratio),
     }
     data.remove_stale_temporaries(out.parent)
@@ -150,6 +155,9 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         shutil.rmtree(out)
     with data.written_aside(out) as tmp:  # the report and its pictures appear together
         write_pictures(tmp, fake, real, fake_probs.argmax(1), manifest["num_classes"], state)
+        # The closest generated/training pairs in pixels: generated images on top, their nearest training image below.
+        closest = torch.as_tensor(pixels.closest)
+        save_grid(torch.cat([fake[closest[:, 0]], metrics.to_float(train_images[closest[:, 1].numpy()])]), tmp / "nearest_train.png", nrow=len(closest))
         if latent.num_classes:
             report["conditional"] = conditional_scores(G, latent, classifier, tmp, cfg.eval.seed)
         if latent.info_categorical:
@@ -157,8 +165,12 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         report["seconds"] = round(time.time() - started, 2)
         (tmp / REPORT).write_text(json.dumps(report, indent=2))
     print(
-        f"[evaluate] FID {model_scores.fid:.2f} (over {len(draws)} draws {np.mean(draws):.2f} ± {np.std(draws):.2f}; "
-        f"real-vs-real floor {floor_scores.fid:.2f}), "
+        f"[evaluate] FID {model_scores.fid:.2f} ± {model_scores.fid_bootstrap_std:.2f} (floor {floor_scores.fid:.2f} ± "
+        f"{floor_scores.fid_bootstrap_std:.2f}; over {len(draws)} draws {np.mean(draws):.2f} ± {np.std(draws):.2f}), "
+        f"KID {model_scores.kid:.4f} ± {model_scores.kid_std:.4f} (floor {floor_scores.kid:.4f}), "
+        f"precision {model_scores.precision:.2f} recall {model_scores.recall:.2f} (floor {floor_scores.precision:.2f}, "
+        f"{floor_scores.recall:.2f}), density {model_scores.density:.2f} coverage {model_scores.coverage:.2f}, "
+        f"memorised {pixels.share:.1%} in pixels, {features.share:.1%} in features, "
         f"IS {model_scores.inception_score:.2f} (floor {floor_scores.inception_score:.2f}), "
         f"classes {model_scores.classes_covered}/{manifest['num_classes']} (effective {model_scores.effective_classes:.2f}, "
         f"floor {floor_scores.effective_classes:.2f}), class KL {model_scores.class_kl:.3f}, "
@@ -167,6 +179,14 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         + (f"; code-class agreement {report['infogan']['code_class_agreement']:.3f}" if "infogan" in report else "")
         + (f"; {report['collapsed']}" if report["collapsed"] else "")
     )
+
+
+def memorisation_summary(m: metrics.Memorisation) -> dict:
+    """The share of generated images closer to a training image than all but the closest 5 % of held-out reals are."""
+    return {
+        "memorised_share": m.share, "threshold": m.threshold,
+        "nearest_train_median": float(np.median(m.fake_distances)), "heldout_nearest_train_median": float(np.median(m.heldout_distances)),
+    }
 
 
 def class_mix(manifest: dict) -> np.ndarray:

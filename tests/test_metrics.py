@@ -50,6 +50,8 @@ def test_classifier_learns_and_scores_real_data_near_the_floor() -> None:
     noise = metrics.score(*metrics.embed(model, torch.rand(400, 1, 8, 8)), ref_feats, hist, 0.01)
     assert real.fid < noise.fid / 5
     assert real.classes_covered == 10 and real.inception_score > noise.inception_score
+    assert real.kid < noise.kid / 5 and real.fid_bootstrap_std < real.fid  # every score beside its spread
+    assert real.precision > noise.precision and real.recall > noise.recall and real.coverage > noise.coverage
 
 
 def test_inception_score_does_not_depend_on_row_order() -> None:

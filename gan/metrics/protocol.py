@@ -1,17 +1,35 @@
-"""The evaluation protocol: every score of one embedded image set against the training reference."""
+"""The evaluation protocol: every score of one embedded image set against the training reference.
+
+The model's samples and the held-out real images (the floor) go through it with the same sample count, so
+both carry the same small-sample bias and a report reads "FID 4.1 ± 0.3 (floor 1.3 ± 0.1)".
+"""
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from gan.metrics.bootstrap import fid_bootstrap
 from gan.metrics.classes import class_histogram, effective_classes, kl_divergence
-from gan.metrics.fid import frechet_distance
+from gan.metrics.density_coverage import density_coverage
+from gan.metrics.fid import frechet_distance_from_stats, gaussian_stats
 from gan.metrics.inception_score import inception_score
+from gan.metrics.kid import kid
+from gan.metrics.precision_recall import precision_recall
+
+KID_SUBSETS = 50  # subsets of min(1000, N) samples; their spread is KID's std
 
 
 @dataclass(frozen=True)
 class Scores:
     fid: float
+    fid_bootstrap_mean: float
+    fid_bootstrap_std: float
+    kid: float
+    kid_std: float
+    precision: float
+    recall: float
+    density: float
+    coverage: float
     inception_score: float
     inception_score_std: float
     classes_covered: int
@@ -23,12 +41,24 @@ class Scores:
         return {f"{prefix}{k}": v for k, v in self.__dict__.items() if k != "class_histogram"}
 
 
-def score(feats: np.ndarray, probs: np.ndarray, reference_feats: np.ndarray, reference_hist: np.ndarray, min_fraction: float) -> Scores:
-    """Every metric of one embedded image set (see `embed`) against the reference features and class histogram."""
+def score(
+    feats: np.ndarray, probs: np.ndarray, reference_feats: np.ndarray, reference_hist: np.ndarray, min_fraction: float, seed: int = 0,
+) -> Scores:
+    """Every metric of one embedded image set [N, D] (see `embed`) against the reference features [R, D] and class
+    histogram. FID and KID use the whole reference; the k-NN metrics a seeded subset of N reference rows, since their
+    values depend on the two sets' sizes."""
     hist = class_histogram(probs)
     is_mean, is_std = inception_score(probs)
+    reference = gaussian_stats(reference_feats)
+    same_size = reference_feats[np.random.default_rng(seed).choice(len(reference_feats), min(len(feats), len(reference_feats)), replace=False)]
+    boot_mean, boot_std = fid_bootstrap(feats, *reference, seed=seed)
     return Scores(
-        fid=frechet_distance(feats, reference_feats),
+        fid=frechet_distance_from_stats(*gaussian_stats(feats), *reference),
+        fid_bootstrap_mean=boot_mean,
+        fid_bootstrap_std=boot_std,
+        **kid(reference_feats, feats, subsets=KID_SUBSETS, seed=seed),
+        **precision_recall(same_size, feats),
+        **density_coverage(same_size, feats),
         inception_score=is_mean,
         inception_score_std=is_std,
         classes_covered=int((hist >= min_fraction).sum()),
