@@ -182,6 +182,33 @@ def sample(
 
 
 @app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Argument(help="version number (or alias) to make champion")],
+    why: Annotated[str, typer.Option(help="the reason, kept in the model's champion history")] = "promoted by hand",
+    config: ConfigOption = None, set: SetOption = None,  # noqa: A002
+) -> None:
+    """Make a version champion by hand, whatever the gate would say; who and why are recorded."""
+    cfg = _prepare(None, config, set, False)
+    from pipelines.register import promote as promote_version  # noqa: PLC0415
+
+    typer.echo(promote_version(cfg, name, version, why))
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    why: Annotated[str, typer.Option(help="the reason, kept in the model's champion history")] = "rolled back by hand",
+    config: ConfigOption = None, set: SetOption = None,  # noqa: A002
+) -> None:
+    """Move champion back to the version that held it before (per the recorded champion history)."""
+    cfg = _prepare(None, config, set, False)
+    from pipelines.register import rollback as rollback_champion  # noqa: PLC0415
+
+    typer.echo(rollback_champion(cfg, name, why))
+
+
+@app.command()
 def compare(
     presets: Annotated[str, typer.Option(help="comma-separated presets from conf/presets/, e.g. dcgan,wgan-gp,recommended")],
     config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False, verbose: VerboseOption = False,  # noqa: A002

@@ -40,7 +40,11 @@ class RayConfig(Section):
 class RegistryConfig(Section):
     model_name: str = Field("mnist-gan", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="registered model name")
     experiment: str = Field("gan-pipeline", min_length=1, description="MLflow experiment name")
-    promote_metric: str = Field("fid", pattern=r"^fid$", description="lower is better; champion moves only on improvement")
+    promote_metric: str = Field("fid", pattern=r"^fid$", description="lower is better; champion moves only on an improvement beyond the noise")
+    max_memorised_share: float = Field(
+        0.2, ge=0, le=1, description="a challenger whose share of samples closer to a training image than 95 % of held-out images are "
+        "exceeds this never becomes champion (about 0.05 is chance)",
+    )
     tags: dict[str, str] = Field({}, description="extra tags on the registered model version (e.g. the preset a comparison ran)")
 
 

@@ -23,8 +23,9 @@ REPORT = "report.json"
 
 
 def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
-    """Names the FID/IS feature classifier: scores are comparable only between equal keys."""
-    return fingerprint(manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, code_version())
+    """Names the FID/IS feature classifier: scores are comparable only between equal keys. It depends on the data,
+    the classifier's settings and its own code only, so a change elsewhere in `gan` keeps champions comparable."""
+    return fingerprint(manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, metrics.source_digest())
 
 
 def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[metrics.Classifier, float]:

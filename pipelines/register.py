@@ -16,6 +16,7 @@ from gan import checkpoint as ckpt
 from gan import data, sampling, watchdog
 from gan.config import ModelConfig
 from gan.latent import Latent
+from pipelines import promotion
 from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.runtime import GAN_DIR, Workspace, code_version, tracking_uri
 from pipelines.stages import maybe_fail, retry_unless_user_error
@@ -70,11 +71,9 @@ def _existing_version(client, name: str, lineage_key: str):  # noqa: ANN001, ANN
     return next((v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("lineage_key") == lineage_key), None)
 
 
-def _promote(client, name: str, version, report: dict) -> tuple[bool, str]:  # noqa: ANN001
-    """challenger -> this version; champion -> this version if there is none, or if this FID is lower.
-
-    FIDs from different feature classifiers are different yardsticks: then the champion stays.
-    """
+def _promote(client, name: str, version, report: dict, max_memorised: float) -> tuple[bool, str]:  # noqa: ANN001
+    """challenger -> this version; champion -> this version if the gate says so (pipelines/promotion.py). The reason
+    becomes the version's `promotion` tag."""
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
     client.set_registered_model_alias(name, CHALLENGER, version.version)
@@ -82,19 +81,63 @@ def _promote(client, name: str, version, report: dict) -> tuple[bool, str]:  # n
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
-    fid = float(report["model"]["fid"])
     if champion is not None and str(champion.version) == str(version.version):
         return True, "already champion"
-    if champion is None:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-        return True, "no champion yet"
-    if champion.tags.get("feature_extractor") != report["feature_extractor"]:
-        return False, f"champion v{champion.version} was scored by another feature classifier; FIDs not comparable, move the alias by hand"
-    champion_fid = float(champion.tags["fid"])
-    if fid < champion_fid:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-        return True, f"FID {fid:.2f} < champion v{champion.version}'s {champion_fid:.2f}"
-    return False, f"FID {fid:.2f} does not beat champion v{champion.version}'s {champion_fid:.2f}"
+    standing = promotion.Standing.of_report(version.version, report)
+    held = None if champion is None else promotion.Standing.of_tags(champion.version, champion.tags)
+    promoted, why = promotion.decide(standing, held, None if champion is None else str(champion.version), max_memorised)
+    client.set_model_version_tag(name, version.version, "promotion", why)
+    if promoted:
+        move_champion(client, name, str(version.version), why, by="promotion gate")
+    return promoted, why
+
+
+def move_champion(client, name: str, version: str, why: str, by: str | None = None, rollback: bool = False) -> str | None:  # noqa: ANN001
+    """Point `champion` at `version` and append the move to the model's champion history; returns the previous champion."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    try:
+        previous = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        previous = None
+    client.set_registered_model_alias(name, CHAMPION, version)
+    history = client.get_registered_model(name).tags.get(promotion.HISTORY_TAG)
+    client.set_registered_model_tag(name, promotion.HISTORY_TAG, promotion.record(history, version, previous, why, by, rollback))
+    return previous
+
+
+def promote(cfg: PipelineConfig, name: str, version: str, why: str) -> str:
+    """A person's promotion: champion -> version, whatever the gate would say, recorded with who and why."""
+    client = connect(cfg)
+    version = str(_version(client, name, version).version)
+    previous = move_champion(client, name, version, why)
+    client.set_model_version_tag(name, version, "promotion", f"promoted by {promotion.user()}: {why}")
+    return f"{name}: champion v{version} (was {'v' + previous if previous else 'none'})"
+
+
+def rollback(cfg: PipelineConfig, name: str, why: str) -> str:
+    """champion -> the champion before it, per the recorded history."""
+    client = connect(cfg)
+    current = str(_version(client, name, CHAMPION).version)
+    previous = promotion.previous_champion(client.get_registered_model(name).tags.get(promotion.HISTORY_TAG), current)
+    if previous is None:
+        raise UsageError(f"{name}: no champion before v{current} on record; use `gan-pipeline promote {name} VERSION`")
+    move_champion(client, name, previous, f"rollback from v{current}: {why}", rollback=True)
+    client.set_model_version_tag(name, previous, "promotion", f"rolled back to by {promotion.user()} from v{current}: {why}")
+    return f"{name}: champion v{previous} (was v{current})"
+
+
+def _version(client, name: str, version_or_alias: str):  # noqa: ANN001, ANN202
+    """A model version by number or alias, or a UsageError naming what exists."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    try:
+        if version_or_alias.isdigit():
+            return client.get_model_version(name, version_or_alias)
+        return client.get_model_version_by_alias(name, version_or_alias)
+    except MlflowException:
+        known = [v.version for v in client.search_model_versions(f"name = '{name}'")] if client.search_registered_models(f"name = '{name}'") else []
+        raise UsageError(f"{name}: no version {version_or_alias!r}; registered versions: {known or 'none'}") from None
 
 
 def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dict, checkpoint_dir: Path, report_path: Path, report: dict) -> None:  # noqa: ANN001, E501
@@ -161,6 +204,7 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     """Log params, config, curves, samples, report and model; register a version; move aliases."""
     maybe_fail("register")
     import mlflow  # noqa: PLC0415
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
     # 1. Read and check every input before touching the registry.
     manifest = data.read_manifest(Path(dataset_dir))
@@ -183,10 +227,14 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     client = connect(cfg)
     name = cfg.registry.model_name
     existing = _existing_version(client, name, lineage["lineage_key"])
-    if existing is not None:
-        promoted, why = _promote(client, name, existing, report)
-        print(f"[register] already registered as {name} v{existing.version}; champion: {why}")
-        return {"model_name": name, "version": existing.version, "run_id": existing.run_id, "champion": promoted, "reason": why}
+    if existing is not None:  # no alias moves: re-registering an old checkpoint never moves one backwards
+        try:
+            champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
+        except MlflowException:
+            champion = None
+        why = f"already registered as v{existing.version}; champion is {'v' + champion if champion else 'none'}"
+        print(f"[register] {why}")
+        return {"model_name": name, "version": existing.version, "run_id": existing.run_id, "champion": champion == str(existing.version), "reason": why}
 
     # 2. The MLflow run: what was trained, how it went, how it scored; then the model itself.
     started = time.time()
@@ -194,10 +242,10 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
         _log_run(client, run.info.run_id, cfg, lineage, state, Path(checkpoint_dir), Path(report_path), report)
         logging_started = time.time()
         model_uri = _log_generator(G, model_cfg, latent, list(state["image_shape"]))
-    scores = {"fid": str(fid), "floor_fid": str(report["real_vs_real"]["fid"]), "feature_extractor": report["feature_extractor"]}
+    scores = {**promotion.Standing.of_report("", report).tags(), "floor_fid": str(report["real_vs_real"]["fid"])}
     version = mlflow.register_model(model_uri, name, tags={**lineage, **scores, **cfg.registry.tags})
     logging_seconds = time.time() - logging_started
-    promoted, why = _promote(client, name, version, report)
+    promoted, why = _promote(client, name, version, report, cfg.registry.max_memorised_share)
     print(f"[register] {name} v{version.version} is challenger; champion: {why}")
     return {
         "model_name": name, "version": version.version, "run_id": run.info.run_id, "champion": promoted, "reason": why,

@@ -11,7 +11,7 @@ The registered functions are not re-exported here, as their names would hide the
 
 from gan.metrics import density_coverage, fid, kid, memorisation, precision_recall  # noqa: F401  (fills METRICS)
 from gan.metrics.classes import class_histogram, code_agreement, effective_classes, kl_divergence, label_accuracy
-from gan.metrics.classifier import FEATURE_DIM, Classifier, accuracy, embed, to_float, train_classifier
+from gan.metrics.classifier import FEATURE_DIM, Classifier, accuracy, embed, source_digest, to_float, train_classifier
 from gan.metrics.fid import StreamingStats, frechet_distance, frechet_distance_from_stats, gaussian_stats, streaming_stats
 from gan.metrics.inception_score import inception_score
 from gan.metrics.kid import kernel_inception_distance, mmd2_unbiased
@@ -24,5 +24,5 @@ __all__ = [
     "FEATURE_DIM", "METRICS", "Classifier", "Memorisation", "QuickFID", "Scores", "StreamingStats",
     "accuracy", "class_histogram", "code_agreement", "compute", "effective_classes", "embed", "find_memorisation",
     "frechet_distance", "frechet_distance_from_stats", "gaussian_stats", "inception_score", "kernel_inception_distance",
-    "kl_divergence", "label_accuracy", "mmd2_unbiased", "register", "score", "streaming_stats", "to_float", "train_classifier",
+    "kl_divergence", "label_accuracy", "mmd2_unbiased", "register", "score", "source_digest", "streaming_stats", "to_float", "train_classifier",
 ]

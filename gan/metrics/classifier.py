@@ -7,6 +7,9 @@ The numbers are comparable between runs that share the classifier (same dataset 
 classifier config), not with published Inception-based figures.
 """
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -78,3 +81,9 @@ def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float
     """Share of images the classifier labels correctly (the yardstick's own sanity check)."""
     _, probs = embed(model, images)
     return float((probs.argmax(1) == labels).mean())
+
+
+def source_digest() -> str:
+    """A hash of this module's source: the classifier's cache key changes with its own code, not with every edit to `gan`."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+

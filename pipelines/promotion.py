@@ -1,0 +1,96 @@
+"""The promotion gate: `champion` moves only when a challenger beats it by more than the noise.
+
+Each registered version carries its FID, the FID's bootstrap spread, the sample count, the feature extractor
+and its memorised share as tags. A challenger becomes champion when its 95 % interval (FID ± 1.96 × bootstrap
+std) lies wholly below the champion's, both were scored by the same extractor on the same number of samples,
+and it does not hand back training images. Every move of `champion` (the gate's or a person's) is appended to
+the model's `champion_history` tag, which `rollback` reads.
+"""
+
+import getpass
+import json
+import os
+import time
+from dataclasses import dataclass
+
+Z = 1.96  # half-width of a 95 % normal interval, in bootstrap standard deviations
+HISTORY_TAG, HISTORY_KEPT = "champion_history", 20
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the gate reads of one version."""
+
+    version: str
+    fid: float
+    fid_std: float
+    extractor: str
+    num_images: int
+    memorised_share: float
+
+    def tags(self) -> dict[str, str]:
+        return {"fid": str(self.fid), "fid_std": str(self.fid_std), "feature_extractor": self.extractor,
+                "num_images": str(self.num_images), "memorised_share": str(self.memorised_share)}
+
+    @classmethod
+    def of_report(cls, version: str, report: dict) -> "Standing":
+        model = report["model"]
+        return cls(str(version), float(model["fid"]), float(model["fid_bootstrap_std"]), report["feature_extractor"],
+                   int(report["num_images"]), float(report["memorisation"]["pixels"]["memorised_share"]))
+
+    @classmethod
+    def of_tags(cls, version: str, tags: dict[str, str]) -> "Standing | None":
+        """None for a version registered before the gate (no bootstrap spread or sample count among its tags)."""
+        try:
+            return cls(str(version), float(tags["fid"]), float(tags["fid_std"]), tags["feature_extractor"],
+                       int(tags["num_images"]), float(tags["memorised_share"]))
+        except (KeyError, ValueError):
+            return None
+
+
+def interval(s: Standing) -> str:
+    return f"{s.fid:.2f} ± {Z * s.fid_std:.2f}"
+
+
+def decide(challenger: Standing, champion: Standing | None, champion_version: str | None, max_memorised: float) -> tuple[bool, str]:
+    """(move champion to the challenger?, why). `champion` None with a version: a champion the gate cannot read."""
+    if challenger.memorised_share > max_memorised:
+        return False, (f"v{challenger.version} hands back training images: {challenger.memorised_share:.1%} of its samples are closer to "
+                       f"a training image than 95 % of held-out images are (registry.max_memorised_share {max_memorised:.1%})")
+    if champion_version is None:
+        return True, "no champion yet"
+    if champion is None:
+        return False, f"champion v{champion_version} carries no FID interval (registered before the gate); move it with `gan-pipeline promote`"
+    if (champion.extractor, champion.num_images) != (challenger.extractor, challenger.num_images):
+        return False, (f"champion v{champion.version} was scored by {champion.extractor} on {champion.num_images} samples, v{challenger.version} "
+                       f"by {challenger.extractor} on {challenger.num_images}: not comparable; move it with `gan-pipeline promote`")
+    verdict = f"FID {interval(challenger)} against champion v{champion.version}'s {interval(champion)}"
+    if challenger.fid + Z * challenger.fid_std < champion.fid - Z * champion.fid_std:
+        return True, f"{verdict}: better beyond the noise"
+    if challenger.fid < champion.fid:
+        return False, f"{verdict}: lower, but within the noise (the 95 % intervals overlap)"
+    return False, f"{verdict}: not better"
+
+
+def record(history_json: str | None, version: str, previous: str | None, why: str, by: str | None = None, rollback: bool = False) -> str:
+    """The champion history with one more move appended, as the tag's JSON (the last HISTORY_KEPT moves)."""
+    history = json.loads(history_json or "[]")
+    history.append({"version": str(version), "previous": previous, "by": by or user(), "why": why, "rollback": rollback,
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return json.dumps(history[-HISTORY_KEPT:])
+
+
+def previous_champion(history_json: str | None, current: str | None) -> str | None:
+    """The champion before the current one: the history replayed as a stack (a move pushes, a rollback pops), so
+    repeated rollbacks walk back through earlier champions. None when there is none on record."""
+    stack: list[str] = []
+    for move in json.loads(history_json or "[]"):
+        if move.get("rollback"):
+            stack = stack[:-1]
+        else:
+            stack.append(move["version"])
+    return stack[-2] if len(stack) >= 2 and stack[-1] == str(current) else None
+
+
+def user() -> str:
+    return os.environ.get("GAN_PIPELINE_USER") or getpass.getuser()
