@@ -205,5 +205,33 @@ def _key(context, parameters: dict) -> str:  # noqa: ANN001
 @task(name="evaluate", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
       cache_key_fn=_key, persist_result=True, result_serializer="json")
 def evaluate_task(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
-    """Checkpoint -> evaluation report (cached on the checkpoint and the eval config)."""
-    return evaluate(cfg, dataset_dir, checkpoint_dir)
+    """Checkpoint -> evaluation report (cached on the checkpoint and the eval config), also published as a Prefect artifact."""
+    from prefect.artifacts import create_markdown_artifact  # noqa: PLC0415
+
+    report_path = evaluate(cfg, dataset_dir, checkpoint_dir)
+    create_markdown_artifact(key="evaluation", markdown=report_markdown(Path(report_path)), description="scores of the model and the floor")
+    return report_path
+
+
+def report_markdown(report_path: Path) -> str:
+    """The report as a markdown table (model beside the real-vs-real floor) with links to its pictures."""
+    report = json.loads(report_path.read_text())
+    model, floor = report["model"], report["real_vs_real"]
+    rows = [
+        ("FID", f"{model['fid']:.2f} ± {model['fid_bootstrap_std']:.2f}", f"{floor['fid']:.2f} ± {floor['fid_bootstrap_std']:.2f}"),
+        ("KID", f"{model['kid']:.4f} ± {model['kid_std']:.4f}", f"{floor['kid']:.4f} ± {floor['kid_std']:.4f}"),
+        ("precision / recall", f"{model['precision']:.2f} / {model['recall']:.2f}", f"{floor['precision']:.2f} / {floor['recall']:.2f}"),
+        ("density / coverage", f"{model['density']:.2f} / {model['coverage']:.2f}", f"{floor['density']:.2f} / {floor['coverage']:.2f}"),
+        ("Inception Score", f"{model['inception_score']:.2f}", f"{floor['inception_score']:.2f}"),
+        ("classes (effective)", f"{model['classes_covered']} ({model['effective_classes']:.2f})", f"{floor['classes_covered']} ({floor['effective_classes']:.2f})"),
+        ("memorised (pixels / features)", f"{report['memorisation']['pixels']['memorised_share']:.1%} / "
+         f"{report['memorisation']['features']['memorised_share']:.1%}", "–"),
+    ]
+    pictures = sorted(p.name for p in report_path.parent.glob("*.png"))
+    return "\n".join([
+        f"### Evaluation of `{report['checkpoint']}`", "",
+        f"{report['num_images']} samples against the held-out floor at the same count; features: `{report['feature_extractor']}`"
+        + (f"; **{report['collapsed']}**" if report.get("collapsed") else ""), "",
+        "| metric | model | real vs real (floor) |", "|---|---:|---:|", *(f"| {a} | {b} | {c} |" for a, b, c in rows), "",
+        "Pictures: " + ", ".join(f"[{name}]({(report_path.parent / name).as_uri()})" for name in pictures),
+    ])

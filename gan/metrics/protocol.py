@@ -49,14 +49,17 @@ def score(
     values depend on the two sets' sizes."""
     hist = class_histogram(probs)
     is_mean, is_std = inception_score(probs)
-    reference = gaussian_stats(reference_feats)
+    reference, rms = gaussian_stats(reference_feats), float(np.sqrt((reference_feats.astype(np.float64) ** 2).mean()))
     same_size = reference_feats[np.random.default_rng(seed).choice(len(reference_feats), min(len(feats), len(reference_feats)), replace=False)]
     boot_mean, boot_std = fid_bootstrap(feats, *reference, seed=seed)
     return Scores(
         fid=frechet_distance_from_stats(*gaussian_stats(feats), *reference),
         fid_bootstrap_mean=boot_mean,
         fid_bootstrap_std=boot_std,
-        **kid(reference_feats, feats, subsets=KID_SUBSETS, seed=seed),
+        # KID's cubic kernel (x.y / D + 1)^3 assumes features of order 1 (Inception's pool features are); ReLU
+        # classifier features are larger, and the kernel's cube then drowns the signal in noise: one global scale,
+        # the reference's root mean square, brings them to order 1 for the model and the floor alike.
+        **kid(reference_feats / rms, feats / rms, subsets=KID_SUBSETS, seed=seed),
         **precision_recall(same_size, feats),
         **density_coverage(same_size, feats),
         inception_score=is_mean,
