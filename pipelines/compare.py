@@ -29,7 +29,7 @@ def result_row(name: str, cfg: PipelineConfig, summary: dict) -> dict:
         "label_accuracy_min": report.get("conditional", {}).get("min_accuracy"),
         "code_agreement": report.get("infogan", {}).get("code_class_agreement"),
         "model": f"{summary['registered']['model_name']} v{summary['registered']['version']}" if "version" in summary["registered"]
-        else "not registered (watchdog: collapsed)",
+        else "not registered (collapsed)",  # refused by the watchdog or by the evaluation's collapse gate
         "quick_fid": [{**q, "fid_over_floor": q["fid"] / floor["fid"]} for q in report["quick_fid"]],
         "checkpoint": summary["train"]["checkpoint"], "report": summary["report"],
     }
