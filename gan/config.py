@@ -10,11 +10,14 @@ and tricks) and `optim` (optimisers, learning rates, schedules, weight penalties
 """
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 AUGMENTS = ("translation", "cutout", "color")  # the keys of gan.augment.AUGMENTATIONS (a test keeps them equal)
+INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inception weights, a plain state dict
+INCEPTION_FEATURE_DIM = 2048  # gan.metrics.inception.FEATURE_DIM (a test keeps them equal)
 
 
 class ConfigError(ValueError):
@@ -173,6 +176,20 @@ class EvalConfig(Section):
         0.25, ge=0, lt=1, description="the samples' effective class count (exp of the class histogram's entropy) below this share of "
         "the held-out real images' marks the model collapsed, and the registry refuses it; 0: off",
     )
+    feature_extractor: Literal["classifier", "inception"] = Field(
+        "classifier", description="the network whose features FID, KID, precision/recall, density/coverage and feature "
+        "memorisation read, and whose softmax IS reads: 'classifier' (the small CNN trained on the data) or 'inception' (the FID "
+        "Inception-v3 from eval.inception_weights; needs eval.num_samples > 2048); class coverage, collapse and label accuracy "
+        "always use the classifier",
+    )
+    inception_weights: str | None = Field(
+        None, description=f"path of pytorch-fid's FID Inception weights ({INCEPTION_WEIGHTS}), for feature_extractor "
+        "'inception'; nothing is downloaded",
+    )
+    ray_embed_min_images: int = Field(
+        20_000, ge=1, description="image sets at least this large are embedded in parallel Ray tasks (one per cluster CPU); "
+        "smaller ones in this process",
+    )
 
 
 class Recipe(Section):
@@ -236,3 +253,41 @@ def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> 
             raise ConfigError(f"config error: vector data {tuple(image_shape)} needs model.arch 'mlp', not {model.arch!r}")
         if reg.diffaugment:
             raise ConfigError(f"config error: reg.diffaugment {reg.diffaugment!r} augments images; the data are vectors {tuple(image_shape)}")
+
+
+def check_eval(ev: EvalConfig) -> None:
+    """Reject evaluation settings that cannot work: the Inception extractor without a readable weights file, or on too
+    few samples for FID on its 2048-d features; a weights path the classifier would ignore."""
+    if ev.feature_extractor != "inception":
+        if ev.inception_weights is not None:
+            raise ConfigError(
+                f"config error: eval.inception_weights = {ev.inception_weights!r} acts only with eval.feature_extractor 'inception'; "
+                "it would do nothing here"
+            )
+        return
+    problem = unreadable(ev.inception_weights)
+    if problem:
+        raise ConfigError(
+            f"config error: eval.inception_weights = {ev.inception_weights!r}: {problem}; eval.feature_extractor 'inception' needs "
+            f"pytorch-fid's {INCEPTION_WEIGHTS} there (nothing is downloaded)"
+        )
+    if ev.num_samples <= INCEPTION_FEATURE_DIM:
+        raise ConfigError(
+            f"config error: eval.num_samples = {ev.num_samples} with eval.feature_extractor 'inception': FID needs more samples than "
+            f"its {INCEPTION_FEATURE_DIM} feature dimensions; at least {INCEPTION_FEATURE_DIM + 1}"
+        )
+
+
+def unreadable(path: str | None) -> str | None:
+    """Why the file at `path` cannot be read, or None when it can."""
+    if path is None:
+        return "no path given"
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return "not a file" if file.exists() else "no such file"
+    try:
+        with file.open("rb") as f:
+            f.read(1)
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    return None

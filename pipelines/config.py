@@ -11,7 +11,9 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from gan.config import ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, Recipe, RegConfig, Section, TrainConfig, check_recipe
+from gan.config import (
+    ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, Recipe, RegConfig, Section, TrainConfig, check_eval, check_recipe,
+)
 
 
 class UsageError(Exception):
@@ -71,7 +73,7 @@ class PipelineConfig(Section):
 
 def load_config(paths: str | Path | list | None = None, overrides: list[str] = ()) -> PipelineConfig:
     """Defaults, then each YAML file in order (later files win, key by key), then each `section.key=value`
-    override, validated once at the end; then the recipe's cross-section rules."""
+    override, validated once at the end; then the recipe's cross-section rules and the evaluation's."""
     raw: dict[str, Any] = {}
     files = [] if paths is None else [paths] if isinstance(paths, (str, Path)) else list(paths)
     for path in files:
@@ -87,6 +89,7 @@ def load_config(paths: str | Path | list | None = None, overrides: list[str] = (
     except ValidationError as err:
         raise ConfigError(_describe(err, ", ".join(map(str, files)) or "defaults", overrides)) from None
     check_recipe(cfg.recipe)
+    check_eval(cfg.eval)
     return cfg
 
 

@@ -32,6 +32,7 @@ def test_overrides_apply_after_the_file_with_yaml_typing() -> None:
         ("model.arch=gru", "model.arch = 'gru' (--set): Input should be 'mlp', 'dcgan' or 'resnet'"),
         ("train.loss=wgangp", "train.loss = 'wgangp' (--set): Input should be 'minimax', 'ns', 'hinge', 'lsgan', 'wgan' or 'wgan-gp'"),
         ("reg.diffaugment=flip", "reg.diffaugment = 'flip' (--set): Value error, unknown augmentation flip; allowed: translation, cutout, color"),
+        ("eval.feature_extractor=vgg", "eval.feature_extractor = 'vgg' (--set): Input should be 'classifier' or 'inception'"),
         ("trainer.epochs=3", "trainer = {'epochs': 3} (--set): unknown key; allowed here: data, eval, model, optim, ray, reg"),
     ],
 )
@@ -131,3 +132,32 @@ def test_workers_that_leave_ray_data_no_cpu_are_a_config_error(monkeypatch: pyte
         check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1"]))
     monkeypatch.setenv("RAY_ADDRESS", "ray://cluster:10001")  # a cluster's CPUs are not this machine's
     check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1"]))
+
+
+def test_inception_extractor_needs_a_readable_weights_file_and_enough_samples(tmp_path: Path) -> None:
+    weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    weights.write_bytes(b"weights")
+    inception = ["eval.feature_extractor=inception", "eval.num_samples=5000"]
+    cfg = load_config(None, [*inception, f"eval.inception_weights={weights}"])
+    assert cfg.eval.feature_extractor == "inception" and cfg.eval.inception_weights == str(weights)
+    needs = "eval.feature_extractor 'inception' needs pytorch-fid's pt_inception-2015-12-05-6726825d.pth there (nothing is downloaded)"
+    gone = tmp_path / "gone.pth"
+    cases = [
+        ([], f"config error: eval.inception_weights = None: no path given; {needs}"),
+        ([f"eval.inception_weights={gone}"], f"config error: eval.inception_weights = '{gone}': no such file; {needs}"),
+        ([f"eval.inception_weights={tmp_path}"], f"config error: eval.inception_weights = '{tmp_path}': not a file; {needs}"),
+        (
+            [f"eval.inception_weights={weights}", "eval.num_samples=2048"],
+            "config error: eval.num_samples = 2048 with eval.feature_extractor 'inception': FID needs more samples than its 2048 "
+            "feature dimensions; at least 2049",
+        ),
+    ]
+    for overrides, expected in cases:
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [*inception, *overrides])
+        assert str(err.value) == expected
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"eval.inception_weights={weights}"])
+    assert str(err.value) == (
+        f"config error: eval.inception_weights = '{weights}' acts only with eval.feature_extractor 'inception'; it would do nothing here"
+    )
