@@ -47,13 +47,17 @@ class StreamingStats:
         Raises ValueError with fewer samples than dimensions + 1: the covariance is then singular
         (rank <= N - 1 < D), and FID on it is dominated by the missing directions.
         """
-        dim = 0 if self.mean is None else self.mean.shape[0]
-        if self.n <= dim or self.n < 2:
-            raise ValueError(
-                f"FID needs more samples than feature dimensions: got {self.n} samples of {dim}-d features "
-                f"(at least {max(dim + 1, 2)} needed, or the covariance is singular)"
-            )
+        check_sample_count(self.n, 0 if self.mean is None else self.mean.shape[0])
         return self.mean.cpu().numpy(), (self.m2 / (self.n - 1)).cpu().numpy()
+
+
+def check_sample_count(n: int, dim: int) -> None:
+    """Raise ValueError unless n samples of dim-d features give a full-rank covariance (n > dim, n >= 2)."""
+    if n <= dim or n < 2:
+        raise ValueError(
+            f"FID needs more samples than feature dimensions: got {n} samples of {dim}-d features "
+            f"(at least {max(dim + 1, 2)} needed, or the covariance is singular)"
+        )
 
 
 def streaming_stats(feats: Features, batch_size: int = 4096) -> StreamingStats:

@@ -43,22 +43,26 @@ class Scores:
 
 def score(
     feats: np.ndarray, probs: np.ndarray, reference_feats: np.ndarray, reference_hist: np.ndarray, min_fraction: float, seed: int = 0,
+    classes: np.ndarray | None = None, kid_rescale: bool = True,
 ) -> Scores:
     """Every metric of one embedded image set [N, D] (see `embed`) against the reference features [R, D] and class
     histogram. FID and KID use the whole reference; the k-NN metrics a seeded subset of N reference rows, since their
-    values depend on the two sets' sizes."""
-    hist = class_histogram(probs)
+    values depend on the two sets' sizes. IS reads `probs` [N, K'], the feature network's softmax; the class metrics
+    read `classes` [N, K], the domain classifier's (the same as `probs` when the classifier is the feature network)."""
+    hist = class_histogram(probs if classes is None else classes)
     is_mean, is_std = inception_score(probs)
-    reference, rms = gaussian_stats(reference_feats), float(np.sqrt((reference_feats.astype(np.float64) ** 2).mean()))
+    reference = gaussian_stats(reference_feats)
+    rms = float(np.sqrt((reference_feats.astype(np.float64) ** 2).mean())) if kid_rescale else 1.0
     same_size = reference_feats[np.random.default_rng(seed).choice(len(reference_feats), min(len(feats), len(reference_feats)), replace=False)]
     boot_mean, boot_std = fid_bootstrap(feats, *reference, seed=seed)
     return Scores(
         fid=frechet_distance_from_stats(*gaussian_stats(feats), *reference),
         fid_bootstrap_mean=boot_mean,
         fid_bootstrap_std=boot_std,
-        # KID's cubic kernel (x.y / D + 1)^3 assumes features of order 1 (Inception's pool features are); ReLU
-        # classifier features are larger, and the kernel's cube then drowns the signal in noise: one global scale,
-        # the reference's root mean square, brings them to order 1 for the model and the floor alike.
+        # KID's cubic kernel (x.y / D + 1)^3 assumes features of order 1 (Inception's pool features are, and are
+        # left as they are, so KID stays the published one); ReLU classifier features are larger, and the kernel's
+        # cube then drowns the signal in noise: one global scale, the reference's root mean square, brings them to
+        # order 1 for the model and the floor alike.
         **kid(reference_feats / rms, feats / rms, subsets=KID_SUBSETS, seed=seed),
         **precision_recall(same_size, feats),
         **density_coverage(same_size, feats),
