@@ -4,6 +4,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,12 @@ from prefect import task
 
 from gan import checkpoint as ckpt
 from gan import data, metrics, sampling, watchdog
+from gan.config import ConfigError, check_eval
 from gan.images import class_rows, save_curves, save_grid
 from gan.latent import Latent
 from pipelines import console
 from pipelines.config import PipelineConfig, fingerprint
+from pipelines.ray_embed import embed_images
 from pipelines.runtime import Workspace, code_version
 from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
 
@@ -45,6 +48,54 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
     torch.save({"state": model.state_dict(), "accuracy": accuracy}, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
     return model, accuracy
+
+
+def feature_extractor(cfg: PipelineConfig, classifier: metrics.Classifier, classifier_key: str) -> metrics.Extractor:
+    """The network FID, KID, the k-NN metrics, feature memorisation and IS read, as eval.feature_extractor names it."""
+    check_eval(cfg.eval)  # the weights file may have gone since the config was loaded
+    try:
+        return metrics.build_extractor(
+            cfg.eval.feature_extractor, classifier=classifier, classifier_key=classifier_key, inception_weights=cfg.eval.inception_weights
+        )
+    except metrics.WeightsError as err:
+        raise ConfigError(f"config error: eval.inception_weights = {cfg.eval.inception_weights!r}: {err}") from None
+
+
+def check_sample_count(n: int, extractor: metrics.Extractor, cfg: PipelineConfig, heldout: int) -> None:
+    """FID needs more samples than the extractor's feature dimensions: fail before any embedding, naming the settings."""
+    try:
+        metrics.check_sample_count(n, extractor.feature_dim)
+    except ValueError as err:
+        raise ConfigError(
+            f"config error: eval.feature_extractor {extractor.name!r} with eval.num_samples = {cfg.eval.num_samples} and "
+            f"{heldout} held-out images: {err}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One image set as the evaluation reads it."""
+
+    feats: np.ndarray  # [N, D] the extractor's features: FID, KID, the k-NN metrics, feature memorisation
+    probs: np.ndarray  # [N, K'] the extractor's softmax: the Inception Score
+    classes: np.ndarray  # [N, K] the domain classifier's probabilities: class coverage, collapse, InfoGAN agreement
+
+
+def embed_set(
+    extractor: metrics.Extractor, classifier: metrics.Classifier, images: np.ndarray | torch.Tensor, cfg: PipelineConfig
+) -> Embedded:
+    """An image set through the extractor (in Ray tasks when large) and, for the class metrics, the domain classifier."""
+    feats, probs = embed_images(extractor, images, cfg.eval.ray_embed_min_images)
+    classes = probs if extractor.network is classifier else metrics.embed(classifier, images)[1]
+    return Embedded(feats, probs, classes)
+
+
+def scores_of(embedded: Embedded, reference: Embedded, extractor: metrics.Extractor, cfg: PipelineConfig) -> metrics.Scores:
+    """Every metric of one embedded image set against the training images'."""
+    return metrics.score(
+        embedded.feats, embedded.probs, reference.feats, metrics.class_histogram(reference.classes), cfg.eval.coverage_min_fraction,
+        cfg.eval.seed, classes=embedded.classes, kid_rescale=extractor.kid_rescale,
+    )
 
 
 def write_pictures(folder: Path, fake: torch.Tensor, real: np.ndarray, assigned: np.ndarray, num_classes: int, state: dict) -> None:
@@ -78,7 +129,7 @@ def infogan_scores(G: torch.nn.Module, latent: Latent, codes: np.ndarray, predic
 
 
 def fids_of_draws(
-    G: torch.nn.Module, latent: Latent, classifier: metrics.Classifier, reference: np.ndarray, n: int, cfg: PipelineConfig, mix: np.ndarray,
+    G: torch.nn.Module, latent: Latent, extractor: metrics.Extractor, reference: np.ndarray, n: int, cfg: PipelineConfig, mix: np.ndarray,
     on_draw: Callable[[int], None] | None = None,
 ) -> list[float]:
     """The FID on `eval.fid_draws` further draws of n latents (seeds seed+1, ...): with 1000 samples one draw
@@ -86,7 +137,8 @@ def fids_of_draws(
     fids = []
     for k in range(1, cfg.eval.fid_draws + 1):
         inputs = sampling.random_inputs(latent, n, cfg.eval.seed + k, class_probs=mix)
-        fids.append(metrics.frechet_distance(metrics.embed(classifier, inputs.generate(G, latent))[0], reference))
+        feats, _ = embed_images(extractor, inputs.generate(G, latent), cfg.eval.ray_embed_min_images)
+        fids.append(metrics.frechet_distance(feats, reference))
         if on_draw is not None:
             on_draw(k)
     return fids
@@ -110,44 +162,48 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     started = time.time()
     manifest = data.read_manifest(dataset_dir)
     classifier, accuracy = feature_classifier(cfg, dataset_dir, manifest)
-    bar.update(1, note="feature classifier ready")
-
-    # Reference: features and class histogram of the training images (what the GAN learnt from).
+    classifier_key = feature_extractor_key(cfg, manifest)
+    extractor = feature_extractor(cfg, classifier, classifier_key)
     train_images, _ = data.load_split(dataset_dir, "train")
     heldout_images, _ = data.load_split(dataset_dir, "heldout")
-    reference_feats, reference_probs = metrics.embed(classifier, train_images)
-    reference_hist = metrics.class_histogram(reference_probs)
+    # Same number of images on both sides, so the model's FID and the floor share the small-sample bias.
+    n = min(cfg.eval.num_samples, len(heldout_images))
+    check_sample_count(n, extractor, cfg, len(heldout_images))
+    bar.update(1, note=f"feature classifier and {extractor.name} features ready")
+
+    # Reference: features and class histogram of the training images (what the GAN learnt from).
+    reference = embed_set(extractor, classifier, train_images, cfg)
     bar.update(2, note="training images embedded")
 
-    # Same number of images on both sides, so the model's FID and the floor share the small-sample bias.
     # Conditional models draw their labels in the training data's class mix.
-    n = min(cfg.eval.num_samples, len(heldout_images))
     state = ckpt.load(checkpoint_dir)
     G, _, latent = ckpt.ema_generator(state)
-    mix, yardstick = class_mix(manifest), feature_extractor_key(cfg, manifest)
+    mix = class_mix(manifest)
     inputs = sampling.random_inputs(latent, n, cfg.eval.seed, class_probs=mix)
-    fake = inputs.generate(G, latent)  # [n, C, H, W] in [0, 1]
-    real = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
-    fake_feats, fake_probs = metrics.embed(classifier, fake)
-    real_feats, real_probs = metrics.embed(classifier, real)
-    model_scores = metrics.score(fake_feats, fake_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction, cfg.eval.seed)
-    floor_scores = metrics.score(real_feats, real_probs, reference_feats, reference_hist, cfg.eval.coverage_min_fraction, cfg.eval.seed)
+    fake_images = inputs.generate(G, latent)  # [n, C, H, W] in [0, 1]
+    real_images = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
+    fake, real = embed_set(extractor, classifier, fake_images, cfg), embed_set(extractor, classifier, real_images, cfg)
+    model_scores, floor_scores = scores_of(fake, reference, extractor, cfg), scores_of(real, reference, extractor, cfg)
     # Memorisation: generated images' nearest training image, in pixels and in features, against held-out reals'.
-    pixels = metrics.find_memorisation(metrics.to_float(train_images).flatten(1), fake.flatten(1), metrics.to_float(real).flatten(1))
-    features = metrics.find_memorisation(reference_feats, fake_feats, real_feats)
+    pixels = metrics.find_memorisation(
+        metrics.to_float(train_images).flatten(1), fake_images.flatten(1), metrics.to_float(real_images).flatten(1)
+    )
+    features = metrics.find_memorisation(reference.feats, fake.feats, real.feats)
 
     bar.update(3, note="samples scored")
-    draws = [model_scores.fid] + fids_of_draws(G, latent, classifier, reference_feats, n, cfg, mix, lambda k: bar.update(3 + k, note=f"draw {k}"))
+    draws = [model_scores.fid] + fids_of_draws(
+        G, latent, extractor, reference.feats, n, cfg, mix, lambda k: bar.update(3 + k, note=f"draw {k}")
+    )
     report = {
         "fid_draws": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "values": draws},
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
         "train_seconds": float(state["train_seconds"]), "num_images": n, "dataset_fingerprint": manifest["fingerprint"],
-        "feature_extractor": yardstick,
+        "feature_extractor": extractor.key, "feature_network": extractor.name,
         "classifier_test_accuracy": accuracy,
         "model": model_scores.__dict__, "real_vs_real": floor_scores.__dict__,
-        "reference_class_histogram": [round(float(h), 4) for h in reference_hist],
-        # Quick FIDs measured with this report's yardstick only (a cached training run may predate a classifier change).
-        "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == yardstick],
+        "reference_class_histogram": [round(float(h), 4) for h in metrics.class_histogram(reference.classes)],
+        # Quick FIDs are measured with the classifier: those of this classifier only (a cached training run may predate a change).
+        "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == classifier_key],
         "memorisation": {space: memorisation_summary(m) for space, m in (("pixels", pixels), ("features", features))},
         "collapsed": watchdog.class_collapse(model_scores.effective_classes, floor_scores.effective_classes, cfg.eval.collapse_ratio),
     }
@@ -155,18 +211,20 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     if out.exists():  # a folder without its report was not published by this code: replace it
         shutil.rmtree(out)
     with data.written_aside(out) as tmp:  # the report and its pictures appear together
-        write_pictures(tmp, fake, real, fake_probs.argmax(1), manifest["num_classes"], state)
+        write_pictures(tmp, fake_images, real_images, fake.classes.argmax(1), manifest["num_classes"], state)
         # The closest generated/training pairs in pixels: generated images on top, their nearest training image below.
         closest = torch.as_tensor(pixels.closest)
-        save_grid(torch.cat([fake[closest[:, 0]], metrics.to_float(train_images[closest[:, 1].numpy()])]), tmp / "nearest_train.png", nrow=len(closest))
+        pairs = torch.cat([fake_images[closest[:, 0]], metrics.to_float(train_images[closest[:, 1].numpy()])])
+        save_grid(pairs, tmp / "nearest_train.png", nrow=len(closest))
         if latent.num_classes:
             report["conditional"] = conditional_scores(G, latent, classifier, tmp, cfg.eval.seed)
         if latent.info_categorical:
-            report["infogan"] = infogan_scores(G, latent, inputs.code, fake_probs.argmax(1), manifest["num_classes"], tmp, cfg.eval.seed)
+            report["infogan"] = infogan_scores(G, latent, inputs.code, fake.classes.argmax(1), manifest["num_classes"], tmp, cfg.eval.seed)
         report["seconds"] = round(time.time() - started, 2)
         (tmp / REPORT).write_text(json.dumps(report, indent=2))
     print(
-        f"[evaluate] FID {model_scores.fid:.2f} ± {model_scores.fid_bootstrap_std:.2f} (floor {floor_scores.fid:.2f} ± "
+        f"[evaluate] {extractor.name} features: FID {model_scores.fid:.2f} ± {model_scores.fid_bootstrap_std:.2f} "
+        f"(floor {floor_scores.fid:.2f} ± "
         f"{floor_scores.fid_bootstrap_std:.2f}; over {len(draws)} draws {np.mean(draws):.2f} ± {np.std(draws):.2f}), "
         f"KID {model_scores.kid:.4f} ± {model_scores.kid_std:.4f} (floor {floor_scores.kid:.4f}), "
         f"precision {model_scores.precision:.2f} recall {model_scores.recall:.2f} (floor {floor_scores.precision:.2f}, "
@@ -230,7 +288,8 @@ def report_markdown(report_path: Path) -> str:
     pictures = sorted(p.name for p in report_path.parent.glob("*.png"))
     return "\n".join([
         f"### Evaluation of `{report['checkpoint']}`", "",
-        f"{report['num_images']} samples against the held-out floor at the same count; features: `{report['feature_extractor']}`"
+        f"{report['num_images']} samples against the held-out floor at the same count; features: {report['feature_network']} "
+        f"`{report['feature_extractor']}`"
         + (f"; **{report['collapsed']}**" if report.get("collapsed") else ""), "",
         "| metric | model | real vs real (floor) |", "|---|---:|---:|", *(f"| {a} | {b} | {c} |" for a, b, c in rows), "",
         "Pictures: " + ", ".join(f"[{name}]({(report_path.parent / name).as_uri()})" for name in pictures),
