@@ -1,13 +1,19 @@
-"""Champion / challenger promotion against a real (SQLite) MLflow registry: the gate, and promote / rollback by hand."""
+"""Champion / challenger promotion against a real (SQLite) MLflow registry: the gate, promote / rollback by hand, and a
+registered version found again for evaluation."""
 
+import shutil
+import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from gan.data import read_manifest
 from pipelines import promotion
+from pipelines.cli import main
 from pipelines.config import PipelineConfig, UsageError
-from pipelines.register import _promote, promote, rollback
+from pipelines.ingest import ingest
+from pipelines.register import _promote, evaluation_inputs, promote, rollback
 
 MAX_MEMORISED = 0.2
 
@@ -22,9 +28,21 @@ def client(tmp_path: Path) -> mlflow.MlflowClient:
     mlflow.set_tracking_uri(None)
 
 
-def new_version(client: mlflow.MlflowClient, fid: float, std: float = 0.1, extractor: str = "clf-a", n: int = 1000, memorised: float = 0.01) -> tuple:
-    report = {"model": {"fid": fid, "fid_bootstrap_std": std}, "feature_extractor": extractor, "num_images": n,
-              "memorisation": {"pixels": {"memorised_share": memorised}}}
+def config(tmp_path: Path, **data: object) -> PipelineConfig:
+    """Model `m` in the workspace tmp_path/gan-work (the `client` fixture's store), on scikit-learn's 8x8 digits."""
+    return PipelineConfig.model_validate({"runtime": {"workdir": str(tmp_path / "gan-work")}, "registry": {"model_name": "m"},
+                                          "data": {"source": "bundled-digits", **data}})
+
+
+def evaluation(fid: float, std: float = 0.1, extractor: str = "clf-a", n: int = 1000, memorised: float = 0.01) -> dict:
+    """The parts of an evaluation report that the gate and `register` read."""
+    return {"model": {"fid": fid, "fid_bootstrap_std": std}, "real_vs_real": {"fid": 1.0, "fid_bootstrap_std": 0.05},
+            "feature_extractor": extractor, "num_images": n, "memorisation": {"pixels": {"memorised_share": memorised}},
+            "classifier_test_accuracy": 0.9, "collapsed": None}
+
+
+def new_version(client: mlflow.MlflowClient, *args: object, **kwargs: object) -> tuple:
+    report = evaluation(*args, **kwargs)
     version = client.create_model_version("m", source="file:///nowhere", tags=promotion.Standing.of_report("", report).tags())
     return version, report
 
@@ -62,7 +80,7 @@ def test_champion_moves_only_beyond_the_noise_on_the_same_yardstick(client: mlfl
 
 def test_promote_and_rollback_by_hand_leave_who_and_why(client: mlflow.MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAN_PIPELINE_USER", "alice")
-    cfg = PipelineConfig.model_validate({"runtime": {"workdir": str(tmp_path / "gan-work")}, "registry": {"model_name": "m"}})
+    cfg = config(tmp_path)
     gate(client, 50.0), gate(client, 40.0), gate(client, 60.0)  # champion v1, then v2 by the gate
     assert aliases(client)["champion"] == "2"
     assert promote(cfg, "m", "3", "the samples look better") == "m: champion v3 (was v2)"
@@ -75,5 +93,44 @@ def test_promote_and_rollback_by_hand_leave_who_and_why(client: mlflow.MlflowCli
     ]
     with pytest.raises(UsageError, match="no champion before v1 on record"):
         rollback(cfg, "m", "once more")
-    with pytest.raises(UsageError, match=r"no version '9'; registered versions: \['3', '2', '1'\]|no version '9'"):
+    with pytest.raises(UsageError, match="^m: no version '9'; registered versions: v1, v2, v3; aliases: challenger = v3, champion = v1$"):
         promote(cfg, "m", "9", "typo")
+
+
+def test_evaluate_model_finds_the_checkpoint_and_dataset_or_says_what_is_missing(client: mlflow.MlflowClient, tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    dataset, ckpt = Path(ingest(cfg)), tmp_path / "checkpoint"
+    ckpt.mkdir()
+    lineage = {"checkpoint": str(ckpt), "dataset_fingerprint": read_manifest(dataset)["fingerprint"]}
+    client.create_model_version("m", source="file:///nowhere", tags=lineage)
+    client.set_registered_model_alias("m", "champion", "1")
+    assert evaluation_inputs(cfg, "models:/m@champion") == evaluation_inputs(cfg, "models:/m/1") == (dataset, ckpt)
+
+    other = Path(ingest(config(tmp_path, split_seed=1)))  # the same images split otherwise: other data
+    with pytest.raises(UsageError, match=r"--dataset .*: holds other data than --model models:/m@champion \(v1\) was trained on"):
+        evaluation_inputs(cfg, "models:/m@champion", other)
+    with pytest.raises(UsageError, match="^m: no version 'best'; registered versions: v1; aliases: champion = v1$"):
+        evaluation_inputs(cfg, "models:/m@best")
+    with pytest.raises(UsageError, match="^no registered model 'n'; registered models: m$"):
+        evaluation_inputs(cfg, "models:/n/1")
+    with pytest.raises(UsageError, match="expected models:/NAME@ALIAS or models:/NAME/VERSION"):
+        evaluation_inputs(cfg, "models:/m/latest")
+    shutil.rmtree(dataset)  # found by its content, not by being the only one there
+    with pytest.raises(UsageError, match=r"no dataset with its data \(fingerprint \w{12}\) in .*datasets; run `gan-pipeline ingest`"):
+        evaluation_inputs(cfg, "models:/m@champion")
+    ckpt.rmdir()
+    with pytest.raises(UsageError, match=f"^--model models:/m@champion \\(v1\\): its checkpoint folder {ckpt} no longer exists"):
+        evaluation_inputs(cfg, "models:/m@champion")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--dataset", "d"], "evaluate: give exactly one of --checkpoint DIR and --model models:/NAME@ALIAS"),
+    (["--checkpoint", "c", "--model", "models:/m@champion"], "evaluate: give exactly one of --checkpoint DIR and --model models:/NAME@ALIAS"),
+    (["--checkpoint", "c"], "evaluate --checkpoint: --dataset DIR is required too"),
+], ids=["neither", "both", "no-dataset"])
+def test_evaluate_takes_a_checkpoint_and_dataset_or_a_model(args: list[str], said: str, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(sys, "argv", ["gan-pipeline", "evaluate", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
