@@ -1,6 +1,7 @@
 """Champion / challenger promotion against a real (SQLite) MLflow registry: the gate, promote / rollback by hand, and a
 registered version found again for evaluation."""
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -8,12 +9,14 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from gan import checkpoint
 from gan.data import read_manifest
 from pipelines import promotion
 from pipelines.cli import main
 from pipelines.config import PipelineConfig, UsageError
 from pipelines.ingest import ingest
-from pipelines.register import _promote, evaluation_inputs, promote, rollback
+from pipelines.register import _promote, evaluation_inputs, promote, register, rollback
+from tests.test_training_loop import recipe, run
 
 MAX_MEMORISED = 0.2
 
@@ -134,3 +137,36 @@ def test_evaluate_takes_a_checkpoint_and_dataset_or_a_model(args: list[str], sai
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("one_thread")
+def test_register_keeps_the_champion_against_a_worse_or_noise_level_model(client: mlflow.MlflowClient, tmp_path: Path) -> None:
+    """Through register() itself: real checkpoints (a tiny MLP GAN after each of 4 epochs), a real dataset, logged generators."""
+    cfg = config(tmp_path)
+    dataset = ingest(cfg)
+    folders = []
+    for epoch, state in enumerate(run(recipe(model=dict(arch="mlp"), train=dict(epochs=4, checkpoint_every_epochs=1))).states, 1):
+        folders.append(tmp_path / f"epoch-{epoch}")
+        folders[-1].mkdir()
+        checkpoint.save(state, folders[-1])
+
+    def registered(folder: Path, fid: float, std: float = 0.5) -> dict:
+        report = folder / "evaluation" / "report.json"
+        report.parent.mkdir(exist_ok=True)
+        report.write_text(json.dumps(evaluation(fid, std)))
+        return register(cfg, dataset, str(folder), str(report))
+
+    assert registered(folders[0], 50.0)["reason"] == "no champion yet"
+    worse = registered(folders[1], 60.0)
+    assert not worse["champion"] and worse["reason"].endswith("not better") and aliases(client) == {"champion": "1", "challenger": "2"}
+    noise = registered(folders[2], 49.5)  # 49.5 + 0.98 > 50 - 0.98: the 95 % intervals overlap
+    assert not noise["champion"] and "within the noise" in noise["reason"] and aliases(client) == {"champion": "1", "challenger": "3"}
+    better = registered(folders[3], 40.0)
+    assert better["champion"] and better["reason"].endswith("better beyond the noise")
+    assert aliases(client) == {"champion": "4", "challenger": "4"}
+    again = registered(folders[1], 60.0)  # the worse one once more: found, and nothing moves
+    assert again["reason"] == "already registered as v2; champion is v4" and aliases(client) == {"champion": "4", "challenger": "4"}
+
+    # The champion's lineage tags lead `evaluate --model` back to its checkpoint and dataset.
+    assert evaluation_inputs(cfg, "models:/m@champion") == (Path(dataset), folders[3])
