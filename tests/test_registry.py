@@ -1,9 +1,12 @@
-"""Champion / challenger promotion against a real (SQLite) MLflow registry: the gate, promote / rollback by hand, and a
-registered version found again for evaluation."""
+"""Champion / challenger promotion against a real MLflow registry (SQLite, or a separately started server): the gate,
+promote / rollback by hand, and a registered version found again for evaluation."""
 
 import json
+import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -15,9 +18,11 @@ from pipelines import promotion
 from pipelines.cli import main
 from pipelines.config import PipelineConfig, UsageError
 from pipelines.ingest import ingest
-from pipelines.register import _promote, evaluation_inputs, promote, register, rollback
+from pipelines.register import _promote, evaluation_inputs, move_champion, promote, register, rollback
+from tests import services
 from tests.test_training_loop import recipe, run
 
+ROOT = Path(__file__).resolve().parents[1]
 MAX_MEMORISED = 0.2
 
 
@@ -170,3 +175,42 @@ def test_register_keeps_the_champion_against_a_worse_or_noise_level_model(client
 
     # The champion's lineage tags lead `evaluate --model` back to its checkpoint and dataset.
     assert evaluation_inputs(cfg, "models:/m@champion") == (Path(dataset), folders[3])
+
+
+@pytest.fixture(scope="module")
+def mlflow_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, uri = services.mlflow_server(tmp_path_factory.mktemp("mlflow-server"), dict(os.environ))
+    try:
+        services.wait_healthy(f"{uri}/health", process)
+        yield uri
+    finally:
+        services.stop(process)
+
+
+@pytest.mark.integration
+def test_promote_and_rollback_from_the_cli_against_an_mlflow_server(mlflow_server_uri: str, tmp_path: Path) -> None:
+    """The CLI in fresh processes, with the registry named by MLFLOW_TRACKING_URI: the champion moves there and back."""
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server_uri, registry_uri=mlflow_server_uri)
+    client.create_registered_model("drill")
+    # A server accepts a version's source only inside a resource the request names: here runs:/ with its run_id. It refuses
+    # a file:// path outside that run's artifacts, and a logged model's models:/m-... without the model_id.
+    run_id = client.create_run(client.create_experiment("drill")).info.run_id
+    for _ in range(2):
+        client.create_model_version("drill", source=f"runs:/{run_id}/generator", run_id=run_id)
+    move_champion(client, "drill", "1", "no champion yet", by="promotion gate")
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server_uri, "GAN_PIPELINE_USER": "alice", "PYTHONPATH": str(ROOT)}
+    for args, said, champion in (
+        (["promote", "drill", "2", "--why", "drill"], "drill: champion v2 (was v1)", "2"),
+        (["rollback", "drill", "--why", "drill over"], "drill: champion v1 (was v2)", "1"),
+    ):
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0 and said in done.stdout, done.stderr[-2000:]
+        assert str(client.get_model_version_by_alias("drill", "champion").version) == champion
+    history = json.loads(client.get_registered_model("drill").tags[promotion.HISTORY_TAG])
+    assert [(h["version"], h["previous"], h["by"], h["why"]) for h in history] == [
+        ("1", None, "promotion gate", "no champion yet"), ("2", "1", "alice", "drill"), ("1", "2", "alice", "rollback from v2: drill over"),
+    ]
+    assert client.get_model_version("drill", "1").tags["promotion"] == "rolled back to by alice from v2: drill over"
+    assert not (tmp_path / "gan-work" / "mlflow.db").exists()
