@@ -134,15 +134,29 @@ def train(
 
 @app.command()
 def evaluate(
-    dataset: Annotated[Path, typer.Option(help="dataset folder printed by `ingest`")],
-    checkpoint: Annotated[Path, typer.Option(help="checkpoint folder printed by `train`")],
+    dataset: Annotated[Optional[Path], typer.Option(help="dataset folder printed by `ingest` (optional with --model)")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="checkpoint folder printed by `train`")] = None,
+    model: Annotated[Optional[str], typer.Option(help="a registered version instead: models:/NAME@ALIAS or models:/NAME/VERSION")] = None,
     preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
 ) -> None:
-    """Stage 3: checkpoint -> evaluation report. Prints the report's path."""
+    """Stage 3: checkpoint or registered version -> evaluation report. Prints its FID line and the report's path."""
+    if (checkpoint is None) == (model is None):
+        raise UsageError("evaluate: give exactly one of --checkpoint DIR and --model models:/NAME@ALIAS")
+    if checkpoint is not None and dataset is None:
+        raise UsageError("evaluate --checkpoint: --dataset DIR is required too")
     cfg = _prepare(preset, config, set, dry_run)
-    from pipelines.evaluate import evaluate_task  # noqa: PLC0415
+    from pipelines.evaluate import evaluate_task, fid_line  # noqa: PLC0415
 
-    typer.echo(evaluate_task(cfg, str(_existing(dataset, "--dataset")), str(_existing(checkpoint, "--checkpoint"))))
+    dataset = dataset and _existing(dataset, "--dataset")
+    if model is not None:
+        from pipelines.register import evaluation_inputs  # noqa: PLC0415
+
+        dataset, checkpoint = evaluation_inputs(cfg, model, dataset)
+    else:
+        checkpoint = _existing(checkpoint, "--checkpoint")
+    report = evaluate_task(cfg, str(dataset), str(checkpoint))
+    typer.echo(f"{model or checkpoint}: {fid_line(json.loads(Path(report).read_text()))}")
+    typer.echo(report)
 
 
 @app.command()

@@ -240,6 +240,13 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     )
 
 
+def fid_line(report: dict) -> str:
+    """The report's headline: the model's FID and bootstrap spread beside the real-vs-real floor's."""
+    model, floor = report["model"], report["real_vs_real"]
+    return (f"FID {model['fid']:.2f} ± {model['fid_bootstrap_std']:.2f} (floor {floor['fid']:.2f} ± {floor['fid_bootstrap_std']:.2f}; "
+            f"{report['num_images']} samples, step {report['step']})" + (f"; {report['collapsed']}" if report.get("collapsed") else ""))
+
+
 def memorisation_summary(m: metrics.Memorisation) -> dict:
     """The share of generated images closer to a training image than all but the closest 5 % of held-out reals are."""
     return {

@@ -18,6 +18,18 @@ def dataset_dir(cfg: PipelineConfig, checksum: str) -> Path:
     return Workspace.of(cfg.runtime.workdir).datasets / key
 
 
+def find_dataset(cfg: PipelineConfig, data_fingerprint: str) -> Path | None:
+    """The workspace's dataset whose manifest has this content fingerprint (a registered version's `dataset_fingerprint`),
+    if any. Folders are named by source bytes and split settings, so the manifests are what tells the content."""
+    for folder in sorted(Workspace.of(cfg.runtime.workdir).datasets.glob("[!.]*")):  # not the temporaries of a writer
+        try:
+            if data.read_manifest(folder)["fingerprint"] == data_fingerprint:
+                return folder
+        except data.DataError:  # incomplete, or written in an older format
+            continue
+    return None
+
+
 def ingest(cfg: PipelineConfig) -> str:
     """Write (or find already written) the dataset for `cfg.data`; return its folder."""
     maybe_fail("ingest")

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import re
 import tempfile
 import time
 import warnings
@@ -18,6 +19,7 @@ from gan.config import ModelConfig
 from gan.latent import Latent
 from pipelines import promotion
 from pipelines.config import PipelineConfig, UsageError, fingerprint
+from pipelines.ingest import find_dataset
 from pipelines.runtime import GAN_DIR, Workspace, code_version, tracking_uri
 from pipelines.stages import maybe_fail, retry_unless_user_error
 
@@ -136,8 +138,43 @@ def _version(client, name: str, version_or_alias: str):  # noqa: ANN001, ANN202
             return client.get_model_version(name, version_or_alias)
         return client.get_model_version_by_alias(name, version_or_alias)
     except MlflowException:
-        known = [v.version for v in client.search_model_versions(f"name = '{name}'")] if client.search_registered_models(f"name = '{name}'") else []
-        raise UsageError(f"{name}: no version {version_or_alias!r}; registered versions: {known or 'none'}") from None
+        found = client.search_registered_models(f"name = '{name}'")
+        if not found:
+            models = ", ".join(m.name for m in client.search_registered_models(max_results=20))
+            raise UsageError(f"no registered model {name!r}; registered models: {models or 'none'}") from None
+        versions = ", ".join(f"v{n}" for n in sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'")))
+        aliases = ", ".join(f"{alias} = v{number}" for alias, number in sorted(found[0].aliases.items()))
+        raise UsageError(f"{name}: no version {version_or_alias!r}; registered versions: {versions or 'none'}; "
+                         f"aliases: {aliases or 'none'}") from None
+
+
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<number>\d+))")
+
+
+def evaluation_inputs(cfg: PipelineConfig, model_uri: str, dataset_dir: Path | None = None) -> tuple[Path, Path]:
+    """(dataset, checkpoint) folders of a registered version, from its lineage tags: the checkpoint it was registered
+    from, and the workspace's dataset with its data fingerprint unless `dataset_dir` is given (which must hold that data)."""
+    parsed = MODEL_URI.fullmatch(model_uri)
+    if parsed is None:
+        raise UsageError(f"--model {model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    version = _version(connect(cfg), parsed["name"], parsed["alias"] or parsed["number"])
+    what = f"--model {model_uri} (v{version.version})"
+    if "checkpoint" not in version.tags:
+        raise UsageError(f"{what}: no checkpoint tag, so not registered by this pipeline; evaluate its checkpoint with --checkpoint")
+    checkpoint = Path(version.tags["checkpoint"])
+    if not checkpoint.is_dir():
+        raise UsageError(f"{what}: its checkpoint folder {checkpoint} no longer exists (or is on another machine)")
+    wanted = version.tags["dataset_fingerprint"]
+    if dataset_dir is None:
+        dataset_dir = find_dataset(cfg, wanted)
+        if dataset_dir is None:
+            datasets = Workspace.of(cfg.runtime.workdir).datasets
+            raise UsageError(f"{what}: no dataset with its data (fingerprint {wanted[:12]}) in {datasets}; "
+                             "run `gan-pipeline ingest` with its data config, or give --dataset")
+    elif (held := data.read_manifest(dataset_dir)["fingerprint"]) != wanted:
+        raise UsageError(f"--dataset {dataset_dir}: holds other data than {what} was trained on (fingerprint {held[:12]}, "
+                         f"not {wanted[:12]}); leave --dataset out to find its own")
+    return dataset_dir, checkpoint
 
 
 def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dict, checkpoint_dir: Path, report_path: Path, report: dict) -> None:  # noqa: ANN001, E501

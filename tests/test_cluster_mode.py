@@ -4,40 +4,18 @@
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.services import BIN, free_port, mlflow_server, start, stop, wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SMOKE = str(ROOT / "conf" / "smoke.yaml")
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        assert process.poll() is None, f"server for {url} exited with {process.returncode}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} not healthy after {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +23,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("services")
     env = {**os.environ, "PREFECT_HOME": str(root / "prefect-home"), "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    prefect_port, mlflow_port, ray_port = free_port(), free_port(), free_port()
-    logs = (root / "prefect.log").open("w"), (root / "mlflow.log").open("w")
-    prefect = subprocess.Popen(
-        [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port), "--analytics-off"],
-        env=env, stdout=logs[0], stderr=subprocess.STDOUT,
-    )
-    mlflow = subprocess.Popen(
-        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow-server.db'}", "--artifacts-destination", str(root / "mlflow-artifacts")],
-        env=env, stdout=logs[1], stderr=subprocess.STDOUT,
-    )
+    prefect_port, ray_port = free_port(), free_port()
+    prefect = start([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port), "--analytics-off"],
+                    root / "prefect.log", env)
+    mlflow, mlflow_uri = mlflow_server(root, env)
     ray = subprocess.run(
         [BIN / "ray", "start", "--head", "--port", str(ray_port), "--num-cpus", "2", "--include-dashboard", "false"],
         env=env, capture_output=True, text=True, timeout=120,
@@ -63,23 +34,15 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> dict:
     try:
         assert ray.returncode == 0, ray.stderr[-2000:]
         wait_healthy(f"http://127.0.0.1:{prefect_port}/api/health", prefect)
-        wait_healthy(f"http://127.0.0.1:{mlflow_port}/health", mlflow)
+        wait_healthy(f"{mlflow_uri}/health", mlflow)
         yield {
             "RAY_ADDRESS": f"127.0.0.1:{ray_port}",
             "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+            "MLFLOW_TRACKING_URI": mlflow_uri,
         }
     finally:
         subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
-        for process in (mlflow, prefect):
-            process.send_signal(signal.SIGTERM)
-        for process in (mlflow, prefect):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log in logs:
-            log.close()
+        stop(mlflow, prefect)
 
 
 def test_same_command_uses_the_services_named_by_the_environment(services: dict, tmp_path: Path) -> None:

@@ -1,14 +1,28 @@
-"""Champion / challenger promotion against a real (SQLite) MLflow registry: the gate, and promote / rollback by hand."""
+"""Champion / challenger promotion against a real MLflow registry (SQLite, or a separately started server): the gate,
+promote / rollback by hand, and a registered version found again for evaluation."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from gan import checkpoint
+from gan.data import read_manifest
 from pipelines import promotion
+from pipelines.cli import main
 from pipelines.config import PipelineConfig, UsageError
-from pipelines.register import _promote, promote, rollback
+from pipelines.ingest import ingest
+from pipelines.register import _promote, evaluation_inputs, move_champion, promote, register, rollback
+from tests import services
+from tests.test_training_loop import recipe, run
 
+ROOT = Path(__file__).resolve().parents[1]
 MAX_MEMORISED = 0.2
 
 
@@ -22,9 +36,21 @@ def client(tmp_path: Path) -> mlflow.MlflowClient:
     mlflow.set_tracking_uri(None)
 
 
-def new_version(client: mlflow.MlflowClient, fid: float, std: float = 0.1, extractor: str = "clf-a", n: int = 1000, memorised: float = 0.01) -> tuple:
-    report = {"model": {"fid": fid, "fid_bootstrap_std": std}, "feature_extractor": extractor, "num_images": n,
-              "memorisation": {"pixels": {"memorised_share": memorised}}}
+def config(tmp_path: Path, **data: object) -> PipelineConfig:
+    """Model `m` in the workspace tmp_path/gan-work (the `client` fixture's store), on scikit-learn's 8x8 digits."""
+    return PipelineConfig.model_validate({"runtime": {"workdir": str(tmp_path / "gan-work")}, "registry": {"model_name": "m"},
+                                          "data": {"source": "bundled-digits", **data}})
+
+
+def evaluation(fid: float, std: float = 0.1, extractor: str = "clf-a", n: int = 1000, memorised: float = 0.01) -> dict:
+    """The parts of an evaluation report that the gate and `register` read."""
+    return {"model": {"fid": fid, "fid_bootstrap_std": std}, "real_vs_real": {"fid": 1.0, "fid_bootstrap_std": 0.05},
+            "feature_extractor": extractor, "num_images": n, "memorisation": {"pixels": {"memorised_share": memorised}},
+            "classifier_test_accuracy": 0.9, "collapsed": None}
+
+
+def new_version(client: mlflow.MlflowClient, *args: object, **kwargs: object) -> tuple:
+    report = evaluation(*args, **kwargs)
     version = client.create_model_version("m", source="file:///nowhere", tags=promotion.Standing.of_report("", report).tags())
     return version, report
 
@@ -62,7 +88,7 @@ def test_champion_moves_only_beyond_the_noise_on_the_same_yardstick(client: mlfl
 
 def test_promote_and_rollback_by_hand_leave_who_and_why(client: mlflow.MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAN_PIPELINE_USER", "alice")
-    cfg = PipelineConfig.model_validate({"runtime": {"workdir": str(tmp_path / "gan-work")}, "registry": {"model_name": "m"}})
+    cfg = config(tmp_path)
     gate(client, 50.0), gate(client, 40.0), gate(client, 60.0)  # champion v1, then v2 by the gate
     assert aliases(client)["champion"] == "2"
     assert promote(cfg, "m", "3", "the samples look better") == "m: champion v3 (was v2)"
@@ -75,5 +101,116 @@ def test_promote_and_rollback_by_hand_leave_who_and_why(client: mlflow.MlflowCli
     ]
     with pytest.raises(UsageError, match="no champion before v1 on record"):
         rollback(cfg, "m", "once more")
-    with pytest.raises(UsageError, match=r"no version '9'; registered versions: \['3', '2', '1'\]|no version '9'"):
+    with pytest.raises(UsageError, match="^m: no version '9'; registered versions: v1, v2, v3; aliases: challenger = v3, champion = v1$"):
         promote(cfg, "m", "9", "typo")
+
+
+def test_evaluate_model_finds_the_checkpoint_and_dataset_or_says_what_is_missing(client: mlflow.MlflowClient, tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    dataset, ckpt = Path(ingest(cfg)), tmp_path / "checkpoint"
+    ckpt.mkdir()
+    lineage = {"checkpoint": str(ckpt), "dataset_fingerprint": read_manifest(dataset)["fingerprint"]}
+    client.create_model_version("m", source="file:///nowhere", tags=lineage)
+    client.set_registered_model_alias("m", "champion", "1")
+    assert evaluation_inputs(cfg, "models:/m@champion") == evaluation_inputs(cfg, "models:/m/1") == (dataset, ckpt)
+
+    other = Path(ingest(config(tmp_path, split_seed=1)))  # the same images split otherwise: other data
+    with pytest.raises(UsageError, match=r"--dataset .*: holds other data than --model models:/m@champion \(v1\) was trained on"):
+        evaluation_inputs(cfg, "models:/m@champion", other)
+    with pytest.raises(UsageError, match="^m: no version 'best'; registered versions: v1; aliases: champion = v1$"):
+        evaluation_inputs(cfg, "models:/m@best")
+    with pytest.raises(UsageError, match="^no registered model 'n'; registered models: m$"):
+        evaluation_inputs(cfg, "models:/n/1")
+    with pytest.raises(UsageError, match="expected models:/NAME@ALIAS or models:/NAME/VERSION"):
+        evaluation_inputs(cfg, "models:/m/latest")
+    shutil.rmtree(dataset)  # found by its content, not by being the only one there
+    with pytest.raises(UsageError, match=r"no dataset with its data \(fingerprint \w{12}\) in .*datasets; run `gan-pipeline ingest`"):
+        evaluation_inputs(cfg, "models:/m@champion")
+    ckpt.rmdir()
+    with pytest.raises(UsageError, match=f"^--model models:/m@champion \\(v1\\): its checkpoint folder {ckpt} no longer exists"):
+        evaluation_inputs(cfg, "models:/m@champion")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--dataset", "d"], "evaluate: give exactly one of --checkpoint DIR and --model models:/NAME@ALIAS"),
+    (["--checkpoint", "c", "--model", "models:/m@champion"], "evaluate: give exactly one of --checkpoint DIR and --model models:/NAME@ALIAS"),
+    (["--checkpoint", "c"], "evaluate --checkpoint: --dataset DIR is required too"),
+], ids=["neither", "both", "no-dataset"])
+def test_evaluate_takes_a_checkpoint_and_dataset_or_a_model(args: list[str], said: str, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(sys, "argv", ["gan-pipeline", "evaluate", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("one_thread")
+def test_register_keeps_the_champion_against_a_worse_or_noise_level_model(client: mlflow.MlflowClient, tmp_path: Path) -> None:
+    """Through register() itself: real checkpoints (a tiny MLP GAN after each of 4 epochs), a real dataset, logged generators."""
+    cfg = config(tmp_path)
+    dataset = ingest(cfg)
+    folders = []
+    for epoch, state in enumerate(run(recipe(model=dict(arch="mlp"), train=dict(epochs=4, checkpoint_every_epochs=1))).states, 1):
+        folders.append(tmp_path / f"epoch-{epoch}")
+        folders[-1].mkdir()
+        checkpoint.save(state, folders[-1])
+
+    def registered(folder: Path, fid: float, std: float = 0.5) -> dict:
+        report = folder / "evaluation" / "report.json"
+        report.parent.mkdir(exist_ok=True)
+        report.write_text(json.dumps(evaluation(fid, std)))
+        return register(cfg, dataset, str(folder), str(report))
+
+    assert registered(folders[0], 50.0)["reason"] == "no champion yet"
+    worse = registered(folders[1], 60.0)
+    assert not worse["champion"] and worse["reason"].endswith("not better") and aliases(client) == {"champion": "1", "challenger": "2"}
+    noise = registered(folders[2], 49.5)  # 49.5 + 0.98 > 50 - 0.98: the 95 % intervals overlap
+    assert not noise["champion"] and "within the noise" in noise["reason"] and aliases(client) == {"champion": "1", "challenger": "3"}
+    better = registered(folders[3], 40.0)
+    assert better["champion"] and better["reason"].endswith("better beyond the noise")
+    assert aliases(client) == {"champion": "4", "challenger": "4"}
+    again = registered(folders[1], 60.0)  # the worse one once more: found, and nothing moves
+    assert again["reason"] == "already registered as v2; champion is v4" and aliases(client) == {"champion": "4", "challenger": "4"}
+
+    # The champion's lineage tags lead `evaluate --model` back to its checkpoint and dataset.
+    assert evaluation_inputs(cfg, "models:/m@champion") == (Path(dataset), folders[3])
+
+
+@pytest.fixture(scope="module")
+def mlflow_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, uri = services.mlflow_server(tmp_path_factory.mktemp("mlflow-server"), dict(os.environ))
+    try:
+        services.wait_healthy(f"{uri}/health", process)
+        yield uri
+    finally:
+        services.stop(process)
+
+
+@pytest.mark.integration
+def test_promote_and_rollback_from_the_cli_against_an_mlflow_server(mlflow_server_uri: str, tmp_path: Path) -> None:
+    """The CLI in fresh processes, with the registry named by MLFLOW_TRACKING_URI: the champion moves there and back."""
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server_uri, registry_uri=mlflow_server_uri)
+    client.create_registered_model("drill")
+    # A server accepts a version's source only inside a resource the request names: here runs:/ with its run_id. It refuses
+    # a file:// path outside that run's artifacts, and a logged model's models:/m-... without the model_id.
+    run_id = client.create_run(client.create_experiment("drill")).info.run_id
+    for _ in range(2):
+        client.create_model_version("drill", source=f"runs:/{run_id}/generator", run_id=run_id)
+    move_champion(client, "drill", "1", "no champion yet", by="promotion gate")
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server_uri, "GAN_PIPELINE_USER": "alice", "PYTHONPATH": str(ROOT)}
+    for args, said, champion in (
+        (["promote", "drill", "2", "--why", "drill"], "drill: champion v2 (was v1)", "2"),
+        (["rollback", "drill", "--why", "drill over"], "drill: champion v1 (was v2)", "1"),
+    ):
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0 and said in done.stdout, done.stderr[-2000:]
+        assert str(client.get_model_version_by_alias("drill", "champion").version) == champion
+    history = json.loads(client.get_registered_model("drill").tags[promotion.HISTORY_TAG])
+    assert [(h["version"], h["previous"], h["by"], h["why"]) for h in history] == [
+        ("1", None, "promotion gate", "no champion yet"), ("2", "1", "alice", "drill"), ("1", "2", "alice", "rollback from v2: drill over"),
+    ]
+    assert client.get_model_version("drill", "1").tags["promotion"] == "rolled back to by alice from v2: drill over"
+    assert not (tmp_path / "gan-work" / "mlflow.db").exists()
