@@ -163,7 +163,8 @@ class OptimConfig(Section):
 
 class EvalConfig(Section):
     num_samples: int = Field(1000, ge=10, le=1_000_000, description="generated images to score")
-    classifier_epochs: int = Field(4, ge=1, le=1000, description="epochs of the feature classifier")
+    classifier_epochs: int = Field(15, ge=1, le=1000, description="epochs of the feature classifier")
+    classifier_augment: bool = Field(True, description="train the feature classifier on randomly shifted, rotated and zoomed images")
     classifier_seed: int = Field(0, ge=0, description="seed of the feature classifier")
     seed: int = Field(1234, ge=0, description="seed of the generated images' latents")
     fid_draws: int = Field(

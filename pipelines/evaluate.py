@@ -28,7 +28,9 @@ REPORT = "report.json"
 def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
     """Names the FID/IS feature classifier: scores are comparable only between equal keys. It depends on the data,
     the classifier's settings and its own code only, so a change elsewhere in `gan` keeps champions comparable."""
-    return fingerprint(manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, metrics.source_digest())
+    return fingerprint(
+        manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment, metrics.source_digest()
+    )
 
 
 def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[metrics.Classifier, float]:
@@ -42,7 +44,7 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
         return model.eval(), float(blob["accuracy"])
     print(f"[evaluate] training the feature classifier ({cfg.eval.classifier_epochs} epochs)")
     images, labels = data.load_split(dataset_dir, "train")
-    model = metrics.train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed)
+    model = metrics.train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment)
     accuracy = metrics.accuracy(model, *data.load_split(dataset_dir, "heldout"))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "accuracy": accuracy}, path.with_suffix(".tmp"))
