@@ -12,23 +12,29 @@ from gan.metrics.registry import Features, register
 
 
 def polynomial_kernel(x: torch.Tensor, y: torch.Tensor, degree: int = 3, coef: float = 1.0) -> torch.Tensor:
-    """k(x, y) = (x.y / D + coef)^degree for rows [N, D] x [M, D] -> [N, M]."""
-    return (x @ y.T / x.shape[1] + coef) ** degree
+    """k(x, y) = (x.y / D + coef)^degree for rows [N, D] x [M, D] -> [N, M], in x's dtype."""
+    return (x @ y.T).div_(x.shape[1]).add_(coef).pow_(degree)
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, degree: int = 3, coef: float = 1.0) -> torch.Tensor:
-    """Unbiased MMD^2 of two equally sized sets [m, D]: the within-set means leave out the diagonal k(x, x)."""
+    """Unbiased MMD^2 of two equally sized sets [m, D]: the within-set means leave out the diagonal k(x, x).
+    The kernel matrices take x's dtype; their sums are float64."""
     m = x.shape[0]
-    k_xx, k_yy, k_xy = polynomial_kernel(x, x, degree, coef), polynomial_kernel(y, y, degree, coef), polynomial_kernel(x, y, degree, coef)
-    within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
-    return within - 2.0 * k_xy.sum() / m**2
+
+    def total(k: torch.Tensor, leave_out_diagonal: bool) -> torch.Tensor:
+        return k.sum(dtype=torch.float64) - (k.diagonal().sum(dtype=torch.float64) if leave_out_diagonal else 0.0)
+
+    within = (total(polynomial_kernel(x, x, degree, coef), True) + total(polynomial_kernel(y, y, degree, coef), True)) / (m * (m - 1))
+    return within - 2.0 * total(polynomial_kernel(x, y, degree, coef), False) / m**2
 
 
 def kernel_inception_distance(
     real: Features, fake: Features, subsets: int = 100, subset_size: int = 1000, seed: int = 0, degree: int = 3, coef: float = 1.0
 ) -> tuple[float, float]:
-    """(mean, std) of the unbiased MMD^2 over `subsets` random subsets, in float64."""
-    x, y = torch.as_tensor(real).to(torch.float64), torch.as_tensor(fake).to(torch.float64)
+    """(mean, std) of the unbiased MMD^2 over `subsets` random subsets. The kernel matrices are float32 (twice
+    as fast as float64; each entry's rounding is random, and over the 10^6 entries of a subset it averages out
+    far below KID's 1e-4 agreement with torchmetrics' float64), their sums float64."""
+    x, y = torch.as_tensor(real).to(torch.float32), torch.as_tensor(fake).to(torch.float32)
     if min(len(x), len(y)) < subset_size or subset_size < 2:
         raise ValueError(f"KID subset_size {subset_size} needs 2 <= subset_size <= samples; got {len(x)} real and {len(y)} fake samples")
     gen = torch.Generator().manual_seed(seed)
