@@ -14,7 +14,7 @@ from prefect import task
 from gan import checkpoint as ckpt
 from gan import data, metrics, sampling, watchdog
 from gan.config import ConfigError, check_eval
-from gan.images import class_rows, save_curves, save_grid
+from gan.images import class_rows, save_class_histograms, save_curves, save_grid
 from gan.latent import Latent
 from pipelines import console
 from pipelines.config import PipelineConfig, fingerprint
@@ -100,12 +100,15 @@ def scores_of(embedded: Embedded, reference: Embedded, extractor: metrics.Extrac
     )
 
 
-def write_pictures(folder: Path, fake: torch.Tensor, real: np.ndarray, assigned: np.ndarray, num_classes: int, state: dict) -> None:
-    """Sample grids of generated and real images, one row per assigned class, and the training curves."""
+def write_pictures(
+    folder: Path, fake: torch.Tensor, real: np.ndarray, assigned: np.ndarray, num_classes: int, state: dict, histograms: dict[str, list[float]],
+) -> None:
+    """Sample grids of generated and real images, one row per assigned class, the class histograms and the training curves."""
     save_grid(fake[:64], folder / "samples.png")
     save_grid(real[:64], folder / "real.png")
     # One row per class, as the classifier assigns them: random picks, not the most confident ones.
     save_grid(class_rows(fake, assigned, num_classes, seed=0), folder / "samples_by_class.png")
+    save_class_histograms(histograms, folder / "class_histograms.png")
     if ckpt.history_of(state):
         save_curves(ckpt.history_of(state), folder / "curves.png", ckpt.snapshots_of(state))
 
@@ -213,7 +216,9 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     if out.exists():  # a folder without its report was not published by this code: replace it
         shutil.rmtree(out)
     with data.written_aside(out) as tmp:  # the report and its pictures appear together
-        write_pictures(tmp, fake_images, real_images, fake.classes.argmax(1), manifest["num_classes"], state)
+        histograms = {"training images": report["reference_class_histogram"], "held-out real": floor_scores.class_histogram,
+                      "generated": model_scores.class_histogram}
+        write_pictures(tmp, fake_images, real_images, fake.classes.argmax(1), manifest["num_classes"], state, histograms)
         # The closest generated/training pairs in pixels: generated images on top, their nearest training image below.
         closest = torch.as_tensor(pixels.closest)
         pairs = torch.cat([fake_images[closest[:, 0]], metrics.to_float(train_images[closest[:, 1].numpy()])])
