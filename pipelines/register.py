@@ -226,9 +226,8 @@ def _log_generator(G: torch.nn.Module, model_cfg: ModelConfig, latent: Latent, i
         weights = Path(tmp) / "generator.pt"
         blob = {"state": G.state_dict(), "model_json": model_cfg.model_dump_json(), "image_shape": image_shape, "num_classes": latent.num_classes}
         torch.save(blob, weights)
-        with warnings.catch_warnings():  # the explicit signature stands in for an input example and type hints
+        with warnings.catch_warnings():  # the explicit signature stands in for an input example
             warnings.filterwarnings("ignore", message=".*input example.*")
-            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
             info = mlflow.pyfunc.log_model(
                 name="generator", python_model=str(MODEL_CODE), artifacts={"generator": str(weights)},
                 code_paths=[str(GAN_DIR)], signature=signature, pip_requirements=requirements,
