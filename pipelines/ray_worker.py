@@ -57,13 +57,17 @@ class RayTrainSink:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics, checkpoint=None)  # every rank reports equally often, or the run hangs
-        if self.ctx.is_main and epoch == self.fail_after_epoch and self.resumed_epoch < epoch:  # once: not in a resumed run
-            raise InjectedFailure(f"train: crash injected after the checkpoint of epoch {epoch}")
 
     def batch_start(self, epoch: int, index: int) -> None:
-        """The kill hook: a few batches into the epoch after epoch N's checkpoint (by then Ray Train has taken the
-        checkpoint in), the last rank SIGKILLs its own process, once (a run resumed from that checkpoint goes on)."""
-        if index == KILL_AT_BATCH and epoch == self.kill_after_epoch and self.resumed_epoch < epoch and self.ctx.rank == self.ctx.world_size - 1:
+        """The failure hooks fire a few batches into the epoch after epoch N's checkpoint, once (a run resumed from that
+        checkpoint goes on): rank 0 raises (`train:N`) or the last rank SIGKILLs its own process (`kill-worker:N`).
+        Not right after the report: a worker that fails before Ray Train's controller has polled it loses that
+        checkpoint, and the retry would start over."""
+        if index != KILL_AT_BATCH or self.resumed_epoch >= epoch:
+            return
+        if epoch == self.fail_after_epoch and self.ctx.is_main:
+            raise InjectedFailure(f"train: crash injected after the checkpoint of epoch {epoch}")
+        if epoch == self.kill_after_epoch and self.ctx.rank == self.ctx.world_size - 1:
             print(f"[train] rank {self.ctx.rank}: SIGKILL injected in epoch {epoch + 1}, after the checkpoint of epoch {epoch}", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 

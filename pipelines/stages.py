@@ -30,7 +30,7 @@ def cache_key(*parts: object) -> str:
 def failure_hook() -> dict[str, int | None]:
     """Parse the documented test hook, e.g. GAN_PIPELINE_FAIL_AT='train:1,evaluate'.
 
-    `stage` fails that stage every time it runs; `train:N` makes rank 0 crash right after it has
+    `stage` fails that stage every time it runs; `train:N` makes rank 0 crash a few batches after it has
     saved the checkpoint of epoch N, once (a resumed run starts past epoch N and does not crash again);
     `kill-worker:N` makes the last rank SIGKILL its own process a few batches after epoch N's checkpoint, once.
     """
