@@ -20,7 +20,7 @@ from gan.latent import Latent
 from pipelines import promotion
 from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.ingest import find_dataset
-from pipelines.runtime import GAN_DIR, Workspace, code_version, tracking_uri
+from pipelines.runtime import GAN_DIR, Workspace, code_tags, tracking_uri
 from pipelines.stages import maybe_fail, retry_unless_user_error
 
 MODEL_CODE = Path(__file__).with_name("generator_model.py")
@@ -256,7 +256,7 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     G, model_cfg, latent = ckpt.ema_generator(state)
     config_hash = fingerprint(cfg.model_dump(mode="json"))
     lineage = {
-        "dataset_fingerprint": manifest["fingerprint"], "config_hash": config_hash, "code_version": code_version(),
+        "dataset_fingerprint": manifest["fingerprint"], "config_hash": config_hash, **code_tags(),
         "prefect_flow_run_id": flow_run_id or "none", "checkpoint": str(checkpoint_dir),
         "lineage_key": fingerprint(str(checkpoint_dir), report_path),
     }
