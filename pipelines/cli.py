@@ -11,7 +11,7 @@ import click
 import typer
 import yaml
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from pipelines import console
@@ -247,7 +247,7 @@ def models(
 
 def _versions_table(name: str, rows: list["VersionRow"]) -> Table:
     title = f"{name}: {len(rows)} version{'s' * (len(rows) != 1)}"
-    table = Table("version", "aliases", "FID ± std", "floor", "memorised", "created", "run", title=title)
+    table = Table("version", "aliases", "FID ± std", "floor", "memorised", "created", Column("run", overflow="fold"), title=title)
 
     def number(value: float | None, spec: str) -> str:
         return "—" if value is None else format(value, spec)
@@ -261,7 +261,9 @@ def _versions_table(name: str, rows: list["VersionRow"]) -> Table:
 
 def _chain_table(links: list["Link"]) -> Table:
     """One row per link: what, the recorded value, and ✓ or ✗ with what was found (or why it is missing)."""
-    table = Table("link", "recorded", "check", title=f"lineage of {links[0].value}")  # the first link: the version itself
+    # Long paths, hashes and addresses fold onto the next line instead of ending in an ellipsis.
+    table = Table("link", Column("recorded", overflow="fold"), Column("check", overflow="fold"),
+                  title=f"lineage of {links[0].value}")  # the first link: the version itself
     for link in links:
         check = Text.assemble(("✓ ", "green"), link.detail) if link.exists else Text(f"✗ {link.detail}", style="red")
         table.add_row(link.what, link.value, check)
@@ -270,7 +272,7 @@ def _chain_table(links: list["Link"]) -> Table:
 
 def _print_table(table: Table) -> None:
     out = Console()
-    if not out.is_terminal:  # a pipe or a file: wide rows stay whole instead of wrapping at 80 columns
+    if not out.is_terminal and "COLUMNS" not in os.environ:  # a pipe or a file: rows stay whole instead of wrapping at 80 columns
         out = Console(width=250)
     out.print(table)
 

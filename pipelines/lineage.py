@@ -155,7 +155,7 @@ def dataset_link(cfg: PipelineConfig, fingerprint: str | None) -> Link:
         datasets = Workspace.of(cfg.runtime.workdir).datasets
         return Link("dataset", fingerprint, False, f"missing: no dataset with this fingerprint in {datasets}")
     manifest = data.read_manifest(folder)
-    return Link("dataset", fingerprint, True, f"{folder}; source {manifest['source']}, checksum {manifest['source_checksum']}")
+    return Link("dataset", fingerprint, True, f"{folder}; source checksum {manifest['source_checksum']}")
 
 
 def config_link(run_id: str | None, recorded: str | None) -> Link:
@@ -244,7 +244,7 @@ def _flow_run_url(flow_run_id: str) -> str:
         return url
     server = f"http://{PREFECT_SERVER_API_HOST.value()}:{PREFECT_SERVER_API_PORT.value()}"  # `prefect server start`'s address
     local = url_for("flow-run", obj_id=flow_run_id, default_base_url=server)
-    return f"{local} under `prefect server start` (PREFECT_UI_URL is unset: the flow ran on a temporary server)"
+    return f"{local} under `prefect server start` (the flow's server was temporary; PREFECT_UI_URL is unset)"
 
 
 def _untagged(what: str, tag: str) -> Link:
