@@ -5,15 +5,21 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import click
 import typer
 import yaml
+from rich.console import Console
+from rich.table import Column, Table
+from rich.text import Text
 
 from pipelines import console
 from pipelines.config import ConfigError, PipelineConfig, RegistrationRefused, UsageError, load_config, preset_path
 from pipelines.runtime import Workspace, configure_environment
+
+if TYPE_CHECKING:
+    from pipelines.lineage import Link, VersionRow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
 
@@ -220,6 +226,55 @@ def rollback(
     from pipelines.register import rollback as rollback_champion  # noqa: PLC0415
 
     typer.echo(rollback_champion(cfg, name, why))
+
+
+@app.command()
+def models(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[Optional[str], typer.Option(help="a version number or alias: print its lineage, each link checked")] = None,
+    config: ConfigOption = None, set: SetOption = None,  # noqa: A002
+) -> None:
+    """List a model's versions (aliases, scores, when made); with --version, the chain from that version back to its
+    MLflow run, Prefect flow run, Ray Train run and checkpoint, dataset, resolved config and code, each link checked."""
+    cfg = _prepare(None, config, set, False)
+    from pipelines import lineage  # noqa: PLC0415
+
+    if version is None:
+        _print_table(_versions_table(name, lineage.versions_table(cfg, name)))
+    else:
+        _print_table(_chain_table(lineage.chain(cfg, name, version)))
+
+
+def _versions_table(name: str, rows: list["VersionRow"]) -> Table:
+    title = f"{name}: {len(rows)} version{'s' * (len(rows) != 1)}"
+    table = Table("version", "aliases", "FID ± std", "floor", "memorised", "created", Column("run", overflow="fold"), title=title)
+
+    def number(value: float | None, spec: str) -> str:
+        return "—" if value is None else format(value, spec)
+
+    for r in rows:
+        fid = "—" if r.fid is None else f"{r.fid:.2f} ± {number(r.fid_std, '.2f')}"
+        table.add_row(f"v{r.version}", ", ".join(r.aliases), fid, number(r.floor_fid, ".2f"), number(r.memorised_share, ".1%"),
+                      f"{r.created:%Y-%m-%d %H:%M}", r.run_id)
+    return table
+
+
+def _chain_table(links: list["Link"]) -> Table:
+    """One row per link: what, the recorded value, and ✓ or ✗ with what was found (or why it is missing)."""
+    # Long paths, hashes and addresses fold onto the next line instead of ending in an ellipsis.
+    table = Table("link", Column("recorded", overflow="fold"), Column("check", overflow="fold"),
+                  title=f"lineage of {links[0].value}")  # the first link: the version itself
+    for link in links:
+        check = Text.assemble(("✓ ", "green"), link.detail) if link.exists else Text(f"✗ {link.detail}", style="red")
+        table.add_row(link.what, link.value, check)
+    return table
+
+
+def _print_table(table: Table) -> None:
+    out = Console()
+    if not out.is_terminal and "COLUMNS" not in os.environ:  # a pipe or a file: rows stay whole instead of wrapping at 80 columns
+        out = Console(width=250)
+    out.print(table)
 
 
 @app.command()

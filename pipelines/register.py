@@ -20,11 +20,12 @@ from gan.latent import Latent
 from pipelines import promotion
 from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.ingest import find_dataset
-from pipelines.runtime import GAN_DIR, Workspace, code_version, tracking_uri
+from pipelines.runtime import GAN_DIR, Workspace, code_tags, tracking_uri
 from pipelines.stages import maybe_fail, retry_unless_user_error
 
 MODEL_CODE = Path(__file__).with_name("generator_model.py")
 CHAMPION, CHALLENGER = "champion", "challenger"
+RESOLVED_CONFIG = "config/resolved.json"  # the run's artifact of the resolved config; `config_hash` is its hash
 
 
 def connect(cfg: PipelineConfig) -> "mlflow.MlflowClient":  # noqa: F821
@@ -51,6 +52,11 @@ def _experiment_id(client, cfg: PipelineConfig) -> str:  # noqa: ANN001
         return experiment.experiment_id
     location = Workspace.of(cfg.runtime.workdir).mlflow_artifacts.as_uri() if _is_local(cfg) else None
     return client.create_experiment(cfg.registry.experiment, artifact_location=location)
+
+
+def config_hash(resolved: dict) -> str:
+    """The `config_hash` lineage tag: a hash of the resolved config as logged to the run."""
+    return fingerprint(resolved)
 
 
 def _flatten(config: dict) -> dict[str, str]:
@@ -111,7 +117,7 @@ def move_champion(client, name: str, version: str, why: str, by: str | None = No
 def promote(cfg: PipelineConfig, name: str, version: str, why: str) -> str:
     """A person's promotion: champion -> version, whatever the gate would say, recorded with who and why."""
     client = connect(cfg)
-    version = str(_version(client, name, version).version)
+    version = str(model_version(client, name, version).version)
     previous = move_champion(client, name, version, why)
     client.set_model_version_tag(name, version, "promotion", f"promoted by {promotion.user()}: {why}")
     return f"{name}: champion v{version} (was {'v' + previous if previous else 'none'})"
@@ -120,7 +126,7 @@ def promote(cfg: PipelineConfig, name: str, version: str, why: str) -> str:
 def rollback(cfg: PipelineConfig, name: str, why: str) -> str:
     """champion -> the champion before it, per the recorded history."""
     client = connect(cfg)
-    current = str(_version(client, name, CHAMPION).version)
+    current = str(model_version(client, name, CHAMPION).version)
     previous = promotion.previous_champion(client.get_registered_model(name).tags.get(promotion.HISTORY_TAG), current)
     if previous is None:
         raise UsageError(f"{name}: no champion before v{current} on record; use `gan-pipeline promote {name} VERSION`")
@@ -129,7 +135,7 @@ def rollback(cfg: PipelineConfig, name: str, why: str) -> str:
     return f"{name}: champion v{previous} (was v{current})"
 
 
-def _version(client, name: str, version_or_alias: str):  # noqa: ANN001, ANN202
+def model_version(client, name: str, version_or_alias: str) -> "ModelVersion":  # noqa: ANN001, F821
     """A model version by number or alias, or a UsageError naming what exists."""
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
@@ -138,14 +144,20 @@ def _version(client, name: str, version_or_alias: str):  # noqa: ANN001, ANN202
             return client.get_model_version(name, version_or_alias)
         return client.get_model_version_by_alias(name, version_or_alias)
     except MlflowException:
-        found = client.search_registered_models(f"name = '{name}'")
-        if not found:
-            models = ", ".join(m.name for m in client.search_registered_models(max_results=20))
-            raise UsageError(f"no registered model {name!r}; registered models: {models or 'none'}") from None
+        model = registered_model(client, name)
         versions = ", ".join(f"v{n}" for n in sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'")))
-        aliases = ", ".join(f"{alias} = v{number}" for alias, number in sorted(found[0].aliases.items()))
+        aliases = ", ".join(f"{alias} = v{number}" for alias, number in sorted(model.aliases.items()))
         raise UsageError(f"{name}: no version {version_or_alias!r}; registered versions: {versions or 'none'}; "
                          f"aliases: {aliases or 'none'}") from None
+
+
+def registered_model(client, name: str) -> "RegisteredModel":  # noqa: ANN001, F821
+    """The registered model of this name, or a UsageError naming the ones there are."""
+    found = client.search_registered_models(f"name = '{name}'")
+    if not found:
+        models = ", ".join(m.name for m in client.search_registered_models(max_results=20))
+        raise UsageError(f"no registered model {name!r}; registered models: {models or 'none'}")
+    return found[0]
 
 
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<number>\d+))")
@@ -157,7 +169,7 @@ def evaluation_inputs(cfg: PipelineConfig, model_uri: str, dataset_dir: Path | N
     parsed = MODEL_URI.fullmatch(model_uri)
     if parsed is None:
         raise UsageError(f"--model {model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    version = _version(connect(cfg), parsed["name"], parsed["alias"] or parsed["number"])
+    version = model_version(connect(cfg), parsed["name"], parsed["alias"] or parsed["number"])
     what = f"--model {model_uri} (v{version.version})"
     if "checkpoint" not in version.tags:
         raise UsageError(f"{what}: no checkpoint tag, so not registered by this pipeline; evaluate its checkpoint with --checkpoint")
@@ -182,7 +194,7 @@ def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dic
     import mlflow  # noqa: PLC0415
 
     mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
-    mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
+    mlflow.log_dict(cfg.model_dump(mode="json"), RESOLVED_CONFIG)
     mlflow.set_tags(lineage)
     events = json.loads(state["events_json"])  # the watchdog's warnings, as tags a run search can filter on
     mlflow.set_tags({f"watchdog.{kind}": str(sum(e["kind"] == kind for e in events)) for kind in (watchdog.ROLLBACK, watchdog.D_WINS, watchdog.COLLAPSE)})
@@ -254,9 +266,9 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
         print(f"[register] not registered: {refused}")
         return {"model_name": cfg.registry.model_name, "refused": f"{checkpoint_dir}: not registered: {refused}; the evaluation report {report_path} shows the samples"}
     G, model_cfg, latent = ckpt.ema_generator(state)
-    config_hash = fingerprint(cfg.model_dump(mode="json"))
+    resolved_hash = config_hash(cfg.model_dump(mode="json"))
     lineage = {
-        "dataset_fingerprint": manifest["fingerprint"], "config_hash": config_hash, "code_version": code_version(),
+        "dataset_fingerprint": manifest["fingerprint"], "config_hash": resolved_hash, **code_tags(),
         "prefect_flow_run_id": flow_run_id or "none", "checkpoint": str(checkpoint_dir),
         "lineage_key": fingerprint(str(checkpoint_dir), report_path),
     }
@@ -274,7 +286,7 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
 
     # 2. The MLflow run: what was trained, how it went, how it scored; then the model itself.
     started = time.time()
-    with mlflow.start_run(experiment_id=_experiment_id(client, cfg), run_name=f"{model_cfg.arch}-{config_hash[:8]}") as run:
+    with mlflow.start_run(experiment_id=_experiment_id(client, cfg), run_name=f"{model_cfg.arch}-{resolved_hash[:8]}") as run:
         _log_run(client, run.info.run_id, cfg, lineage, state, Path(checkpoint_dir), Path(report_path), report)
         logging_started = time.time()
         model_uri = _log_generator(G, model_cfg, latent, list(state["image_shape"]))

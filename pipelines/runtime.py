@@ -4,13 +4,18 @@ Nothing here runs at import time: the CLI calls `configure_environment` before P
 """
 
 import hashlib
+import importlib.metadata
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import gan
 
 GAN_DIR = Path(gan.__file__).parent
+PROJECT_ROOT = GAN_DIR.parent  # holds gan/ and pipelines/: a git checkout when run from source
+DISTRIBUTION = "gan-pipeline"  # [project] name in pyproject.toml
+GIT_TIMEOUT_S = 5
 
 
 # For Ray's processes. The controller polls workers every 0.25 s instead of 2 s (each ray.train.report
@@ -92,6 +97,59 @@ def code_version() -> str:
         digest.update(path.relative_to(GAN_DIR).as_posix().encode())
         digest.update(path.read_bytes())
     return f"{gan.__version__}+{digest.hexdigest()[:12]}"
+
+
+def code_tags() -> dict[str, str]:
+    """What code made a result, as tags: `code_version`, and where known `git_sha` and the installed `package_version`."""
+    tags = {"code_version": code_version(), "git_sha": git_sha(), "package_version": package_version()}
+    return {key: value for key, value in tags.items() if value is not None}
+
+
+def package_version() -> str | None:
+    """The installed distribution's version (None when the code runs without being installed)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_sha(root: Path = PROJECT_ROOT) -> str | None:
+    """HEAD of the git checkout at `root`, with `-dirty` when tracked files have changes; None when `root` is no
+    checkout's top folder (an installed copy inside some other repository does not count) or git is not there."""
+    if not _is_checkout(root):
+        return None
+    try:
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no") != ""
+        return _git(root, "rev-parse", "HEAD") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):  # no commit yet, or git hung
+        return None
+
+
+def commit_exists(sha: str, root: Path = PROJECT_ROOT) -> bool | None:
+    """Whether the checkout at `root` holds this commit; None when there is no checkout (or no git) to ask."""
+    if not _is_checkout(root):
+        return None
+    try:
+        _git(root, "cat-file", "-e", f"{sha}^{{commit}}")
+        return True
+    except subprocess.CalledProcessError:
+        return False
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _is_checkout(root: Path) -> bool:
+    try:
+        return Path(_git(root, "rev-parse", "--show-toplevel")).resolve() == root.resolve()
+    except (OSError, subprocess.SubprocessError):  # no git, or not inside a repository
+        return False
+
+
+def _git(root: Path, *args: str) -> str:
+    # --no-optional-locks: `status` must not take the index lock that a git command of the user may be holding.
+    done = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True, text=True,
+                          timeout=GIT_TIMEOUT_S, check=True)
+    return done.stdout.strip()
 
 
 def ensure_ray() -> None:

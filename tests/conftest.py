@@ -1,4 +1,6 @@
-"""Fixtures shared by the unit tests."""
+"""Fixtures shared by the tests."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,3 +13,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> "mlflow.MlflowClient":  # noqa: F821
+    """A real MLflow store, SQLite in the workspace tmp_path/gan-work, holding an empty registered model `m`."""
+    import mlflow  # noqa: PLC0415 - only the tests that use the registry pay for the import
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'gan-work' / 'mlflow.db'}")
+    (tmp_path / "gan-work").mkdir()
+    client = mlflow.MlflowClient()
+    client.create_registered_model("m")
+    yield client
+    mlflow.set_tracking_uri(None)

@@ -12,41 +12,17 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from gan import checkpoint
 from gan.data import read_manifest
 from pipelines import promotion
 from pipelines.cli import main
-from pipelines.config import PipelineConfig, UsageError
+from pipelines.config import UsageError
 from pipelines.ingest import ingest
-from pipelines.register import _promote, evaluation_inputs, move_champion, promote, register, rollback
+from pipelines.register import _promote, evaluation_inputs, move_champion, promote, rollback
 from tests import services
-from tests.test_training_loop import recipe, run
+from tests.registry_store import checkpoints, config, evaluation, registered
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MEMORISED = 0.2
-
-
-@pytest.fixture()
-def client(tmp_path: Path) -> mlflow.MlflowClient:
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'gan-work' / 'mlflow.db'}")
-    (tmp_path / "gan-work").mkdir()
-    client = mlflow.MlflowClient()
-    client.create_registered_model("m")
-    yield client
-    mlflow.set_tracking_uri(None)
-
-
-def config(tmp_path: Path, **data: object) -> PipelineConfig:
-    """Model `m` in the workspace tmp_path/gan-work (the `client` fixture's store), on scikit-learn's 8x8 digits."""
-    return PipelineConfig.model_validate({"runtime": {"workdir": str(tmp_path / "gan-work")}, "registry": {"model_name": "m"},
-                                          "data": {"source": "bundled-digits", **data}})
-
-
-def evaluation(fid: float, std: float = 0.1, extractor: str = "clf-a", n: int = 1000, memorised: float = 0.01) -> dict:
-    """The parts of an evaluation report that the gate and `register` read."""
-    return {"model": {"fid": fid, "fid_bootstrap_std": std}, "real_vs_real": {"fid": 1.0, "fid_bootstrap_std": 0.05},
-            "feature_extractor": extractor, "num_images": n, "memorisation": {"pixels": {"memorised_share": memorised}},
-            "classifier_test_accuracy": 0.9, "collapsed": None}
 
 
 def new_version(client: mlflow.MlflowClient, *args: object, **kwargs: object) -> tuple:
@@ -150,27 +126,17 @@ def test_register_keeps_the_champion_against_a_worse_or_noise_level_model(client
     """Through register() itself: real checkpoints (a tiny MLP GAN after each of 4 epochs), a real dataset, logged generators."""
     cfg = config(tmp_path)
     dataset = ingest(cfg)
-    folders = []
-    for epoch, state in enumerate(run(recipe(model=dict(arch="mlp"), train=dict(epochs=4, checkpoint_every_epochs=1))).states, 1):
-        folders.append(tmp_path / f"epoch-{epoch}")
-        folders[-1].mkdir()
-        checkpoint.save(state, folders[-1])
+    folders = checkpoints(tmp_path / "gan-work" / "ray_results" / "train-test", epochs=4)
 
-    def registered(folder: Path, fid: float, std: float = 0.5) -> dict:
-        report = folder / "evaluation" / "report.json"
-        report.parent.mkdir(exist_ok=True)
-        report.write_text(json.dumps(evaluation(fid, std)))
-        return register(cfg, dataset, str(folder), str(report))
-
-    assert registered(folders[0], 50.0)["reason"] == "no champion yet"
-    worse = registered(folders[1], 60.0)
+    assert registered(cfg, dataset, folders[0], 50.0)["reason"] == "no champion yet"
+    worse = registered(cfg, dataset, folders[1], 60.0)
     assert not worse["champion"] and worse["reason"].endswith("not better") and aliases(client) == {"champion": "1", "challenger": "2"}
-    noise = registered(folders[2], 49.5)  # 49.5 + 0.98 > 50 - 0.98: the 95 % intervals overlap
+    noise = registered(cfg, dataset, folders[2], 49.5)  # 49.5 + 0.98 > 50 - 0.98: the 95 % intervals overlap
     assert not noise["champion"] and "within the noise" in noise["reason"] and aliases(client) == {"champion": "1", "challenger": "3"}
-    better = registered(folders[3], 40.0)
+    better = registered(cfg, dataset, folders[3], 40.0)
     assert better["champion"] and better["reason"].endswith("better beyond the noise")
     assert aliases(client) == {"champion": "4", "challenger": "4"}
-    again = registered(folders[1], 60.0)  # the worse one once more: found, and nothing moves
+    again = registered(cfg, dataset, folders[1], 60.0)  # the worse one once more: found, and nothing moves
     assert again["reason"] == "already registered as v2; champion is v4" and aliases(client) == {"champion": "4", "challenger": "4"}
 
     # The champion's lineage tags lead `evaluate --model` back to its checkpoint and dataset.
