@@ -271,7 +271,7 @@ def class_mix(manifest: dict) -> np.ndarray:
 
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
-    return cache_key("evaluate", parameters["checkpoint_dir"], fingerprint(cfg.eval), cfg.runtime.workdir, code_version())
+    return cache_key("evaluate", parameters["checkpoint_dir"], fingerprint(cfg.eval), Workspace.of(cfg.runtime.workdir).root, code_version())
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,

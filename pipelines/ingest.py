@@ -79,7 +79,7 @@ def check_batch_fits(cfg: PipelineConfig, train_rows: int) -> None:
 
 def _key(context, parameters: dict) -> str:  # noqa: ANN001 - Prefect's callback signature
     cfg: PipelineConfig = parameters["cfg"]
-    return cache_key("ingest", data.source_checksum(cfg.data.source), fingerprint(cfg.data), cfg.runtime.workdir, code_version())
+    return cache_key("ingest", data.source_checksum(cfg.data.source), fingerprint(cfg.data), Workspace.of(cfg.runtime.workdir).root, code_version())
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,

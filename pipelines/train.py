@@ -119,7 +119,7 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
     manifest = data.read_manifest(Path(parameters["dataset_dir"]))
-    return cache_key("train", run_name(cfg, manifest), cfg.runtime.workdir)
+    return cache_key("train", run_name(cfg, manifest), Workspace.of(cfg.runtime.workdir).root)
 
 
 @task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error,

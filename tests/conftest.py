@@ -2,8 +2,21 @@
 
 from pathlib import Path
 
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def own_environment():
+    """A test that runs the CLI in-process gets the CLI's environment defaults (configure_environment: the Prefect
+    results folder of its working folder, ...): put the environment back, or every later test's subprocesses would
+    inherit them and share that test's cached results."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture
