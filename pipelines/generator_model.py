@@ -11,6 +11,8 @@ import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
@@ -34,10 +36,14 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     # model_input: a dict of named arrays, or one array taken as z. Left unannotated: MLflow would read a type
     # hint as a schema of its own; the explicit signature logged with the model does the validation.
     def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:  # noqa: ANN001
-        from gan.sampling import Inputs  # noqa: PLC0415
+        from gan.sampling import Inputs, generate  # noqa: PLC0415
 
         parts = model_input if isinstance(model_input, dict) else {"z": np.asarray(model_input)}
-        return Inputs.from_dict(parts).generate(self.G, self.latent).numpy()
+        try:
+            z, c = Inputs.from_dict(parts).for_generator(self.latent)
+        except ValueError as err:  # the caller's inputs: a scoring server answers 400 with this reason (any other error, it hides)
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+        return generate(self.G, z, c).numpy()
 
 
 mlflow.models.set_model(GeneratorModel())

@@ -24,13 +24,14 @@ def evaluation(fid: float, std: float = 0.1, extractor: str = "clf-a", n: int = 
             "classifier_test_accuracy": 0.9, "collapsed": None}
 
 
-def checkpoints(run_dir: Path, epochs: int) -> list[Path]:
+def checkpoints(run_dir: Path, epochs: int, **model: object) -> list[Path]:
     """A tiny MLP GAN's checkpoints after each of `epochs` epochs, where a Ray Train run named run_dir.name keeps them:
-    run_dir/checkpoint_<n>/, beside the run's record."""
+    run_dir/checkpoint_<n>/, beside the run's record. `model` overrides model keys (e.g. conditional=True)."""
     run_dir.mkdir(parents=True)
     (run_dir / RAY_RUN_RECORD).write_text("{}")
     folders = []
-    for epoch, state in enumerate(run(recipe(model=dict(arch="mlp"), train=dict(epochs=epochs, checkpoint_every_epochs=1))).states, 1):
+    tiny = recipe(model=dict(arch="mlp", **model), train=dict(epochs=epochs, checkpoint_every_epochs=1))
+    for epoch, state in enumerate(run(tiny).states, 1):
         folders.append(run_dir / f"checkpoint_{epoch:06d}")
         folders[-1].mkdir()
         checkpoint.save(state, folders[-1])

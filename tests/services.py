@@ -1,5 +1,7 @@
 """Servers the integration tests start as separate processes: on a free port, logging to a file, stopped by the test."""
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -17,10 +19,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(command: list, log: Path, env: dict) -> subprocess.Popen:
-    """A server process with its output in `log`."""
+def start(command: list, log: Path, env: dict, new_session: bool = False) -> subprocess.Popen:
+    """A server process with its output in `log`; with `new_session`, leading a process group of its own (stop_group)."""
     with log.open("w") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session)
 
 
 def mlflow_server(root: Path, env: dict) -> tuple[subprocess.Popen, str]:
@@ -56,3 +58,17 @@ def stop(*processes: subprocess.Popen) -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group of a server started with new_session (it and whatever it started); once its leader
+    has exited, or 30 s on, SIGKILL to whatever of the group is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
