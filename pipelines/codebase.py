@@ -1,0 +1,140 @@
+"""Which of the project's code each stage runs, and a digest of that code that ignores comments and docstrings.
+
+A stage's cache key (and the training run's name, which decides whether a re-run resumes) carries the digest of the
+modules the stage runs, so an edit to one stage's code reruns that stage and no other. The rule is told in the
+README ("When a stage reruns").
+"""
+
+import ast
+import functools
+import hashlib
+from pathlib import Path
+from typing import NamedTuple
+
+import gan
+import pipelines
+
+PACKAGES = (Path(gan.__file__).parent, Path(pipelines.__file__).parent)  # the project's own code: an import elsewhere is a library's
+
+
+class StageCode(NamedTuple):
+    """The modules a stage's keys stand on: `follow`, with every project module they import at any depth (inside
+    functions too), and `alone`, without what they import."""
+
+    follow: tuple[str, ...]
+    alone: tuple[str, ...] = ()
+
+
+# Training keys on the code that computes the weights: the workers' code with all it imports (networks, losses, the
+# loop, data, checkpoints) and the driver module that hands the workers their config and data. Not on what the driver
+# imports besides: the evaluation's feature classifier it borrows for quick FIDs is keyed by its own cache
+# (`feature_extractor_key`), and the console, the runtime and the other stages do not touch the weights, so an edit
+# there lets an unchanged training config resume. Code that shapes what the workers get belongs in one of these modules.
+STAGES = {
+    "ingest": StageCode(("pipelines.ingest",)),
+    "train": StageCode(("pipelines.ray_worker",), alone=("pipelines.train",)),
+    "evaluate": StageCode(("pipelines.evaluate",)),
+}
+
+
+def project_modules(packages: tuple[Path, ...] = PACKAGES) -> dict[str, Path]:
+    """Every module of the packages, by dotted name (a package by its `__init__.py`)."""
+    modules = {}
+    for package in packages:
+        for path in sorted(package.rglob("*.py")):
+            parts = path.relative_to(package.parent).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+class Import(NamedTuple):
+    """One imported module: `import module` (no names) or `from .module import names` (`level` dots)."""
+
+    level: int
+    module: str
+    names: tuple[str, ...] = ()
+
+
+@functools.cache
+def parsed(source: bytes, filename: str) -> tuple[str, tuple[Import, ...]]:
+    """A module's code (its syntax tree without docstrings, as text: comments and layout are never part of it) and its
+    imports, anywhere in the module; parsed once per process and source."""
+    tree, found = ast.parse(source, filename), []
+    for node in ast.walk(tree):  # walks a node's children as they were before the node's docstring goes
+        if isinstance(node, ast.Import):
+            found += [Import(0, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append(Import(node.level, node.module or "", tuple(alias.name for alias in node.names)))
+        elif isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and _has_docstring(node):
+            node.body = node.body[1:]  # left empty when it was only a docstring: the text is hashed, never compiled
+    return ast.dump(tree), tuple(found)
+
+
+def imports(name: str, modules: dict[str, Path]) -> set[str]:
+    """The project modules that importing `name` runs directly: each imported module, its parent packages (their
+    `__init__` runs first) and, for `from package import x`, the submodule x."""
+    path = modules[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for imported in parsed(path.read_bytes(), str(path))[1]:
+        base = imported.module
+        if imported.level:  # relative: `from . import x` (level 1) is the current package, each further dot its parent
+            parts = package.split(".")
+            parent = ".".join(parts[: len(parts) - imported.level + 1])
+            base = f"{parent}.{base}" if base else parent
+        found |= set(_prefixes(base)) | {f"{base}.{member}" for member in imported.names}
+    return found & modules.keys()
+
+
+def reach(entries: tuple[str, ...], modules: dict[str, Path]) -> set[str]:
+    """The entry modules, their parent packages and every project module they import, at any depth."""
+    todo = [prefix for entry in entries for prefix in _prefixes(entry)]
+    for entry in todo:
+        assert entry in modules, f"{entry} is not a module of the project ({len(modules)} modules found)"
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += imports(name, modules).difference(seen)
+    return seen
+
+
+def stage_modules(stage: StageCode, modules: dict[str, Path]) -> set[str]:
+    """The modules whose code a stage's keys stand on."""
+    for name in stage.alone:
+        assert name in modules, f"{name} is not a module of the project ({len(modules)} modules found)"
+    return reach(stage.follow, modules) | set(stage.alone)
+
+
+def digest(names: set[str], modules: dict[str, Path]) -> str:
+    """A hash of the modules' code: comments, docstrings and layout do not count."""
+    h = hashlib.sha256()
+    for name in sorted(names):
+        path = modules[name]
+        h.update(f"{name}\x1f{parsed(path.read_bytes(), str(path))[0]}\x1e".encode())
+    return h.hexdigest()[:12]
+
+
+@functools.cache
+def stage_code(stage: str) -> str:
+    """The digest of the code `stage` (a key of STAGES) runs, computed once per process."""
+    modules = project_modules()
+    return digest(stage_modules(STAGES[stage], modules), modules)
+
+
+@functools.cache
+def code_version() -> str:
+    """The gan package's version plus the digest of all the project's code: what a registered version was made with."""
+    modules = project_modules()
+    return f"{gan.__version__}+{digest(set(modules), modules)}"
+
+
+def _prefixes(dotted: str) -> list[str]:
+    parts = dotted.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _has_docstring(node: ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    first = node.body[0] if node.body else None
+    return isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)

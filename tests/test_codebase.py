@@ -1,0 +1,142 @@
+"""Which code each stage keys on: comments and docstrings never count, an edit counts for the stages that run it and
+for no other; on a small package written into a temporary folder, and on the project's own tree."""
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import gan
+from pipelines import codebase
+from pipelines.codebase import STAGES, StageCode, digest, project_modules, reach, stage_modules
+
+# A worker that reaches `core` at import and `util` only through an import inside a function (a relative one);
+# a driver that runs the worker and borrows from `evaluation`, which the worker never imports.
+TREE = {
+    "pkg/__init__.py": '"""A package."""\n',
+    "pkg/core.py": '''
+        """Core maths."""
+
+        SCALE = 2  # the factor
+
+
+        def scaled(x):
+            """x times SCALE."""
+            return x * SCALE
+        ''',
+    "pkg/util.py": "def helper():\n    return 1\n",
+    "pkg/sub/__init__.py": "",
+    "pkg/sub/leaf.py": "from .. import core\n\nVALUE = core.SCALE\n",
+    "pkg/worker.py": '''
+        import os
+
+        import pkg.sub.leaf
+        from pkg import core
+
+
+        def run():
+            from .util import helper
+
+            return core.scaled(helper())
+        ''',
+    "pkg/evaluation.py": "from pkg.core import scaled\n\n\ndef score(x):\n    return scaled(x) + 1\n",
+    "pkg/driver.py": "from pkg import evaluation, worker\n\nSTEPS = 10\n",
+}
+WORKER = StageCode(("pkg.worker",))
+TRAIN = StageCode(("pkg.worker",), alone=("pkg.driver",))
+EVALUATE = StageCode(("pkg.evaluation",))
+
+
+@pytest.fixture
+def package(tmp_path: Path) -> Path:
+    for name, text in TREE.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(textwrap.dedent(text).lstrip())
+    return tmp_path / "pkg"
+
+
+def code_of(package: Path, stage: StageCode) -> str:
+    modules = project_modules((package,))
+    return digest(stage_modules(stage, modules), modules)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def test_modules_are_named_by_their_dotted_path(package: Path) -> None:
+    assert set(project_modules((package,))) == {
+        "pkg", "pkg.core", "pkg.util", "pkg.sub", "pkg.sub.leaf", "pkg.worker", "pkg.evaluation", "pkg.driver",
+    }
+
+
+def test_a_stage_reaches_what_its_modules_import_at_any_depth_and_their_packages(package: Path) -> None:
+    """`import a.b.c` runs a and a.b first; `from a import b` runs submodule b; an import inside a function counts;
+    a library's module (os) is no part of the project."""
+    modules = project_modules((package,))
+    assert reach(("pkg.worker",), modules) == {"pkg", "pkg.worker", "pkg.sub", "pkg.sub.leaf", "pkg.core", "pkg.util"}
+    assert reach(("pkg.sub.leaf",), modules) == {"pkg", "pkg.sub", "pkg.sub.leaf", "pkg.core"}  # `from .. import core`
+    # `alone`: the driver's own code, not the evaluation it imports.
+    assert stage_modules(TRAIN, modules) == reach(("pkg.worker",), modules) | {"pkg.driver"}
+
+
+def test_comments_docstrings_and_layout_do_not_change_the_code(package: Path) -> None:
+    before = code_of(package, TRAIN)
+    edit(package / "core.py", '"""Core maths."""', '"""Core maths, reworded."""\n# a new comment')
+    edit(package / "core.py", "# the factor", "# the factor, as the paper has it")
+    edit(package / "core.py", '"""x times SCALE."""', '"""Multiply x by SCALE:\n    twice as large."""\n\n')
+    edit(package / "__init__.py", '"""A package."""', "# no docstring now")
+    edit(package / "driver.py", "STEPS = 10", "STEPS = 10  # per epoch")
+    assert code_of(package, TRAIN) == before
+
+
+def test_a_code_edit_counts_for_the_stages_that_run_it(package: Path) -> None:
+    train, evaluate = code_of(package, TRAIN), code_of(package, EVALUATE)
+    edit(package / "core.py", "SCALE = 2", "SCALE = 3")  # both stages run core
+    assert code_of(package, TRAIN) != train and code_of(package, EVALUATE) != evaluate
+
+    train = code_of(package, TRAIN)
+    edit(package / "util.py", "return 1", "return 2")  # reached only through the import inside run()
+    assert code_of(package, TRAIN) != train
+
+    train = code_of(package, TRAIN)
+    edit(package / "driver.py", "STEPS = 10", "STEPS = 20")  # the driver's own code
+    assert code_of(package, TRAIN) != train
+
+    train = code_of(package, TRAIN)
+    edit(package / "core.py", "def scaled(x):", "def scaled(x):\n    '''Now a docstring.'''\n    assert x >= 0")
+    assert code_of(package, TRAIN) != train  # a statement beside a docstring is code
+
+
+def test_a_code_edit_elsewhere_leaves_a_stage_alone(package: Path) -> None:
+    """Training imports the evaluation only from its driver, whose imports do not count: editing it changes the
+    evaluation's code, not the training's."""
+    train, evaluate = code_of(package, TRAIN), code_of(package, EVALUATE)
+    edit(package / "evaluation.py", "+ 1", "+ 2")
+    assert code_of(package, EVALUATE) != evaluate and code_of(package, TRAIN) == train
+    evaluate = code_of(package, EVALUATE)
+    edit(package / "util.py", "return 1", "return 2")  # the evaluation never imports util
+    assert code_of(package, EVALUATE) == evaluate and code_of(package, TRAIN) != train
+
+
+def test_the_training_keys_on_the_code_that_computes_the_weights() -> None:
+    """On the project: the workers' code reaches the library's loop, networks and losses, and the driver counts, but not
+    the evaluation, the registry, the console or the runtime, so editing those lets an unchanged training config resume."""
+    modules = project_modules()
+    train = stage_modules(STAGES["train"], modules)
+    assert {"pipelines.ray_worker", "pipelines.train", "gan.training_loop", "gan.loss", "gan.networks.dcgan", "gan.checkpoint"} <= train
+    assert not {"pipelines.evaluate", "pipelines.register", "pipelines.console", "pipelines.runtime", "pipelines.flow"} & train
+    evaluate = stage_modules(STAGES["evaluate"], modules)
+    assert {"pipelines.evaluate", "pipelines.ray_embed", "gan.metrics.fid", "gan.checkpoint"} <= evaluate
+    assert not {"pipelines.train", "pipelines.ray_worker", "gan.training_loop", "pipelines.register"} & evaluate
+    assert "pipelines.ingest" in stage_modules(STAGES["ingest"], modules)
+
+
+def test_every_stage_has_its_own_code_and_the_whole_code_has_the_package_version() -> None:
+    codes = {stage: codebase.stage_code(stage) for stage in STAGES}
+    assert all(re.fullmatch("[0-9a-f]{12}", code) for code in codes.values()) and len(set(codes.values())) == len(codes)
+    version, _, whole = codebase.code_version().partition("+")
+    assert version == gan.__version__ and re.fullmatch("[0-9a-f]{12}", whole) and whole not in codes.values()
