@@ -17,9 +17,10 @@ from gan.config import ConfigError, check_eval
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
 from gan.latent import Latent
 from pipelines import console
+from pipelines.codebase import stage_code
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.ray_embed import embed_images
-from pipelines.runtime import Workspace, code_version
+from pipelines.runtime import Workspace
 from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
 
 REPORT = "report.json"
@@ -153,7 +154,7 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     """Write report.json and sample grids for a checkpoint; return the report's path."""
     maybe_fail("evaluate")
     dataset_dir, workspace = Path(dataset_dir), Workspace.of(cfg.runtime.workdir)
-    out = workspace.evaluations / fingerprint(str(checkpoint_dir), cfg.eval, code_version())
+    out = workspace.evaluations / fingerprint(str(checkpoint_dir), cfg.eval, stage_code("evaluate"))
     if (out / REPORT).is_file():
         print(f"[evaluate] report already complete: {out / REPORT}")
         return str(out / REPORT)
@@ -271,13 +272,14 @@ def class_mix(manifest: dict) -> np.ndarray:
 
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
-    return cache_key("evaluate", parameters["checkpoint_dir"], fingerprint(cfg.eval), Workspace.of(cfg.runtime.workdir).root, code_version())
+    workdir = Workspace.of(cfg.runtime.workdir).root
+    return cache_key("evaluate", parameters["checkpoint_dir"], fingerprint(cfg.eval), workdir, stage_code("evaluate"))
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
       cache_key_fn=_key, persist_result=True, result_serializer="json")
 def evaluate_task(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
-    """Checkpoint -> evaluation report (cached on the checkpoint and the eval config), also published as a Prefect artifact."""
+    """Checkpoint -> evaluation report (cached on the checkpoint, eval config and evaluation code), also a Prefect artifact."""
     from prefect.artifacts import create_markdown_artifact  # noqa: PLC0415
 
     report_path = evaluate(cfg, dataset_dir, checkpoint_dir)

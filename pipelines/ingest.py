@@ -7,8 +7,9 @@ from prefect import task
 
 from gan import data
 from gan.config import ConfigError, check_recipe
+from pipelines.codebase import stage_code
 from pipelines.config import PipelineConfig, fingerprint
-from pipelines.runtime import Workspace, code_version
+from pipelines.runtime import Workspace
 from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
 
 
@@ -79,11 +80,12 @@ def check_batch_fits(cfg: PipelineConfig, train_rows: int) -> None:
 
 def _key(context, parameters: dict) -> str:  # noqa: ANN001 - Prefect's callback signature
     cfg: PipelineConfig = parameters["cfg"]
-    return cache_key("ingest", data.source_checksum(cfg.data.source), fingerprint(cfg.data), Workspace.of(cfg.runtime.workdir).root, code_version())
+    workdir = Workspace.of(cfg.runtime.workdir).root
+    return cache_key("ingest", data.source_checksum(cfg.data.source), fingerprint(cfg.data), workdir, stage_code("ingest"))
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
       cache_key_fn=_key, persist_result=True, result_serializer="json")
 def ingest_task(cfg: PipelineConfig) -> str:
-    """Source -> Parquet dataset folder (cached on the source checksum and ingest config)."""
+    """Source -> Parquet dataset folder (cached on the source checksum, ingest config and ingest code)."""
     return ingest(cfg)

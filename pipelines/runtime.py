@@ -3,7 +3,6 @@
 Nothing here runs at import time: the CLI calls `configure_environment` before Prefect is imported.
 """
 
-import hashlib
 import importlib.metadata
 import os
 import subprocess
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gan
+from pipelines.codebase import code_version
 
 GAN_DIR = Path(gan.__file__).parent
 PROJECT_ROOT = GAN_DIR.parent  # holds gan/ and pipelines/: a git checkout when run from source
@@ -88,15 +88,6 @@ def configure_environment(workspace: Workspace) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
-
-
-def code_version() -> str:
-    """The gan package's version plus a hash of its source, so caches notice code changes."""
-    digest = hashlib.sha256()
-    for path in sorted(GAN_DIR.rglob("*.py")):
-        digest.update(path.relative_to(GAN_DIR).as_posix().encode())
-        digest.update(path.read_bytes())
-    return f"{gan.__version__}+{digest.hexdigest()[:12]}"
 
 
 def code_tags() -> dict[str, str]:

@@ -9,11 +9,12 @@ from gan import data, metrics
 from gan.config import check_recipe
 from gan.watchdog import TrainingDiverged
 from pipelines import console
+from pipelines.codebase import stage_code
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key
 from pipelines.ingest import check_batch_fits
 from pipelines.ray_worker import train_loop_per_worker
-from pipelines.runtime import Workspace, code_version, ensure_ray
+from pipelines.runtime import Workspace, ensure_ray
 from pipelines.stages import cache_key, failure_hook, retry_unless_user_error
 
 
@@ -24,9 +25,9 @@ CPU_WORKER_ENV = {"OMP_WAIT_POLICY": "ACTIVE"}
 
 
 def run_name(cfg: PipelineConfig, manifest: dict) -> str:
-    """Same data, same training config, same code: same run, so a re-run resumes its checkpoints."""
+    """Same data, same training config, same training code (`codebase.STAGES`): same run, so a re-run resumes its checkpoints."""
     return "train-" + fingerprint(
-        manifest["fingerprint"], cfg.model, cfg.train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, code_version()
+        manifest["fingerprint"], cfg.model, cfg.train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, stage_code("train")
     )
 
 
@@ -125,5 +126,5 @@ def _key(context, parameters: dict) -> str:  # noqa: ANN001
 @task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error,
       cache_key_fn=_key, persist_result=True, result_serializer="json")
 def train_task(cfg: PipelineConfig, dataset_dir: str) -> dict:
-    """Dataset -> trained checkpoint (cached on dataset fingerprint + train config + code version)."""
+    """Dataset -> trained checkpoint (cached on dataset fingerprint + train config + training code)."""
     return train(cfg, dataset_dir)
