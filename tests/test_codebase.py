@@ -10,6 +10,7 @@ import pytest
 import gan
 from pipelines import codebase
 from pipelines.codebase import STAGES, StageCode, digest, project_modules, reach, stage_modules
+from pipelines.config import PipelineConfig
 
 # A worker that reaches `core` at import and `util` only through an import inside a function (a relative one);
 # a driver that runs the worker and borrows from `evaluation`, which the worker never imports.
@@ -140,3 +141,17 @@ def test_every_stage_has_its_own_code_and_the_whole_code_has_the_package_version
     assert all(re.fullmatch("[0-9a-f]{12}", code) for code in codes.values()) and len(set(codes.values())) == len(codes)
     version, _, whole = codebase.code_version().partition("+")
     assert version == gan.__version__ and re.fullmatch("[0-9a-f]{12}", whole) and whole not in codes.values()
+
+
+def test_the_training_run_is_named_after_the_training_code_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same run name, so a re-run resumes, while only other stages' code changed; a new name once the training code did."""
+    from pipelines import train  # noqa: PLC0415 - imports Prefect and the worker's code
+
+    cfg, manifest = PipelineConfig(), {"fingerprint": "data"}
+    codes = {"ingest": "i1", "train": "t1", "evaluate": "e1"}
+    monkeypatch.setattr(train, "stage_code", codes.get)
+    name = train.run_name(cfg, manifest)
+    codes.update(ingest="i2", evaluate="e2")
+    assert train.run_name(cfg, manifest) == name
+    codes.update(train="t2")
+    assert train.run_name(cfg, manifest) != name
