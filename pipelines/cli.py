@@ -31,14 +31,22 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="show every
 
 
 def _prepare(preset: str | None, config: Path | None, overrides: list[str] | None, dry_run: bool, verbose: bool = False) -> PipelineConfig:
-    files = ([preset_path(preset)] if preset else []) + ([config] if config else [])
-    cfg = load_config(files, overrides or [])
+    cfg = _load(preset, config, overrides)
     if dry_run:
-        typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
-        raise typer.Exit(0)
+        _print_config_and_exit(cfg)
     _console(Workspace.of(cfg.runtime.workdir), verbose)
     configure_environment(Workspace.of(cfg.runtime.workdir))  # before Prefect is imported
     return cfg
+
+
+def _load(preset: str | None, config: Path | None, overrides: list[str] | None) -> PipelineConfig:
+    return load_config(([preset_path(preset)] if preset else []) + ([config] if config else []), overrides or [])
+
+
+def _print_config_and_exit(cfg: PipelineConfig) -> None:
+    """--dry-run: the resolved config, and exit."""
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
+    raise typer.Exit(0)
 
 
 def _console(workspace: Workspace, verbose: bool) -> None:
@@ -75,6 +83,37 @@ def run(
     _print_summary(summary, runs / f"{summary['flow_run_id']}.json")
     if "refused" in summary["registered"]:
         raise RegistrationRefused(summary["registered"]["refused"])
+
+
+@app.command()
+def schedule(
+    cron: Annotated[str, typer.Option(help='when to run, as cron fields: "0 2 * * *" is 02:00 every day')],
+    timezone: Annotated[str, typer.Option(help="the time zone of --cron (IANA name, e.g. Europe/Paris)")] = "UTC",
+    name: Annotated[str, typer.Option(help="the deployment's name: its runs show as gan-pipeline/NAME")] = "scheduled",
+    preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
+) -> None:
+    """Serve the pipeline on a cron schedule until Ctrl-C or SIGTERM, one run at a time: a run that comes due while
+    another runs waits for it. Needs a Prefect server: `prefect server start`, and PREFECT_API_URL naming it."""
+    cfg = _load(preset, config, set)
+    workspace = Workspace.of(cfg.runtime.workdir)
+    cfg.runtime.workdir = str(workspace.root)  # runs write here, whichever folder a run is started from
+    configure_environment(workspace)  # before Prefect is imported; the runs' subprocesses inherit it
+    from pipelines import schedule as scheduling  # noqa: PLC0415
+
+    scheduling.check_name(name)
+    next_run = scheduling.next_run(cron, timezone)
+    if dry_run:
+        _print_config_and_exit(cfg)
+    api = scheduling.api_url()
+    _preflight(cfg)
+    ui = scheduling.ui_url()
+    typer.echo("\n".join([
+        f"serving gan-pipeline/{name}: cron {cron!r} ({timezone}), next run {next_run:%Y-%m-%d %H:%M %Z}; one run at a time "
+        "(a run that comes due while another runs waits for it)",
+        f"runs write to {workspace.root}; Prefect API {api}" + (f"; UI {ui}/deployments" if ui else ""),
+        f"run it now: prefect deployment run gan-pipeline/{name}; stop serving: Ctrl-C (pauses the schedule)",
+    ]))
+    scheduling.serve(cfg, name, cron, timezone)
 
 
 def _overhead(summary: dict, cli_started: float, imported: float) -> dict:

@@ -1,8 +1,10 @@
 """Fixtures shared by the tests."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import os
+import sys
 
 import pytest
 import torch
@@ -17,6 +19,21 @@ def own_environment():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
+    """`cli(*args)` runs `gan-pipeline ARGS` in this process: (exit code, stdout, stderr)."""
+    from pipelines.cli import main  # noqa: PLC0415
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["gan-pipeline", *args])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        out = capsys.readouterr()
+        return exited.value.code, out.out, out.err
+
+    return run
 
 
 @pytest.fixture

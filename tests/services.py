@@ -19,10 +19,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(command: list, log: Path, env: dict, new_session: bool = False) -> subprocess.Popen:
+def start(command: list, log: Path, env: dict, new_session: bool = False, cwd: Path | None = None) -> subprocess.Popen:
     """A server process with its output in `log`; with `new_session`, leading a process group of its own (stop_group)."""
     with log.open("w") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session)
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session, cwd=cwd)
 
 
 def mlflow_server(root: Path, env: dict) -> tuple[subprocess.Popen, str]:

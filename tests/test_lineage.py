@@ -4,9 +4,9 @@ present after a fresh registration, and marked missing, with the reason, once wh
 import importlib.metadata
 import shutil
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from uuid import uuid4
 
@@ -15,7 +15,6 @@ import pytest
 
 from gan.data import read_manifest
 from pipelines import lineage
-from pipelines.cli import main
 from pipelines.config import UsageError
 from pipelines.ingest import ingest
 from pipelines.lineage import chain, prefect_link, versions_table
@@ -31,19 +30,9 @@ def links_of(*args: object) -> dict[str, lineage.Link]:
     return {link.what: link for link in chain(*args)}
 
 
-def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
-    """`gan-pipeline ARGS` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["gan-pipeline", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    out = capsys.readouterr()
-    return exited.value.code, out.out, out.err
-
-
 @pytest.mark.integration
 @pytest.mark.usefixtures("one_thread")
-def test_versions_and_the_chain_of_a_registered_version(client: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_versions_and_the_chain_of_a_registered_version(client: mlflow.MlflowClient, tmp_path: Path, cli: Callable) -> None:
     """Two versions registered through register() from tiny real checkpoints, outside a flow run: listed with their aliases
     and scores; every link of the champion's chain is there but the flow run; then each missing piece is marked."""
     cfg = config(tmp_path)
@@ -80,12 +69,12 @@ def test_versions_and_the_chain_of_a_registered_version(client: mlflow.MlflowCli
 
     # The same from the command line.
     workspace = f"runtime.workdir={tmp_path / 'gan-work'}"
-    code, out, _ = cli(capsys, monkeypatch, "models", "m", "--set", workspace)
+    code, out, _ = cli("models", "m", "--set", workspace)
     assert code == 0 and "m: 2 versions" in out and "challenger" in out and "60.00 ± 0.50" in out and v1["run_id"] in out
-    code, out, _ = cli(capsys, monkeypatch, "models", "m", "--version", "1", "--set", workspace)
+    code, out, _ = cli("models", "m", "--version", "1", "--set", workspace)
     assert code == 0 and "lineage of m v1" in out and "✗ missing: registered outside a flow run" in out
     assert out.count("✓ ") == len(LINKS) - 1 - (not in_checkout)
-    assert cli(capsys, monkeypatch, "models", "n", "--set", workspace)[::2] == (2, "error: no registered model 'n'; registered models: m\n")
+    assert cli("models", "n", "--set", workspace)[::2] == (2, "error: no registered model 'n'; registered models: m\n")
 
     # Gone or tampered with: each link says so.
     client.set_model_version_tag("m", "1", "config_hash", "0" * 16)
