@@ -6,7 +6,7 @@ Defaults live in the models below; YAML files and `--set section.key=value` only
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -24,6 +24,11 @@ class RegistrationRefused(Exception):
     """The watchdog found the trained model broken: it is evaluated, never registered. Retrying cannot help."""
 
 
+class ClusterUnavailable(Exception):
+    """The Ray cluster could not place the training workers (a node lost, or too few nodes). Retrying at once cannot help;
+    a re-run once the cluster has room resumes from the latest checkpoint."""
+
+
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "presets"
 
 
@@ -37,6 +42,18 @@ class RayConfig(Section):
         0, ge=0, le=1024, description="torch threads per worker; 0: the node's cores shared evenly by the workers on it"
     )
     max_failures: int = Field(1, ge=-1, description="worker-group restarts within one fit (-1: unlimited)")
+    worker_resources: dict[str, float] = Field(
+        {}, description="custom Ray resources each worker also needs (e.g. {'gpu_node': 1}): places workers on the nodes that "
+        "declare them with `ray start --resources`"
+    )
+    placement_retries: int = Field(
+        2, ge=-1, description="when the cluster cannot place every worker (a node lost), tries to start the worker group again, "
+        "each waiting RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s), before the run fails; -1: wait forever (an autoscaler adds nodes)"
+    )
+    driver: Literal["auto", "process", "job"] = Field(
+        "auto", description="where the training driver runs: 'process' (this one), 'job' (a Ray Job on the cluster at RAY_ADDRESS, "
+        "which outlives this process), 'auto' (a job when RAY_ADDRESS is the dashboard's http(s):// address)"
+    )
 
 
 class RegistryConfig(Section):

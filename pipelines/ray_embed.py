@@ -10,15 +10,16 @@ import numpy as np
 import torch
 
 from gan import metrics
-from pipelines.runtime import ensure_ray
+from pipelines.runtime import dashboard_address, ensure_ray
 
 
 def embed_images(
     extractor: metrics.Extractor, images: np.ndarray | torch.Tensor, min_images: int, chunks: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The extractor's (features [N, D], softmax [N, K]), float64: in `chunks` parallel Ray tasks (default: one per CPU
-    of the cluster, at most one per batch) when there are at least `min_images` images, else in this process."""
-    if len(images) < min_images:
+    of the cluster, at most one per batch) when there are at least `min_images` images, else in this process (also when
+    RAY_ADDRESS names a dashboard, which takes Ray Jobs, not tasks from this process)."""
+    if len(images) < min_images or dashboard_address():
         return extractor.embed(images)
     import ray  # noqa: PLC0415 - heavy import, only for large sets
 

@@ -102,6 +102,8 @@ def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], r
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """Runs on every Ray Train worker: build the context, stream the shard, resume, train."""
+    import ray  # noqa: PLC0415
+    import ray.util  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
     import ray.train.torch  # noqa: PLC0415
 
@@ -109,6 +111,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     image_shape = tuple(loop_config["image_shape"])
     context = ray.train.get_context()
     ctx = WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
+    node = ray.get_runtime_context()
+    print(f"[train] rank {ctx.rank} of {ctx.world_size} on node {node.get_node_id()[:12]} ({ray.util.get_node_ip_address()})", flush=True)
     # Ray's CPU reservation is scheduling bookkeeping (kept low so Ray Data can run beside the workers);
     # the threads are what computes. By default the workers on a node share its cores.
     torch.set_num_threads(cfg.ray.threads_per_worker or max(1, (os.cpu_count() or 1) // context.get_local_world_size()))

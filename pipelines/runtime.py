@@ -11,6 +11,7 @@ from pathlib import Path
 
 import gan
 from pipelines.codebase import code_version
+from pipelines.config import UsageError
 
 GAN_DIR = Path(gan.__file__).parent
 PROJECT_ROOT = GAN_DIR.parent  # holds gan/ and pipelines/: a git checkout when run from source
@@ -143,16 +144,31 @@ def _git(root: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
+def dashboard_address() -> str | None:
+    """RAY_ADDRESS when it names a cluster's dashboard (http(s)://host:8265): Ray Jobs go there; drivers cannot join it."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    return address if address.startswith(("http://", "https://")) else None
+
+
+def cluster_runtime_env(env_vars: dict[str, str] | None = None) -> dict:
+    """What a remote cluster's processes need: this library shipped to them, and the Ray Train settings passed on."""
+    env = {key: os.environ.get(key, value) for key, value in RAY_WORKER_ENV.items()}
+    return {"py_modules": [str(GAN_DIR), str(Path(__file__).parent)], "env_vars": {**env, **(env_vars or {})}}
+
+
 def ensure_ray() -> None:
     """Connect to RAY_ADDRESS if set, else start (once per process) a local Ray on this machine's CPUs."""
     import ray  # noqa: PLC0415 - heavy import, only for stages that use Ray
 
     if ray.is_initialized():
         return
+    if dashboard_address():
+        raise UsageError(
+            f"RAY_ADDRESS={dashboard_address()} is a dashboard address, which takes Ray Jobs only (ray.driver: job or auto); "
+            "to run the driver in this process, set RAY_ADDRESS to the cluster's GCS address (host:6379) or ray://host:10001"
+        )
     if os.environ.get("RAY_ADDRESS"):
-        # A remote cluster needs the library shipped to its workers, and the settings passed on.
-        env = {key: os.environ.get(key, value) for key, value in RAY_WORKER_ENV.items()}
-        ray.init(runtime_env={"py_modules": [str(GAN_DIR), str(Path(__file__).parent)], "env_vars": env})
+        ray.init(runtime_env=cluster_runtime_env())
         print(f"[ray] connected to the cluster at {ray.get_runtime_context().gcs_address}")
     else:
         # The dashboard also serves the state API, which Ray Train's controller polls: without it, every

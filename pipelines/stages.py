@@ -7,10 +7,10 @@ from gan.checkpoint import CheckpointError
 from gan.config import ConfigError
 from gan.data import DataError
 from gan.watchdog import TrainingDiverged
-from pipelines.config import RegistrationRefused
+from pipelines.config import ClusterUnavailable, RegistrationRefused
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, RegistrationRefused, TrainingDiverged)  # retrying cannot help
+USER_ERRORS = (ConfigError, DataError, CheckpointError, RegistrationRefused, TrainingDiverged, ClusterUnavailable)  # retrying cannot help
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
 
 

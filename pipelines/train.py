@@ -8,9 +8,9 @@ from prefect import task
 from gan import data, metrics
 from gan.config import check_recipe
 from gan.watchdog import TrainingDiverged
-from pipelines import console
+from pipelines import console, ray_job
 from pipelines.codebase import stage_code
-from pipelines.config import PipelineConfig, fingerprint
+from pipelines.config import ClusterUnavailable, PipelineConfig, fingerprint
 from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key
 from pipelines.ingest import check_batch_fits
 from pipelines.ray_worker import train_loop_per_worker
@@ -31,18 +31,38 @@ def run_name(cfg: PipelineConfig, manifest: dict) -> str:
     )
 
 
-def diverged_cause(err: BaseException) -> TrainingDiverged | None:
-    """The watchdog's TrainingDiverged inside Ray Train's error for the worker group, if that is what failed."""
+def failure_cause(err: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The exception of that kind inside Ray Train's error (e.g. the watchdog's TrainingDiverged on a worker), if any."""
     seen, todo = set(), [err, *getattr(err, "worker_failures", {}).values()]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, TrainingDiverged):
+        if isinstance(e, kind):
             return e
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None), *getattr(e, "worker_failures", {}).values()]
+        todo += [
+            e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None),
+            *getattr(e, "worker_failures", {}).values(),
+        ]
     return None
+
+
+def placement_failure(err: BaseException, cfg: PipelineConfig, resources: dict, run_dir: Path) -> ClusterUnavailable | None:
+    """Ray Train's start-up timeout, as the one line a user needs: what could not be placed, and that a re-run resumes."""
+    from ray.train.v2._internal.exceptions import InsufficientClusterResourcesError, WorkerGroupStartupTimeoutError  # noqa: PLC0415
+
+    cause = failure_cause(err, (WorkerGroupStartupTimeoutError, InsufficientClusterResourcesError))
+    if cause is None:
+        return None
+    tries = cfg.ray.placement_retries + 1
+    why = str(cause).split(". ")[0]
+    return ClusterUnavailable(
+        f"the Ray cluster could not place {cfg.ray.num_workers} training workers needing {resources} each ({tries} "
+        f"tr{'y' if tries == 1 else 'ies'}; {why[:1].lower()}{why[1:]}): a node was lost or the cluster is too small "
+        "(ray.placement_retries waits longer). "
+        f"The checkpoints are kept in {run_dir}: run again when the cluster has room and training resumes from the latest one"
+    )
 
 
 def quick_fid_blob(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> bytes | None:
@@ -75,7 +95,7 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
     ensure_ray()
     ray_ready = time.time()
 
-    resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {})}
+    resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {}), **cfg.ray.worker_resources}
     name = run_name(cfg, manifest)
     print(f"[train] {cfg.model.arch} on {cfg.ray.num_workers} workers, run {name}")
     trainer = TorchTrainer(
@@ -88,7 +108,7 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(workspace.ray_results),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures, controller_failure_limit=cfg.ray.placement_retries),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": {} if cfg.ray.use_gpu else CPU_WORKER_ENV},
         ),
@@ -101,9 +121,10 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
         with console.training(cfg.train.epochs, console.task_logger()):
             result = trainer.fit()
     except ray.train.TrainingFailedError as err:
-        diverged = diverged_cause(err)
-        if diverged is not None:  # the watchdog's verdict, in one line: not Ray's wrapper with every worker's traceback
-            raise diverged from None
+        # The watchdog's verdict or a placement failure, in one line: not Ray's wrapper with every worker's traceback.
+        plain = failure_cause(err, TrainingDiverged) or placement_failure(err, cfg, resources, workspace.ray_results / name)
+        if plain is not None:
+            raise plain from None
         raise
     finished = time.time()
     assert result.checkpoint is not None, f"run {name} finished without a checkpoint"
@@ -126,5 +147,8 @@ def _key(context, parameters: dict) -> str:  # noqa: ANN001
 @task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error,
       cache_key_fn=_key, persist_result=True, result_serializer="json")
 def train_task(cfg: PipelineConfig, dataset_dir: str) -> dict:
-    """Dataset -> trained checkpoint (cached on dataset fingerprint + train config + training code)."""
+    """Dataset -> trained checkpoint (cached on dataset fingerprint + train config + training code); the driver runs
+    here, or on the cluster as a Ray Job (`ray.driver`)."""
+    if ray_job.wanted(cfg):
+        return ray_job.train_as_job(cfg, dataset_dir, run_name(cfg, data.read_manifest(Path(dataset_dir))))
     return train(cfg, dataset_dir)

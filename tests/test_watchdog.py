@@ -3,6 +3,7 @@ clearly; D winning outright and sample collapse are recorded; a collapsed run ha
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,13 +44,13 @@ def test_a_run_that_keeps_diverging_fails_naming_the_step_and_the_statistic(monk
 def test_a_divergence_inside_ray_trains_worker_group_error_is_found() -> None:
     from ray.train import WorkerGroupError
 
-    from pipelines.train import diverged_cause
+    from pipelines.train import failure_cause
 
     inner = watchdog.TrainingDiverged("training diverged at step 16")
     wrapped = RuntimeError("user code failed")
     wrapped.__cause__ = inner
-    assert diverged_cause(WorkerGroupError("rank 0 failed", {0: wrapped})) is inner
-    assert diverged_cause(WorkerGroupError("rank 0 failed", {0: ValueError("other")})) is None
+    assert failure_cause(WorkerGroupError("rank 0 failed", {0: wrapped}), watchdog.TrainingDiverged) is inner
+    assert failure_cause(WorkerGroupError("rank 0 failed", {0: ValueError("other")}), watchdog.TrainingDiverged) is None
 
 
 def test_nonfinite_names_the_first_bad_number() -> None:
@@ -89,3 +90,19 @@ def test_the_evaluation_gate_refuses_samples_in_too_few_effective_classes() -> N
     refused = watchdog.class_collapse(1.0, 9.9, 0.25)
     assert refused and refused.startswith("the samples collapsed onto 1.00 effective classes") and "9.90" in refused
     assert watchdog.class_collapse(5.0, 9.9, 0.25) is None and watchdog.class_collapse(1.0, 9.9, 0.0) is None
+
+
+def test_a_worker_group_that_cannot_be_placed_becomes_one_line_naming_what_and_where(tmp_path: Path) -> None:
+    from ray.train import ControllerError
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    from pipelines.config import ClusterUnavailable, PipelineConfig
+    from pipelines.train import placement_failure
+
+    cfg = PipelineConfig.model_validate({"ray": {"num_workers": 2, "placement_retries": 1, "worker_resources": {"slot": 1}}})
+    resources = {"CPU": 0.5, "slot": 1.0}
+    found = placement_failure(ControllerError(WorkerGroupStartupTimeoutError(2)), cfg, resources, tmp_path / "train-x")
+    assert isinstance(found, ClusterUnavailable)
+    assert "could not place 2 training workers needing {'CPU': 0.5, 'slot': 1.0} each (2 tries; the worker group startup timed out" in str(found)
+    assert f"kept in {tmp_path / 'train-x'}" in str(found) and "\n" not in str(found)
+    assert placement_failure(ControllerError(RuntimeError("other")), cfg, resources, tmp_path) is None

@@ -1,0 +1,126 @@
+"""The train stage as a Ray Job: its driver runs on the cluster, so the training outlives the process that started it.
+
+The Prefect task submits `python -m pipelines.ray_job` with the resolved config, follows the job's status and output
+(the epoch lines reach the task's log as with a local driver), stops the job when the task is cancelled or killed,
+and reads the job's result from its last line. A retried task submits a new job with the same Ray Train run name and
+storage, so training resumes from the latest checkpoint. The working folder must be one path that every node sees
+(a shared volume): the dataset is read from it and the checkpoints are written beside it.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from pipelines import console
+from pipelines.config import PipelineConfig
+from pipelines.runtime import Workspace, cluster_runtime_env, dashboard_address
+from pipelines.stages import FAIL_HOOK, USER_ERRORS
+
+SPEC_ENV = "GAN_PIPELINE_TRAIN_JOB"  # the job's input: {"config": ..., "dataset_dir": ...}
+RESULT = "[train-job] result "  # the job's last line: the train stage's output, as JSON
+USER_ERROR = "[train-job] user error "  # a user's mistake found on the cluster: {"type": ..., "message": ...}
+# What Ray puts before a line it forwards from one of its processes: "(RayTrainWorker pid=123, ip=10.0.0.2) ", coloured.
+RAY_PREFIX = re.compile(r"^(?:\x1b\[[\d;]*m)?\((?:[^()]|\([^()]*\))*\)(?:\x1b\[[\d;]*m)? ")
+POLL_S = 1.0
+STOP_WAIT_S = 60
+
+
+def wanted(cfg: PipelineConfig) -> bool:
+    """`ray.driver`: job, or auto with RAY_ADDRESS naming a dashboard (where only jobs go)."""
+    return cfg.ray.driver == "job" or (cfg.ray.driver == "auto" and dashboard_address() is not None)
+
+
+def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str) -> dict:
+    """Submit the train stage to the cluster at RAY_ADDRESS, follow it to the end, and return its output."""
+    from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: PLC0415
+
+    if not os.environ.get("RAY_ADDRESS"):
+        from pipelines.config import UsageError  # noqa: PLC0415
+
+        raise UsageError("ray.driver = 'job' needs RAY_ADDRESS: the cluster's dashboard (http://head:8265), GCS or ray:// address")
+    # Relative paths would resolve in the job's own folder on the head: send absolute ones, which every node must see.
+    config = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"workdir": str(Workspace.of(cfg.runtime.workdir).root)})})
+    spec = {"config": config.model_dump(mode="json"), "dataset_dir": str(Path(dataset_dir).resolve())}
+    env = {SPEC_ENV: json.dumps(spec), **({FAIL_HOOK: os.environ[FAIL_HOOK]} if os.environ.get(FAIL_HOOK) else {})}
+    client = JobSubmissionClient()  # RAY_ADDRESS, in any of its forms
+    job_id = client.submit_job(
+        entrypoint="python -m pipelines.ray_job", submission_id=f"{run_name[:26]}-{uuid.uuid4().hex[:8]}",
+        runtime_env=cluster_runtime_env(env), metadata={"run_name": run_name, "dataset_dir": spec["dataset_dir"]},
+    )
+    print(f"[train] submitted Ray Job {job_id} to {client.get_address()} (run {run_name}); `ray job logs {job_id}` shows all of it")
+    try:
+        with console.training(cfg.train.epochs, console.task_logger()):
+            status = follow(client, job_id)
+    except BaseException:  # the task was cancelled (SIGTERM from Prefect), interrupted or failed here: the job goes too
+        stop(client, job_id)
+        raise
+    logs = client.get_job_logs(job_id)
+    if status != JobStatus.SUCCEEDED:
+        raise job_error(job_id, status, client.get_job_info(job_id).message, logs)
+    result = [line[len(RESULT):] for line in logs.splitlines() if line.startswith(RESULT)]
+    assert result, f"Ray Job {job_id} succeeded without printing its result"
+    return {**json.loads(result[-1]), "ray_job": {"id": job_id, "address": client.get_address()}}
+
+
+def follow(client, job_id: str) -> object:  # noqa: ANN001 - ray's JobSubmissionClient
+    """Poll the job until it ends, passing its new output lines on as a local driver's would be; its final status."""
+    printed = 0
+    while True:
+        status = client.get_job_status(job_id)  # before the logs: a finished job's logs are then complete
+        logs = client.get_job_logs(job_id)
+        complete = logs.rfind("\n") + 1
+        lines = logs[printed:complete].splitlines()
+        printed = max(printed, complete)
+        if lines:
+            console.forward({"lines": [RAY_PREFIX.sub("", line) for line in lines], "task_name": f"ray-job {job_id}"}, _print)
+        if status.is_terminal():
+            return status
+        time.sleep(POLL_S)
+
+
+def stop(client, job_id: str) -> None:  # noqa: ANN001
+    """Stop the job and wait (a while) until Ray says it ended, so no training is left running."""
+    print(f"[train] stopping Ray Job {job_id}", flush=True)
+    client.stop_job(job_id)
+    deadline = time.time() + STOP_WAIT_S
+    while time.time() < deadline and not client.get_job_status(job_id).is_terminal():
+        time.sleep(POLL_S)
+
+
+def job_error(job_id: str, status: object, message: str | None, logs: str) -> Exception:
+    """A user's mistake found on the cluster as its own error (not retried); anything else names the job and its end."""
+    found = [json.loads(line[len(USER_ERROR):]) for line in logs.splitlines() if line.startswith(USER_ERROR)]
+    kinds = {kind.__name__: kind for kind in USER_ERRORS}
+    if found and found[-1]["type"] in kinds:
+        return kinds[found[-1]["type"]](found[-1]["message"])
+    tail = [line for line in logs.splitlines() if line.strip()][-1:] or ["(no output)"]
+    return RuntimeError(f"Ray Job {job_id} ended {status}: {message or ''} (its last line: {tail[0][:300]}); `ray job logs {job_id}` shows all")
+
+
+def _print(data: dict, ignore_prefix: bool = False) -> None:
+    for line in data["lines"]:
+        print(line, flush=True)
+
+
+def main() -> None:
+    """On the cluster: run the train stage with the submitted config, and print its output as the last line."""
+    import ray  # noqa: PLC0415
+
+    from pipelines.train import train  # noqa: PLC0415 - pipelines.train imports this module
+
+    spec = json.loads(os.environ[SPEC_ENV])
+    ray.init()  # joins the job's cluster with the job's runtime environment (ensure_ray's would clash with it)
+    try:
+        result = train(PipelineConfig.model_validate(spec["config"]), spec["dataset_dir"])
+    except USER_ERRORS as err:
+        print(USER_ERROR + json.dumps({"type": type(err).__name__, "message": str(err)}), flush=True)
+        sys.exit(2)
+    print(RESULT + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
