@@ -109,8 +109,9 @@ def write_pictures(
     # One row per class, as the classifier assigns them: random picks, not the most confident ones.
     save_grid(class_rows(fake, assigned, num_classes, seed=0), folder / "samples_by_class.png")
     save_class_histograms(histograms, folder / "class_histograms.png")
-    if ckpt.history_of(state):
-        save_curves(ckpt.history_of(state), folder / "curves.png", ckpt.snapshots_of(state))
+    history = ckpt.history_of(state)
+    if history:
+        save_curves(history, folder / "curves.png", ckpt.snapshots_of(state))
 
 
 def conditional_scores(G: torch.nn.Module, latent: Latent, classifier: metrics.Classifier, folder: Path, seed: int) -> dict:
