@@ -92,11 +92,10 @@ def embed_set(
     return Embedded(feats, probs, classes)
 
 
-def scores_of(embedded: Embedded, reference: Embedded, extractor: metrics.Extractor, cfg: PipelineConfig) -> metrics.Scores:
+def scores_of(embedded: Embedded, reference: metrics.Reference, cfg: PipelineConfig) -> metrics.Scores:
     """Every metric of one embedded image set against the training images'."""
     return metrics.score(
-        embedded.feats, embedded.probs, reference.feats, metrics.class_histogram(reference.classes), cfg.eval.coverage_min_fraction,
-        cfg.eval.seed, classes=embedded.classes, kid_rescale=extractor.kid_rescale,
+        embedded.feats, embedded.probs, reference, cfg.eval.coverage_min_fraction, cfg.eval.seed, classes=embedded.classes
     )
 
 
@@ -135,7 +134,8 @@ def infogan_scores(G: torch.nn.Module, latent: Latent, codes: np.ndarray, predic
 
 
 def fids_of_draws(
-    G: torch.nn.Module, latent: Latent, extractor: metrics.Extractor, reference: np.ndarray, n: int, cfg: PipelineConfig, mix: np.ndarray,
+    G: torch.nn.Module, latent: Latent, extractor: metrics.Extractor, reference: metrics.Reference, n: int, cfg: PipelineConfig,
+    mix: np.ndarray,
     on_draw: Callable[[int], None] | None = None,
 ) -> list[float]:
     """The FID on `eval.fid_draws` further draws of n latents (seeds seed+1, ...): with 1000 samples one draw
@@ -144,7 +144,7 @@ def fids_of_draws(
     for k in range(1, cfg.eval.fid_draws + 1):
         inputs = sampling.random_inputs(latent, n, cfg.eval.seed + k, class_probs=mix)
         feats, _ = embed_images(extractor, inputs.generate(G, latent), cfg.eval.ray_embed_min_images)
-        fids.append(metrics.frechet_distance(feats, reference))
+        fids.append(reference.fid(feats))
         if on_draw is not None:
             on_draw(k)
     return fids
@@ -177,8 +177,10 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     check_sample_count(n, extractor, cfg, len(heldout_images))
     bar.update(1, note=f"feature classifier and {extractor.name} features ready")
 
-    # Reference: features and class histogram of the training images (what the GAN learnt from).
-    reference = embed_set(extractor, classifier, train_images, cfg)
+    # Reference: features and class histogram of the training images (what the GAN learnt from), summarised once
+    # for the model, the floor and every draw.
+    embedded = embed_set(extractor, classifier, train_images, cfg)
+    reference = metrics.Reference.of(embedded.feats, metrics.class_histogram(embedded.classes), extractor.kid_rescale)
     bar.update(2, note="training images embedded")
 
     # Conditional models draw their labels in the training data's class mix.
@@ -189,7 +191,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     fake_images = inputs.generate(G, latent)  # [n, C, H, W] in [0, 1]
     real_images = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
     fake, real = embed_set(extractor, classifier, fake_images, cfg), embed_set(extractor, classifier, real_images, cfg)
-    model_scores, floor_scores = scores_of(fake, reference, extractor, cfg), scores_of(real, reference, extractor, cfg)
+    model_scores, floor_scores = scores_of(fake, reference, cfg), scores_of(real, reference, cfg)
     # Memorisation: generated images' nearest training image, in pixels and in features, against held-out reals'.
     pixels = metrics.find_memorisation(
         metrics.to_float(train_images).flatten(1), fake_images.flatten(1), metrics.to_float(real_images).flatten(1)
@@ -198,7 +200,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
 
     bar.update(3, note="samples scored")
     draws = [model_scores.fid] + fids_of_draws(
-        G, latent, extractor, reference.feats, n, cfg, mix, lambda k: bar.update(3 + k, note=f"draw {k}")
+        G, latent, extractor, reference, n, cfg, mix, lambda k: bar.update(3 + k, note=f"draw {k}")
     )
     report = {
         "fid_draws": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "values": draws},
@@ -207,7 +209,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         "feature_extractor": extractor.key, "feature_network": extractor.name,
         "classifier_test_accuracy": accuracy,
         "model": model_scores.__dict__, "real_vs_real": floor_scores.__dict__,
-        "reference_class_histogram": [round(float(h), 4) for h in metrics.class_histogram(reference.classes)],
+        "reference_class_histogram": [round(float(h), 4) for h in reference.hist],
         # Quick FIDs are measured with the classifier: those of this classifier only (a cached training run may predate a change).
         "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == classifier_key],
         "memorisation": {space: memorisation_summary(m) for space, m in (("pixels", pixels), ("features", features))},
