@@ -13,7 +13,7 @@ from prefect import task
 
 from gan import checkpoint as ckpt
 from gan import data, metrics, sampling, watchdog
-from gan.config import ConfigError, check_eval
+from gan.config import ConfigError, check_eval, unreadable
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
 from gan.latent import Latent
 from pipelines import console
@@ -31,6 +31,14 @@ def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
     return fingerprint(
         manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment, metrics.source_digest()
     )
+
+
+def eval_key(cfg: PipelineConfig) -> str:
+    """The evaluation settings, with the Inception weights named by their file's bytes instead of its path: a weights
+    file replaced in place is another network, and its evaluation must not be answered from cache."""
+    weights = cfg.eval.inception_weights
+    network = metrics.inception_key(Path(weights).expanduser()) if weights is not None and not unreadable(weights) else None
+    return fingerprint(cfg.eval.model_dump(mode="json", exclude={"inception_weights"}), network)
 
 
 def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[metrics.Classifier, float]:
@@ -154,7 +162,7 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     """Write report.json and sample grids for a checkpoint; return the report's path."""
     maybe_fail("evaluate")
     dataset_dir, workspace = Path(dataset_dir), Workspace.of(cfg.runtime.workdir)
-    out = workspace.evaluations / fingerprint(str(checkpoint_dir), cfg.eval, code_version())
+    out = workspace.evaluations / fingerprint(str(checkpoint_dir), eval_key(cfg), code_version())
     if (out / REPORT).is_file():
         print(f"[evaluate] report already complete: {out / REPORT}")
         return str(out / REPORT)
@@ -274,7 +282,7 @@ def class_mix(manifest: dict) -> np.ndarray:
 
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
-    return cache_key("evaluate", parameters["checkpoint_dir"], fingerprint(cfg.eval), Workspace.of(cfg.runtime.workdir).root, code_version())
+    return cache_key("evaluate", parameters["checkpoint_dir"], eval_key(cfg), Workspace.of(cfg.runtime.workdir).root, code_version())
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,

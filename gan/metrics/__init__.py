@@ -16,7 +16,7 @@ The registered functions are not re-exported here, as their names would hide the
 from gan.metrics import density_coverage, fid, kid, memorisation, precision_recall  # noqa: F401  (fills METRICS)
 from gan.metrics.classes import class_histogram, code_agreement, effective_classes, kl_divergence, label_accuracy
 from gan.metrics.classifier import FEATURE_DIM, Classifier, accuracy, embed, source_digest, to_float, train_classifier
-from gan.metrics.extractors import EXTRACTORS, Extractor, build_extractor, rebuild
+from gan.metrics.extractors import EXTRACTORS, Extractor, build_extractor, inception_key, rebuild
 from gan.metrics.fid import (
     StreamingStats, check_sample_count, frechet_distance, frechet_distance_from_stats, gaussian_stats, streaming_stats,
 )
@@ -32,6 +32,6 @@ __all__ = [
     "EXTRACTORS", "FEATURE_DIM", "METRICS", "Classifier", "Extractor", "FIDInceptionV3", "Memorisation", "QuickFID", "Reference", "Scores",
     "StreamingStats", "WeightsError", "accuracy", "build_extractor", "check_sample_count", "class_histogram", "code_agreement",
     "compute", "effective_classes", "embed", "find_memorisation", "frechet_distance", "frechet_distance_from_stats",
-    "gaussian_stats", "inception_score", "kernel_inception_distance", "kl_divergence", "label_accuracy", "load_fid_inception",
+    "gaussian_stats", "inception_key", "inception_score", "kernel_inception_distance", "kl_divergence", "label_accuracy", "load_fid_inception",
     "mmd2_unbiased", "rebuild", "register", "score", "source_digest", "streaming_stats", "to_float", "train_classifier",
 ]
