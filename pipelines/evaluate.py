@@ -100,6 +100,31 @@ def embed_set(
     return Embedded(feats, probs, classes)
 
 
+def reference_of(
+    cfg: PipelineConfig, extractor: metrics.Extractor, classifier: metrics.Classifier, classifier_key: str, manifest: dict,
+    train_images: np.ndarray,
+) -> metrics.Reference:
+    """The training images' features and class histogram as every score reads them. The training split is the largest
+    set an evaluation embeds: its features are embedded once per extractor, classifier and dataset and kept."""
+    key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"])
+    folder = Workspace.of(cfg.runtime.workdir).features / f"train-{key}"
+    if not folder.is_dir():
+        embedded = embed_set(extractor, classifier, train_images, cfg)
+        data.remove_stale_temporaries(folder.parent)
+        with data.written_aside(folder) as tmp:  # both arrays appear together
+            save_features(tmp / "feats.npy", embedded.feats)
+            save_features(tmp / "classes.npy", embedded.classes)
+    feats, classes = (np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float64) for name in ("feats", "classes"))
+    return metrics.Reference.of(feats, metrics.class_histogram(classes), extractor.kid_rescale)
+
+
+def save_features(path: Path, values: np.ndarray) -> None:
+    """Float64 values as float32 when that loses nothing (the networks compute in float32 and `embed` widens): half
+    the file, and the very same values loaded back."""
+    narrow = values.astype(np.float32)
+    np.save(path, narrow if np.array_equal(narrow, values) else values)
+
+
 def scores_of(embedded: Embedded, reference: metrics.Reference, cfg: PipelineConfig) -> metrics.Scores:
     """Every metric of one embedded image set against the training images'."""
     return metrics.score(
@@ -143,8 +168,7 @@ def infogan_scores(G: torch.nn.Module, latent: Latent, codes: np.ndarray, predic
 
 def fids_of_draws(
     G: torch.nn.Module, latent: Latent, extractor: metrics.Extractor, reference: metrics.Reference, n: int, cfg: PipelineConfig,
-    mix: np.ndarray,
-    on_draw: Callable[[int], None] | None = None,
+    mix: np.ndarray, on_draw: Callable[[int], None] | None = None,
 ) -> list[float]:
     """The FID on `eval.fid_draws` further draws of n latents (seeds seed+1, ...): with 1000 samples one draw
     moves by about a tenth either way, which a single number hides."""
@@ -185,10 +209,9 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     check_sample_count(n, extractor, cfg, len(heldout_images))
     bar.update(1, note=f"feature classifier and {extractor.name} features ready")
 
-    # Reference: features and class histogram of the training images (what the GAN learnt from), summarised once
-    # for the model, the floor and every draw.
-    embedded = embed_set(extractor, classifier, train_images, cfg)
-    reference = metrics.Reference.of(embedded.feats, metrics.class_histogram(embedded.classes), extractor.kid_rescale)
+    # Reference: features and class histogram of the training images (what the GAN learnt from), embedded once per
+    # extractor and dataset, and summarised once for the model, the floor and every draw.
+    reference = reference_of(cfg, extractor, classifier, classifier_key, manifest, train_images)
     bar.update(2, note="training images embedded")
 
     # Conditional models draw their labels in the training data's class mix.
