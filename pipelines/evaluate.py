@@ -13,7 +13,7 @@ from prefect import task
 
 from gan import checkpoint as ckpt
 from gan import data, metrics, sampling, watchdog
-from gan.config import ConfigError, check_eval
+from gan.config import ConfigError, check_eval, unreadable
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
 from gan.latent import Latent
 from pipelines import console
@@ -32,6 +32,14 @@ def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
     return fingerprint(
         manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment, metrics.source_digest()
     )
+
+
+def eval_key(cfg: PipelineConfig) -> str:
+    """The evaluation settings, with the Inception weights named by their file's bytes instead of its path: a weights
+    file replaced in place is another network, and its evaluation must not be answered from cache."""
+    weights = cfg.eval.inception_weights
+    network = metrics.inception_key(Path(weights).expanduser()) if weights is not None and not unreadable(weights) else None
+    return fingerprint(cfg.eval.model_dump(mode="json", exclude={"inception_weights"}), network)
 
 
 def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[metrics.Classifier, float]:
@@ -93,11 +101,35 @@ def embed_set(
     return Embedded(feats, probs, classes)
 
 
-def scores_of(embedded: Embedded, reference: Embedded, extractor: metrics.Extractor, cfg: PipelineConfig) -> metrics.Scores:
+def reference_of(
+    cfg: PipelineConfig, extractor: metrics.Extractor, classifier: metrics.Classifier, classifier_key: str, manifest: dict,
+    train_images: np.ndarray,
+) -> metrics.Reference:
+    """The training images' features and class histogram as every score reads them. The training split is the largest
+    set an evaluation embeds: its features are embedded once per extractor, classifier and dataset and kept."""
+    key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"])
+    folder = Workspace.of(cfg.runtime.workdir).features / f"train-{key}"
+    if not folder.is_dir():
+        embedded = embed_set(extractor, classifier, train_images, cfg)
+        data.remove_stale_temporaries(folder.parent)
+        with data.written_aside(folder) as tmp:  # both arrays appear together
+            save_features(tmp / "feats.npy", embedded.feats)
+            save_features(tmp / "classes.npy", embedded.classes)
+    feats, classes = (np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float64) for name in ("feats", "classes"))
+    return metrics.Reference.of(feats, metrics.class_histogram(classes), extractor.kid_rescale)
+
+
+def save_features(path: Path, values: np.ndarray) -> None:
+    """Float64 values as float32 when that loses nothing (the networks compute in float32 and `embed` widens): half
+    the file, and the very same values loaded back."""
+    narrow = values.astype(np.float32)
+    np.save(path, narrow if np.array_equal(narrow, values) else values)
+
+
+def scores_of(embedded: Embedded, reference: metrics.Reference, cfg: PipelineConfig) -> metrics.Scores:
     """Every metric of one embedded image set against the training images'."""
     return metrics.score(
-        embedded.feats, embedded.probs, reference.feats, metrics.class_histogram(reference.classes), cfg.eval.coverage_min_fraction,
-        cfg.eval.seed, classes=embedded.classes, kid_rescale=extractor.kid_rescale,
+        embedded.feats, embedded.probs, reference, cfg.eval.coverage_min_fraction, cfg.eval.seed, classes=embedded.classes
     )
 
 
@@ -110,8 +142,9 @@ def write_pictures(
     # One row per class, as the classifier assigns them: random picks, not the most confident ones.
     save_grid(class_rows(fake, assigned, num_classes, seed=0), folder / "samples_by_class.png")
     save_class_histograms(histograms, folder / "class_histograms.png")
-    if ckpt.history_of(state):
-        save_curves(ckpt.history_of(state), folder / "curves.png", ckpt.snapshots_of(state))
+    history = ckpt.history_of(state)
+    if history:
+        save_curves(history, folder / "curves.png", ckpt.snapshots_of(state))
 
 
 def conditional_scores(G: torch.nn.Module, latent: Latent, classifier: metrics.Classifier, folder: Path, seed: int) -> dict:
@@ -135,8 +168,8 @@ def infogan_scores(G: torch.nn.Module, latent: Latent, codes: np.ndarray, predic
 
 
 def fids_of_draws(
-    G: torch.nn.Module, latent: Latent, extractor: metrics.Extractor, reference: np.ndarray, n: int, cfg: PipelineConfig, mix: np.ndarray,
-    on_draw: Callable[[int], None] | None = None,
+    G: torch.nn.Module, latent: Latent, extractor: metrics.Extractor, reference: metrics.Reference, n: int, cfg: PipelineConfig,
+    mix: np.ndarray, on_draw: Callable[[int], None] | None = None,
 ) -> list[float]:
     """The FID on `eval.fid_draws` further draws of n latents (seeds seed+1, ...): with 1000 samples one draw
     moves by about a tenth either way, which a single number hides."""
@@ -144,7 +177,7 @@ def fids_of_draws(
     for k in range(1, cfg.eval.fid_draws + 1):
         inputs = sampling.random_inputs(latent, n, cfg.eval.seed + k, class_probs=mix)
         feats, _ = embed_images(extractor, inputs.generate(G, latent), cfg.eval.ray_embed_min_images)
-        fids.append(metrics.frechet_distance(feats, reference))
+        fids.append(reference.fid(feats))
         if on_draw is not None:
             on_draw(k)
     return fids
@@ -154,7 +187,7 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     """Write report.json and sample grids for a checkpoint; return the report's path."""
     maybe_fail("evaluate")
     dataset_dir, workspace = Path(dataset_dir), Workspace.of(cfg.runtime.workdir)
-    out = workspace.evaluations / fingerprint(str(checkpoint_dir), cfg.eval, stage_code("evaluate"))
+    out = workspace.evaluations / fingerprint(str(checkpoint_dir), eval_key(cfg), stage_code("evaluate"))
     if (out / REPORT).is_file():
         print(f"[evaluate] report already complete: {out / REPORT}")
         return str(out / REPORT)
@@ -177,8 +210,9 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     check_sample_count(n, extractor, cfg, len(heldout_images))
     bar.update(1, note=f"feature classifier and {extractor.name} features ready")
 
-    # Reference: features and class histogram of the training images (what the GAN learnt from).
-    reference = embed_set(extractor, classifier, train_images, cfg)
+    # Reference: features and class histogram of the training images (what the GAN learnt from), embedded once per
+    # extractor and dataset, and summarised once for the model, the floor and every draw.
+    reference = reference_of(cfg, extractor, classifier, classifier_key, manifest, train_images)
     bar.update(2, note="training images embedded")
 
     # Conditional models draw their labels in the training data's class mix.
@@ -189,7 +223,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     fake_images = inputs.generate(G, latent)  # [n, C, H, W] in [0, 1]
     real_images = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
     fake, real = embed_set(extractor, classifier, fake_images, cfg), embed_set(extractor, classifier, real_images, cfg)
-    model_scores, floor_scores = scores_of(fake, reference, extractor, cfg), scores_of(real, reference, extractor, cfg)
+    model_scores, floor_scores = scores_of(fake, reference, cfg), scores_of(real, reference, cfg)
     # Memorisation: generated images' nearest training image, in pixels and in features, against held-out reals'.
     pixels = metrics.find_memorisation(
         metrics.to_float(train_images).flatten(1), fake_images.flatten(1), metrics.to_float(real_images).flatten(1)
@@ -198,7 +232,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
 
     bar.update(3, note="samples scored")
     draws = [model_scores.fid] + fids_of_draws(
-        G, latent, extractor, reference.feats, n, cfg, mix, lambda k: bar.update(3 + k, note=f"draw {k}")
+        G, latent, extractor, reference, n, cfg, mix, lambda k: bar.update(3 + k, note=f"draw {k}")
     )
     report = {
         "fid_draws": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "values": draws},
@@ -207,7 +241,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         "feature_extractor": extractor.key, "feature_network": extractor.name,
         "classifier_test_accuracy": accuracy,
         "model": model_scores.__dict__, "real_vs_real": floor_scores.__dict__,
-        "reference_class_histogram": [round(float(h), 4) for h in metrics.class_histogram(reference.classes)],
+        "reference_class_histogram": [round(float(h), 4) for h in reference.hist],
         # Quick FIDs are measured with the classifier: those of this classifier only (a cached training run may predate a change).
         "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == classifier_key],
         "memorisation": {space: memorisation_summary(m) for space, m in (("pixels", pixels), ("features", features))},
@@ -273,7 +307,7 @@ def class_mix(manifest: dict) -> np.ndarray:
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
     workdir = Workspace.of(cfg.runtime.workdir).root
-    return cache_key("evaluate", parameters["checkpoint_dir"], fingerprint(cfg.eval), workdir, stage_code("evaluate"))
+    return cache_key("evaluate", parameters["checkpoint_dir"], eval_key(cfg), workdir, stage_code("evaluate"))
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,

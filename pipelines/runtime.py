@@ -55,6 +55,10 @@ class Workspace:
         return self.root / "classifiers"
 
     @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
     def prefect_results(self) -> Path:
         return self.root / "prefect-results"
 

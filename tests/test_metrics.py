@@ -5,6 +5,9 @@ import pytest
 import torch
 
 from gan import metrics
+from gan.metrics.bootstrap import fid_bootstrap
+from gan.metrics.kid import kid
+from gan.metrics.protocol import KID_SUBSETS
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_shift() -> None:
@@ -45,13 +48,30 @@ def test_classifier_learns_and_scores_real_data_near_the_floor() -> None:
     model = metrics.train_classifier(x[:1400], y[:1400], 10, epochs=8, seed=0)
     assert metrics.accuracy(model, x[1400:], y[1400:]) > 0.8
     ref_feats, ref_probs = metrics.embed(model, x[:1000])
-    hist = metrics.class_histogram(ref_probs)
-    real = metrics.score(*metrics.embed(model, x[1000:1400]), ref_feats, hist, 0.01)
-    noise = metrics.score(*metrics.embed(model, torch.rand(400, 1, 8, 8)), ref_feats, hist, 0.01)
+    reference = metrics.Reference.of(ref_feats, metrics.class_histogram(ref_probs))
+    real = metrics.score(*metrics.embed(model, x[1000:1400]), reference, 0.01)
+    noise = metrics.score(*metrics.embed(model, torch.rand(400, 1, 8, 8)), reference, 0.01)
     assert real.fid < noise.fid / 5
     assert real.classes_covered == 10 and real.inception_score > noise.inception_score
     assert real.kid < noise.kid / 5 and real.fid_bootstrap_std < real.fid  # every score beside its spread
     assert real.precision > noise.precision and real.recall > noise.recall and real.coverage > noise.coverage
+
+
+@pytest.mark.parametrize("kid_rescale", [True, False])
+def test_scores_against_a_reference_summarised_once_equal_the_metrics_of_its_features(kid_rescale: bool) -> None:
+    """The reference's mean, covariance and KID scale, computed once for the model, the floor and every draw, give
+    exactly the numbers the metrics give on the reference features themselves."""
+    rng = np.random.default_rng(0)
+    ref_feats, ref_probs = 3 * rng.normal(size=(300, 8)), rng.dirichlet(np.ones(10), 300)
+    reference = metrics.Reference.of(ref_feats, metrics.class_histogram(ref_probs), kid_rescale)
+    scale = np.sqrt((ref_feats**2).mean()) if kid_rescale else 1.0
+    for shift in (0.0, 0.5):  # the floor's set and the model's, against the same reference
+        feats, probs = 3 * rng.normal(size=(100, 8)) + shift, rng.dirichlet(np.ones(10), 100)
+        scores = metrics.score(feats, probs, reference, 0.01, seed=3)
+        assert scores.fid == reference.fid(feats) == metrics.frechet_distance(feats, ref_feats)
+        assert (scores.fid_bootstrap_mean, scores.fid_bootstrap_std) == fid_bootstrap(feats, *metrics.gaussian_stats(ref_feats), seed=3)
+        assert (scores.kid, scores.kid_std) == tuple(kid(ref_feats / scale, feats / scale, subsets=KID_SUBSETS, seed=3).values())
+        assert scores.class_kl == metrics.kl_divergence(metrics.class_histogram(probs), metrics.class_histogram(ref_probs))
 
 
 def test_inception_score_does_not_depend_on_row_order() -> None:

@@ -41,35 +41,55 @@ class Scores:
         return {f"{prefix}{k}": v for k, v in self.__dict__.items() if k != "class_histogram"}
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The training images as the scores read them, summarised once: the mean and covariance (a [D, D] product over
+    all R rows) and the KID scale serve the model, the floor and every latent draw alike."""
+
+    feats: np.ndarray  # [R, D] features: KID, and a seeded subset of them for the k-NN metrics
+    hist: np.ndarray  # [K] class histogram: the class KL
+    mu: np.ndarray  # [D] mean of feats: FID
+    cov: np.ndarray  # [D, D] covariance of feats: FID
+    kid_scale: float  # KID divides both sets' features by it: feats' root mean square, or 1 (see score)
+
+    @classmethod
+    def of(cls, feats: np.ndarray, hist: np.ndarray, kid_rescale: bool = True) -> "Reference":
+        """The reference of features [R, D] and class histogram [K]; `kid_rescale` as the extractor's."""
+        scale = float(np.sqrt((feats.astype(np.float64) ** 2).mean())) if kid_rescale else 1.0
+        return cls(feats, hist, *gaussian_stats(feats), scale)
+
+    def fid(self, feats: np.ndarray) -> float:
+        """FID of features [N, D] against the reference: the same number as frechet_distance(feats, self.feats)."""
+        return frechet_distance_from_stats(*gaussian_stats(feats), self.mu, self.cov)
+
+
 def score(
-    feats: np.ndarray, probs: np.ndarray, reference_feats: np.ndarray, reference_hist: np.ndarray, min_fraction: float, seed: int = 0,
-    classes: np.ndarray | None = None, kid_rescale: bool = True,
+    feats: np.ndarray, probs: np.ndarray, reference: Reference, min_fraction: float, seed: int = 0, classes: np.ndarray | None = None,
 ) -> Scores:
-    """Every metric of one embedded image set [N, D] (see `embed`) against the reference features [R, D] and class
-    histogram. FID and KID use the whole reference; the k-NN metrics a seeded subset of N reference rows, since their
-    values depend on the two sets' sizes. IS reads `probs` [N, K'], the feature network's softmax; the class metrics
-    read `classes` [N, K], the domain classifier's (the same as `probs` when the classifier is the feature network)."""
+    """Every metric of one embedded image set [N, D] (see `embed`) against the reference. FID and KID use the whole
+    reference; the k-NN metrics a seeded subset of N reference rows, since their values depend on the two sets' sizes.
+    IS reads `probs` [N, K'], the feature network's softmax; the class metrics read `classes` [N, K], the domain
+    classifier's (the same as `probs` when the classifier is the feature network)."""
     hist = class_histogram(probs if classes is None else classes)
     is_mean, is_std = inception_score(probs)
-    reference = gaussian_stats(reference_feats)
-    rms = float(np.sqrt((reference_feats.astype(np.float64) ** 2).mean())) if kid_rescale else 1.0
+    reference_feats, scale = reference.feats, reference.kid_scale
     same_size = reference_feats[np.random.default_rng(seed).choice(len(reference_feats), min(len(feats), len(reference_feats)), replace=False)]
-    boot_mean, boot_std = fid_bootstrap(feats, *reference, seed=seed)
+    boot_mean, boot_std = fid_bootstrap(feats, reference.mu, reference.cov, seed=seed)
     return Scores(
-        fid=frechet_distance_from_stats(*gaussian_stats(feats), *reference),
+        fid=reference.fid(feats),
         fid_bootstrap_mean=boot_mean,
         fid_bootstrap_std=boot_std,
         # KID's cubic kernel (x.y / D + 1)^3 assumes features of order 1 (Inception's pool features are, and are
         # left as they are, so KID stays the published one); ReLU classifier features are larger, and the kernel's
         # cube then drowns the signal in noise: one global scale, the reference's root mean square, brings them to
         # order 1 for the model and the floor alike.
-        **kid(reference_feats / rms, feats / rms, subsets=KID_SUBSETS, seed=seed),
+        **kid(reference_feats / scale, feats / scale, subsets=KID_SUBSETS, seed=seed),
         **precision_recall(same_size, feats),
         **density_coverage(same_size, feats),
         inception_score=is_mean,
         inception_score_std=is_std,
         classes_covered=int((hist >= min_fraction).sum()),
         effective_classes=effective_classes(hist),
-        class_kl=kl_divergence(hist, reference_hist),
+        class_kl=kl_divergence(hist, reference.hist),
         class_histogram=[round(float(h), 4) for h in hist],
     )

@@ -71,12 +71,12 @@ def main() -> None:
 
     # 1. The evaluation's yardstick: its classifier, the training images' features, the floor.
     classifier = metrics.train_classifier(images, labels, classes, EVAL.classifier_epochs, EVAL.classifier_seed)
-    reference, reference_probs = metrics.embed(classifier, images)
-    histogram = metrics.class_histogram(reference_probs)
+    reference_feats, reference_probs = metrics.embed(classifier, images)
+    reference = metrics.Reference.of(reference_feats, metrics.class_histogram(reference_probs))
     real = heldout[np.random.default_rng(EVAL.seed).choice(len(heldout), EVAL.num_samples, replace=False)]
-    floor = metrics.score(*metrics.embed(classifier, real), reference, histogram, EVAL.coverage_min_fraction)
+    floor = metrics.score(*metrics.embed(classifier, real), reference, EVAL.coverage_min_fraction)
     mix = np.bincount(labels, minlength=classes) / len(labels)  # the class mix conditional samples are drawn in
-    quick = metrics.QuickFID(classifier, *metrics.gaussian_stats(reference), mix, EVAL.num_samples, EVAL.seed)
+    quick = metrics.QuickFID(classifier, reference.mu, reference.cov, mix, EVAL.num_samples, EVAL.seed)
 
     # 2. Train, with quick FIDs on the schedule the recipe asks for.
     sink, started = LastState(), time.time()
@@ -94,7 +94,7 @@ def main() -> None:
         G = build_generator(recipe.model, shape, latent)
         G.load_state_dict(sink.state[key])
         fake = generate(G, z, c)
-        scores[key] = metrics.score(*metrics.embed(classifier, fake), reference, histogram, EVAL.coverage_min_fraction)
+        scores[key] = metrics.score(*metrics.embed(classifier, fake), reference, EVAL.coverage_min_fraction)
         if key == "G_ema":
             args.out.mkdir(parents=True, exist_ok=True)
             save_grid(fake[:64], args.out / f"{args.name}.png")
