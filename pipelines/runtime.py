@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gan
 from pipelines.codebase import code_version
-from pipelines.config import UsageError
+from pipelines.config import UsageError, is_uri
 
 GAN_DIR = Path(gan.__file__).parent
 PROJECT_ROOT = GAN_DIR.parent  # holds gan/ and pipelines/: a git checkout when run from source
@@ -65,6 +65,14 @@ class Workspace:
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+
+def ray_storage(storage_path: str, workspace: Workspace) -> str:
+    """Ray Train's storage: a `pyarrow.fs` URI as given, else an absolute local path (Ray Train takes no relative ones);
+    '' is the workspace's ray_results."""
+    if is_uri(storage_path):
+        return storage_path
+    return str(Path(storage_path).expanduser().resolve()) if storage_path else str(workspace.ray_results)
 
 
 def configure_environment(workspace: Workspace) -> None:
