@@ -17,6 +17,7 @@ GAN_DIR = Path(gan.__file__).parent
 PROJECT_ROOT = GAN_DIR.parent  # holds gan/ and pipelines/: a git checkout when run from source
 DISTRIBUTION = "gan-pipeline"  # [project] name in pyproject.toml
 GIT_TIMEOUT_S = 5
+RAY_RUN_RECORD = "checkpoint_manager_snapshot.json"  # Ray Train keeps it in the run's folder, to resume the run from
 
 
 # For Ray's processes. The controller polls workers every 0.25 s instead of 2 s (each ray.train.report
@@ -45,6 +46,11 @@ class Workspace:
     @property
     def ray_results(self) -> Path:
         return self.root / "ray_results"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Local copies of final checkpoints that Ray Train keeps elsewhere (`ray.storage_path` a URI)."""
+        return self.root / "checkpoints"
 
     @property
     def evaluations(self) -> Path:
