@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from gan.config import (
     ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, Recipe, RegConfig, Section, TrainConfig, check_eval, check_recipe,
@@ -30,6 +30,13 @@ class ClusterUnavailable(Exception):
 
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "presets"
+# The URI schemes of `pyarrow.fs.FileSystem.from_uri`, which Ray Train's storage goes through ("mock" is for tests).
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")
+
+
+def is_uri(path: str) -> bool:
+    """`scheme://...` rather than a local path."""
+    return "://" in path
 
 
 class RayConfig(Section):
@@ -54,6 +61,25 @@ class RayConfig(Section):
         "auto", description="where the training driver runs: 'process' (this one), 'job' (a Ray Job on the cluster at RAY_ADDRESS, "
         "which outlives this process), 'auto' (a job when RAY_ADDRESS is the dashboard's http(s):// address)"
     )
+    storage_path: str = Field(
+        "", description="where Ray Train keeps its run folders and checkpoints: '' (<workdir>/ray_results), a path (relative to the "
+        "current folder), or a pyarrow.fs URI (s3://bucket/prefix, gs://bucket/prefix, file:///shared/path) with credentials "
+        "from the environment; the final checkpoint is copied back into the working folder"
+    )
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_form(cls, value: str) -> str:
+        if not is_uri(value):
+            return value
+        scheme, _, rest = value.partition("://")
+        if scheme not in STORAGE_SCHEMES:
+            raise ValueError(f"unknown storage URI scheme {scheme!r}; allowed: {', '.join(STORAGE_SCHEMES)}, or a local path")
+        if not rest.strip("/"):
+            raise ValueError(f"{scheme}:// names no bucket or folder")
+        if scheme == "file" and not rest.startswith("/"):
+            raise ValueError("a file:// URI needs an absolute path: file:///shared/path")
+        return value
 
 
 class RegistryConfig(Section):

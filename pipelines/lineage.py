@@ -20,10 +20,9 @@ from pipelines.codebase import code_version
 from pipelines.config import PipelineConfig
 from pipelines.ingest import find_dataset
 from pipelines.register import RESOLVED_CONFIG, config_hash, connect, model_version, registered_model
-from pipelines.runtime import DISTRIBUTION, Workspace, commit_exists
+from pipelines.runtime import DISTRIBUTION, RAY_RUN_RECORD, Workspace, commit_exists
 
 PREFECT_TIMEOUT_S = 60  # opening a client may first start Prefect's temporary server: 10-40 s on a busy small machine
-RAY_RUN_RECORD = "checkpoint_manager_snapshot.json"  # Ray Train keeps it in the run's folder, to resume the run from
 MINUTE = "%Y-%m-%d %H:%M"
 
 

@@ -4,7 +4,8 @@ The Prefect task submits `python -m pipelines.ray_job` with the resolved config,
 (the epoch lines reach the task's log as with a local driver), stops the job when the task is cancelled or killed,
 and reads the job's result from its last line. A retried task submits a new job with the same Ray Train run name and
 storage, so training resumes from the latest checkpoint. The working folder must be one path that every node sees
-(a shared volume): the dataset is read from it and the checkpoints are written beside it.
+(a shared volume): the dataset is read from it, and the checkpoints are written beside it unless `ray.storage_path`
+names a URI (s3://, gs://) every node can reach.
 """
 
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from pipelines import console
 from pipelines.config import PipelineConfig
-from pipelines.runtime import Workspace, cluster_runtime_env, dashboard_address
+from pipelines.runtime import Workspace, cluster_runtime_env, dashboard_address, ray_storage
 from pipelines.stages import FAIL_HOOK, USER_ERRORS
 
 SPEC_ENV = "GAN_PIPELINE_TRAIN_JOB"  # the job's input: {"config": ..., "dataset_dir": ...}
@@ -43,7 +44,11 @@ def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str) -> dict:
 
         raise UsageError("ray.driver = 'job' needs RAY_ADDRESS: the cluster's dashboard (http://head:8265), GCS or ray:// address")
     # Relative paths would resolve in the job's own folder on the head: send absolute ones, which every node must see.
-    config = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"workdir": str(Workspace.of(cfg.runtime.workdir).root)})})
+    workspace = Workspace.of(cfg.runtime.workdir)
+    config = cfg.model_copy(update={
+        "runtime": cfg.runtime.model_copy(update={"workdir": str(workspace.root)}),
+        "ray": cfg.ray.model_copy(update={"storage_path": ray_storage(cfg.ray.storage_path, workspace)}),
+    })
     spec = {"config": config.model_dump(mode="json"), "dataset_dir": str(Path(dataset_dir).resolve())}
     env = {SPEC_ENV: json.dumps(spec), **({FAIL_HOOK: os.environ[FAIL_HOOK]} if os.environ.get(FAIL_HOOK) else {})}
     client = JobSubmissionClient()  # RAY_ADDRESS, in any of its forms

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import gan
 from pipelines.codebase import code_version
-from pipelines.config import UsageError
+from pipelines.config import UsageError, is_uri
 
 GAN_DIR = Path(gan.__file__).parent
 PROJECT_ROOT = GAN_DIR.parent  # holds gan/ and pipelines/: a git checkout when run from source
 DISTRIBUTION = "gan-pipeline"  # [project] name in pyproject.toml
 GIT_TIMEOUT_S = 5
+RAY_RUN_RECORD = "checkpoint_manager_snapshot.json"  # Ray Train keeps it in the run's folder, to resume the run from
 
 
 # For Ray's processes. The controller polls workers every 0.25 s instead of 2 s (each ray.train.report
@@ -47,6 +48,11 @@ class Workspace:
         return self.root / "ray_results"
 
     @property
+    def checkpoints(self) -> Path:
+        """Local copies of final checkpoints that Ray Train keeps elsewhere (`ray.storage_path` a URI)."""
+        return self.root / "checkpoints"
+
+    @property
     def evaluations(self) -> Path:
         return self.root / "evaluations"
 
@@ -69,6 +75,14 @@ class Workspace:
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+
+def ray_storage(storage_path: str, workspace: Workspace) -> str:
+    """Ray Train's storage: a `pyarrow.fs` URI as given, else an absolute local path (Ray Train takes no relative ones);
+    '' is the workspace's ray_results."""
+    if is_uri(storage_path):
+        return storage_path
+    return str(Path(storage_path).expanduser().resolve()) if storage_path else str(workspace.ray_results)
 
 
 def configure_environment(workspace: Workspace) -> None:

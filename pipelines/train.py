@@ -1,7 +1,9 @@
 """Stage 2: DDP GAN training with a Ray Train TorchTrainer (the per-worker side is in `ray_worker.py`)."""
 
+import os
 import time
-from pathlib import Path
+import uuid
+from pathlib import Path, PurePosixPath
 
 from prefect import task
 
@@ -10,11 +12,11 @@ from gan.config import check_recipe
 from gan.watchdog import TrainingDiverged
 from pipelines import console, ray_job
 from pipelines.codebase import stage_code
-from pipelines.config import ClusterUnavailable, PipelineConfig, fingerprint
+from pipelines.config import ClusterUnavailable, PipelineConfig, fingerprint, is_uri
 from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key
 from pipelines.ingest import check_batch_fits
 from pipelines.ray_worker import train_loop_per_worker
-from pipelines.runtime import Workspace, ensure_ray
+from pipelines.runtime import RAY_RUN_RECORD, Workspace, ensure_ray, ray_storage
 from pipelines.stages import cache_key, failure_hook, retry_unless_user_error
 
 
@@ -48,7 +50,7 @@ def failure_cause(err: BaseException, kind: type[BaseException]) -> BaseExceptio
     return None
 
 
-def placement_failure(err: BaseException, cfg: PipelineConfig, resources: dict, run_dir: Path) -> ClusterUnavailable | None:
+def placement_failure(err: BaseException, cfg: PipelineConfig, resources: dict, run_dir: str) -> ClusterUnavailable | None:
     """Ray Train's start-up timeout, as the one line a user needs: what could not be placed, and that a re-run resumes."""
     from ray.train.v2._internal.exceptions import InsufficientClusterResourcesError, WorkerGroupStartupTimeoutError  # noqa: PLC0415
 
@@ -79,8 +81,24 @@ def quick_fid_blob(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> by
     return path.read_bytes()
 
 
+def local_copy(checkpoint, workspace: Workspace, run: str) -> Path:  # noqa: ANN001 - a ray.train.Checkpoint
+    """A checkpoint kept in remote storage, downloaded once into <workdir>/checkpoints/<run>/<its folder name>, beside
+    the run's record: the later stages read a local folder, and lineage finds the run. Both appear by one rename."""
+    out = workspace.checkpoints / run / PurePosixPath(checkpoint.path).name
+    if not out.is_dir():
+        data.remove_stale_temporaries(out.parent)
+        with data.written_aside(out) as tmp:
+            checkpoint.to_directory(str(tmp))
+    record = out.parent / f".tmp-{RAY_RUN_RECORD}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with checkpoint.filesystem.open_input_stream(str(PurePosixPath(checkpoint.path).parent / RAY_RUN_RECORD)) as remote:
+        record.write_bytes(remote.read())
+    os.replace(record, out.parent / RAY_RUN_RECORD)
+    return out
+
+
 def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
-    """Fit the GAN with a TorchTrainer on the dataset's train split; return the final checkpoint and timings."""
+    """Fit the GAN with a TorchTrainer on the dataset's train split; return the final checkpoint and timings
+    (with `ray.storage_path` a URI: a local copy of the checkpoint, and its URI as `checkpoint_uri`)."""
     import ray.data  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
@@ -97,6 +115,8 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
 
     resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {}), **cfg.ray.worker_resources}
     name = run_name(cfg, manifest)
+    storage = ray_storage(cfg.ray.storage_path, workspace)
+    run_dir = f"{storage.rstrip('/')}/{name}"  # Ray Train's run folder: <storage_path>/<name>/checkpoint_<time>
     print(f"[train] {cfg.model.arch} on {cfg.ray.num_workers} workers, run {name}")
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -107,7 +127,7 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=str(workspace.ray_results),
+            name=name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures, controller_failure_limit=cfg.ray.placement_retries),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": {} if cfg.ray.use_gpu else CPU_WORKER_ENV},
@@ -122,15 +142,20 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
             result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         # The watchdog's verdict or a placement failure, in one line: not Ray's wrapper with every worker's traceback.
-        plain = failure_cause(err, TrainingDiverged) or placement_failure(err, cfg, resources, workspace.ray_results / name)
+        plain = failure_cause(err, TrainingDiverged) or placement_failure(err, cfg, resources, run_dir)
         if plain is not None:
             raise plain from None
         raise
     finished = time.time()
     assert result.checkpoint is not None, f"run {name} finished without a checkpoint"
     metrics = result.metrics
+    if is_uri(storage):
+        where = {"checkpoint": str(local_copy(result.checkpoint, workspace, name)),
+                 "checkpoint_uri": f"{run_dir}/{PurePosixPath(result.checkpoint.path).name}"}
+    else:
+        where = {"checkpoint": result.checkpoint.path}
     return {
-        "checkpoint": result.checkpoint.path,
+        **where,
         "ray_start_seconds": ray_ready - started,
         "fit_seconds": finished - ray_ready,
         "to_first_step_seconds": metrics["first_batch_unix"] - ray_ready if metrics.get("first_batch_unix") else None,

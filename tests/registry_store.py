@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gan import checkpoint
 from pipelines.config import PipelineConfig
-from pipelines.lineage import RAY_RUN_RECORD
+from pipelines.runtime import RAY_RUN_RECORD
 from pipelines.register import register
 from tests.test_training_loop import recipe, run
 

@@ -34,6 +34,10 @@ def test_overrides_apply_after_the_file_with_yaml_typing() -> None:
         ("reg.diffaugment=flip", "reg.diffaugment = 'flip' (--set): Value error, unknown augmentation flip; allowed: translation, cutout, color"),
         ("eval.feature_extractor=vgg", "eval.feature_extractor = 'vgg' (--set): Input should be 'classifier' or 'inception'"),
         ("trainer.epochs=3", "trainer = {'epochs': 3} (--set): unknown key; allowed here: data, eval, model, optim, ray, reg"),
+        ("ray.storage_path=ftp://host/x", "ray.storage_path = 'ftp://host/x' (--set): Value error, unknown storage URI scheme 'ftp'; "
+         "allowed: file, s3, gs, gcs, hdfs, viewfs, or a local path"),
+        ("ray.storage_path=s3://", "ray.storage_path = 's3://' (--set): Value error, s3:// names no bucket or folder"),
+        ("ray.storage_path=file://shared/x", "ray.storage_path = 'file://shared/x' (--set): Value error, a file:// URI needs an absolute path"),
     ],
 )
 def test_bad_values_name_key_value_and_rule(override: str, expected: str) -> None:
@@ -41,6 +45,15 @@ def test_bad_values_name_key_value_and_rule(override: str, expected: str) -> Non
         load_config(None, [override])
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["", "shared/ray", "/mnt/shared/ray", "s3://bucket/gan", "gs://bucket", "file:///mnt/shared/ray"])
+def test_storage_path_takes_a_local_path_or_a_pyarrow_uri(value: str, tmp_path: Path) -> None:
+    from pipelines.runtime import Workspace, ray_storage  # noqa: PLC0415
+
+    cfg = load_config(None, [f"ray.storage_path={value}"] if value else [])
+    storage = ray_storage(cfg.ray.storage_path, Workspace(tmp_path))
+    assert storage == (str(tmp_path / "ray_results") if not value else value if "://" in value else str(Path(value).resolve()))
 
 
 def test_bad_file_values_name_the_file(tmp_path: Path) -> None:

@@ -13,12 +13,13 @@ from uuid import uuid4
 import mlflow
 import pytest
 
+from gan.checkpoint import STATE_FILE
 from gan.data import read_manifest
 from pipelines import lineage
 from pipelines.config import UsageError
 from pipelines.ingest import ingest
 from pipelines.lineage import chain, prefect_link, versions_table
-from pipelines.runtime import DISTRIBUTION, commit_exists, git_sha
+from pipelines.runtime import DISTRIBUTION, RAY_RUN_RECORD, Workspace, commit_exists, git_sha
 from tests import services
 from tests.registry_store import checkpoints, config, registered
 
@@ -90,6 +91,25 @@ def test_versions_and_the_chain_of_a_registered_version(client: mlflow.MlflowCli
     assert links_of(cfg, "m", "2")["Ray Train run"].detail == f"missing: no folder {second.parent}"
     with pytest.raises(UsageError, match="^m: no version '9'; registered versions: v1, v2; aliases: challenger = v2, champion = v1$"):
         chain(cfg, "m", "9")
+
+
+def test_a_checkpoint_in_remote_storage_is_copied_into_the_workspace_beside_its_run_record(tmp_path: Path) -> None:
+    """`ray.storage_path` a URI: the train stage hands on a local copy, which later stages and the lineage links read."""
+    from ray.train import Checkpoint  # noqa: PLC0415
+
+    from pipelines.train import local_copy  # noqa: PLC0415
+
+    remote = tmp_path / "store" / "train-x" / "checkpoint_000003"  # as Ray Train keeps it under file://<tmp_path>/store
+    remote.mkdir(parents=True)
+    (remote / STATE_FILE).write_bytes(b"state")
+    (remote.parent / RAY_RUN_RECORD).write_text("{}")
+    workspace = Workspace.of(str(tmp_path / "gan-work"))
+    for _ in range(2):  # a second call (a cached stage's re-run) keeps the copy and refreshes the run's record
+        copy = local_copy(Checkpoint(f"file://{remote}"), workspace, "train-x")
+    assert copy == workspace.checkpoints / "train-x" / "checkpoint_000003"
+    assert (copy / STATE_FILE).read_bytes() == b"state"
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["checkpoint_000003", RAY_RUN_RECORD]  # nothing left aside
+    assert [(link.what, link.exists) for link in lineage.training_links(str(copy))] == [("Ray Train run", True), ("checkpoint", True)]
 
 
 def test_prefect_link_says_why_a_flow_run_cannot_be_looked_up(monkeypatch: pytest.MonkeyPatch) -> None:

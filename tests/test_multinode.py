@@ -140,12 +140,12 @@ def latest_summary(tmp_path: Path) -> dict:
     return json.loads(runs[-1].read_text())
 
 
-def wait_for_checkpoint(tmp_path: Path, process: subprocess.Popen, seconds: float = 300) -> None:
-    """Until the run has saved a checkpoint (of epoch 1 or later) in its Ray Train run folder."""
+def wait_for_checkpoint(storage: Path, process: subprocess.Popen, seconds: float = 300) -> None:
+    """Until the run has saved a checkpoint (of epoch 1 or later) in its Ray Train run folder under `storage`."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         assert process.poll() is None, f"the run ended ({process.returncode}) before its first checkpoint"
-        if list((tmp_path / "gan-work" / "ray_results").glob("train-*/checkpoint_*/metrics.json")):
+        if list(storage.glob("train-*/checkpoint_*/metrics.json")):
             return
         time.sleep(0.5)
     raise TimeoutError("no checkpoint within the time")
@@ -196,7 +196,7 @@ def test_train_stage_as_a_ray_job_stops_with_the_flow_and_the_next_job_resumes(c
     with (tmp_path / "first.log").open("w") as out:
         first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_checkpoint(tmp_path, first)
+        wait_for_checkpoint(tmp_path / "gan-work" / "ray_results", first)
         first.send_signal(signal.SIGTERM)  # what Prefect's runner does to cancel a deployed flow run
         assert first.wait(timeout=120) != 0
     finally:
@@ -221,12 +221,18 @@ def test_train_stage_as_a_ray_job_stops_with_the_flow_and_the_next_job_resumes(c
 
 
 def test_losing_a_node_mid_training_fails_clearly_and_the_rerun_resumes(cluster: Cluster, tmp_path: Path) -> None:
-    command, env = pipeline(cluster, tmp_path, cluster.head, train={"epochs": 12, "seed": 12}, ray={"max_failures": 1, "placement_retries": 0})
+    """With the checkpoints in storage named by a URI (`ray.storage_path`; here a shared path, file://, as s3:// or gs://
+    would be on machines that share no volume): the re-run resumes from it and hands on a local copy in the working folder."""
+    store = tmp_path / "shared-store"
+    command, env = pipeline(
+        cluster, tmp_path, cluster.head, train={"epochs": 12, "seed": 12},
+        ray={"max_failures": 1, "placement_retries": 0, "storage_path": f"file://{store}"},
+    )
     env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "10"
     with (tmp_path / "first.log").open("w") as out:
         first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_checkpoint(tmp_path, first)
+        wait_for_checkpoint(store, first)
         cluster.kill_node()
         code = first.wait(timeout=300)
     finally:
@@ -237,8 +243,14 @@ def test_losing_a_node_mid_training_fails_clearly_and_the_rerun_resumes(cluster:
     # One line: the workers could not be placed again after the node went, and where the checkpoints wait.
     assert "the Ray cluster could not place 2 training workers" in output, output[-3000:]
     assert "Traceback" not in output.split("could not place")[-1]
+    assert f"kept in file://{store}/train-" in output, output[-3000:]
 
     cluster.start_node()
     done = run(command, tmp_path, env, "second.log")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert latest_summary(tmp_path)["train"]["metrics"]["resumed_from_epoch"] >= 1
+    trained = latest_summary(tmp_path)["train"]
+    assert trained["metrics"]["resumed_from_epoch"] >= 1
+    assert trained["checkpoint_uri"].startswith(f"file://{store}/train-"), trained
+    local = Path(trained["checkpoint"])
+    assert local.is_dir() and local.is_relative_to(tmp_path / "gan-work" / "checkpoints"), trained
+    assert local.name == trained["checkpoint_uri"].rsplit("/", 1)[-1] and not (tmp_path / "gan-work" / "ray_results").exists()

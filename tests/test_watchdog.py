@@ -101,8 +101,8 @@ def test_a_worker_group_that_cannot_be_placed_becomes_one_line_naming_what_and_w
 
     cfg = PipelineConfig.model_validate({"ray": {"num_workers": 2, "placement_retries": 1, "worker_resources": {"slot": 1}}})
     resources = {"CPU": 0.5, "slot": 1.0}
-    found = placement_failure(ControllerError(WorkerGroupStartupTimeoutError(2)), cfg, resources, tmp_path / "train-x")
+    found = placement_failure(ControllerError(WorkerGroupStartupTimeoutError(2)), cfg, resources, "s3://bucket/gan/train-x")
     assert isinstance(found, ClusterUnavailable)
     assert "could not place 2 training workers needing {'CPU': 0.5, 'slot': 1.0} each (2 tries; the worker group startup timed out" in str(found)
-    assert f"kept in {tmp_path / 'train-x'}" in str(found) and "\n" not in str(found)
-    assert placement_failure(ControllerError(RuntimeError("other")), cfg, resources, tmp_path) is None
+    assert "kept in s3://bucket/gan/train-x: run again" in str(found) and "\n" not in str(found)
+    assert placement_failure(ControllerError(RuntimeError("other")), cfg, resources, str(tmp_path)) is None
