@@ -379,11 +379,6 @@ def main() -> None:
         more = f" ({len(lines) - 1} more lines and every process's output in {log})" if log else ""
         typer.echo(f"error: the pipeline failed: {type(err).__name__}: {lines[0]}{more}", err=True)
         sys.exit(1)
-    except BaseException as err:  # SIGTERM (Prefect's TerminationSignal): stopped from outside, e.g. a cancelled flow run
-        if type(err).__name__ != "TerminationSignal":
-            raise
-        typer.echo("terminated", err=True)
-        sys.exit(143)
     sys.exit(code if isinstance(code, int) else 0)
 
 
