@@ -151,20 +151,51 @@ def wait_for_checkpoint(storage: Path, process: subprocess.Popen, seconds: float
     raise TimeoutError("no checkpoint within the time")
 
 
-def test_training_spreads_over_two_nodes_and_uses_the_services_named_by_the_environment(cluster: Cluster, tmp_path: Path) -> None:
+def test_training_spreads_over_two_nodes_survives_losing_one_and_uses_the_services(cluster: Cluster, tmp_path: Path) -> None:
+    """Process driver (RAY_ADDRESS = the GCS address), checkpoints in storage named by a URI (`ray.storage_path`; here
+    a shared path, file://, as s3:// or gs:// would be on machines that share no volume). The second node is SIGKILLed
+    after the first checkpoint: the run fails with one line; with the node back, the re-run resumes from the storage and
+    hands on a local copy of the final checkpoint in the working folder."""
+    store = tmp_path / "shared-store"
+    command, env = pipeline(
+        cluster, tmp_path, cluster.head, train={"epochs": 12, "seed": 12},
+        ray={"max_failures": 1, "placement_retries": 0, "storage_path": f"file://{store}"},
+    )
+    env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "10"
     before = train_worker_nodes(cluster.env["DASHBOARD"])
-    command, env = pipeline(cluster, tmp_path, cluster.head)
-    done = run(command, tmp_path, env, "run.log")
+    with (tmp_path / "first.log").open("w") as out:
+        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_checkpoint(store, first)
+        # Ray: the run joined the cluster, and its two workers run on the two nodes.
+        workers = {actor: node for actor, node in train_worker_nodes(cluster.env["DASHBOARD"]).items() if actor not in before}
+        assert len(workers) == 2 and len(set(workers.values())) == 2, workers
+        assert set(workers.values()) == set(alive_nodes(cluster.env["DASHBOARD"]))
+        cluster.kill_node()
+        code = first.wait(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    output = (tmp_path / "first.log").read_text()
+    port = cluster.head.rsplit(":", 1)[1]
+    assert re.search(rf"\[ray\] connected to the cluster at [\d.]+:{port}\b", output)
+    assert code != 0, output[-3000:]
+    # One line: the workers could not be placed again after the node went, and where the checkpoints wait.
+    assert "the Ray cluster could not place 2 training workers" in output, output[-3000:]
+    assert "Traceback" not in output.split("could not place")[-1]
+    assert f"kept in file://{store}/train-" in output, output[-3000:]
+
+    cluster.start_node()
+    done = run(command, tmp_path, env, "second.log")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = latest_summary(tmp_path)
-
-    # Ray: the run joined the cluster, and its two workers ran on the two nodes, each training on its shard.
-    port = cluster.head.rsplit(":", 1)[1]
-    assert re.search(rf"\[ray\] connected to the cluster at [\d.]+:{port}\b", done.stdout + done.stderr)
-    workers = {actor: node for actor, node in train_worker_nodes(cluster.env["DASHBOARD"]).items() if actor not in before}
-    assert len(workers) == 2 and len(set(workers.values())) == 2, workers
-    assert set(workers.values()) == set(alive_nodes(cluster.env["DASHBOARD"]))
-    assert summary["train"]["metrics"]["images_rank0"] > 0 and summary["train"]["metrics"]["images_rank1"] > 0
+    trained = summary["train"]
+    assert trained["metrics"]["resumed_from_epoch"] >= 1
+    assert trained["metrics"]["images_rank0"] > 0 and trained["metrics"]["images_rank1"] > 0
+    assert trained["checkpoint_uri"].startswith(f"file://{store}/train-"), trained
+    local = Path(trained["checkpoint"])
+    assert local.is_dir() and local.is_relative_to(tmp_path / "gan-work" / "checkpoints"), trained
+    assert local.name == trained["checkpoint_uri"].rsplit("/", 1)[-1] and not (tmp_path / "gan-work" / "ray_results").exists()
 
     # MLflow: the version lives on the server, and no local store was made.
     import mlflow
@@ -198,7 +229,8 @@ def test_train_stage_as_a_ray_job_stops_with_the_flow_and_the_next_job_resumes(c
     try:
         wait_for_checkpoint(tmp_path / "gan-work" / "ray_results", first)
         first.send_signal(signal.SIGTERM)  # what Prefect's runner does to cancel a deployed flow run
-        assert first.wait(timeout=120) != 0
+        # Prefect marks the task and flow run Crashed, then lets the signal end the process, after the job was stopped.
+        assert first.wait(timeout=120) == -signal.SIGTERM
     finally:
         if first.poll() is None:
             first.kill()
@@ -218,39 +250,3 @@ def test_train_stage_as_a_ray_job_stops_with_the_flow_and_the_next_job_resumes(c
     # Its output reached this process as a local driver's would: the workers' nodes and every epoch.
     assert "[train] rank 1 of 2 on node" in done.stdout + done.stderr
     assert "[train] epoch 12/12" in done.stdout + done.stderr
-
-
-def test_losing_a_node_mid_training_fails_clearly_and_the_rerun_resumes(cluster: Cluster, tmp_path: Path) -> None:
-    """With the checkpoints in storage named by a URI (`ray.storage_path`; here a shared path, file://, as s3:// or gs://
-    would be on machines that share no volume): the re-run resumes from it and hands on a local copy in the working folder."""
-    store = tmp_path / "shared-store"
-    command, env = pipeline(
-        cluster, tmp_path, cluster.head, train={"epochs": 12, "seed": 12},
-        ray={"max_failures": 1, "placement_retries": 0, "storage_path": f"file://{store}"},
-    )
-    env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "10"
-    with (tmp_path / "first.log").open("w") as out:
-        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_checkpoint(store, first)
-        cluster.kill_node()
-        code = first.wait(timeout=300)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    output = (tmp_path / "first.log").read_text()
-    assert code != 0, output[-3000:]
-    # One line: the workers could not be placed again after the node went, and where the checkpoints wait.
-    assert "the Ray cluster could not place 2 training workers" in output, output[-3000:]
-    assert "Traceback" not in output.split("could not place")[-1]
-    assert f"kept in file://{store}/train-" in output, output[-3000:]
-
-    cluster.start_node()
-    done = run(command, tmp_path, env, "second.log")
-    assert done.returncode == 0, done.stderr[-3000:]
-    trained = latest_summary(tmp_path)["train"]
-    assert trained["metrics"]["resumed_from_epoch"] >= 1
-    assert trained["checkpoint_uri"].startswith(f"file://{store}/train-"), trained
-    local = Path(trained["checkpoint"])
-    assert local.is_dir() and local.is_relative_to(tmp_path / "gan-work" / "checkpoints"), trained
-    assert local.name == trained["checkpoint_uri"].rsplit("/", 1)[-1] and not (tmp_path / "gan-work" / "ray_results").exists()
