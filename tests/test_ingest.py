@@ -41,3 +41,17 @@ def test_preflight_rejects_a_model_or_batch_that_cannot_fit(tmp_path: Path) -> N
     with pytest.raises(DataError, match="each of 2 workers holds only 16 training images"):
         preflight(config(tmp_path, tmp_path / "idx", "model.arch=mlp", "train.batch_size=32"))
     assert not (tmp_path / "work").exists()  # nothing written
+
+
+def test_image_folder_is_shaped_and_a_new_shape_is_a_new_dataset(tmp_path: Path) -> None:
+    from tests.test_sources import make_class_tree, save_image  # noqa: PLC0415
+
+    make_class_tree(tmp_path / "img", per_class=8)
+    cfg = config(tmp_path, tmp_path / "img", "model.arch=mlp", "train.batch_size=4", "data.channels=3", "data.image_size=8")
+    preflight(cfg)
+    manifest = read_manifest(ingest(cfg))
+    assert manifest["image_shape"] == [3, 8, 8] and manifest["class_names"] == ["ant", "bee", "cat"]
+    assert ingest(config(tmp_path, tmp_path / "img", "data.image_size=12")) != ingest(cfg)
+    save_image(tmp_path / "img" / "bee" / "small.png", size=(6, 6))
+    with pytest.raises(DataError, match="small.png: 6x6 is smaller than data.image_size = 8"):
+        preflight(config(tmp_path, tmp_path / "img", "model.arch=mlp", "train.batch_size=4", "data.image_size=8"))

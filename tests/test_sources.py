@@ -1,0 +1,135 @@
+"""Image folder sources: class folders to labels, shaping (channels, resize and crop), checksums, bad inputs named."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gan import data
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}
+
+
+def save_image(path: Path, size: tuple[int, int] = (12, 12), mode: str = "L", value: int = 0) -> np.ndarray:
+    """A small image with a gradient (so resizing and cropping show), returned as saved: [H, W] or [H, W, 3]."""
+    w, h = size
+    pixels = (np.add.outer(np.arange(h), np.arange(w)) * 7 + value).astype(np.uint8)
+    if mode == "RGB":
+        pixels = np.stack([pixels, 255 - pixels, np.full_like(pixels, value)], axis=-1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, FORMATS[path.suffix], **({"lossless": True} if path.suffix == ".webp" else {}))
+    return pixels
+
+
+def make_class_tree(root: Path, per_class: int = 3) -> None:
+    """Classes 'cat' (PNG, greyscale), 'ant' (BMP and lossless WebP, RGB) and 'bee' (JPEG, greyscale)."""
+    for k in range(per_class):
+        save_image(root / "cat" / f"{k}.png", value=k)
+        save_image(root / "ant" / f"{k}{'.bmp' if k % 2 else '.webp'}", mode="RGB", value=k)
+        save_image(root / "bee" / f"{k}.jpg", value=k)
+
+
+def test_class_folders_become_sorted_labels_and_the_mapping_reaches_the_manifest(tmp_path: Path) -> None:
+    make_class_tree(tmp_path / "src")
+    (tmp_path / "src" / ".DS_Store").write_bytes(b"\x00")  # hidden files are skipped
+    source = data.load_source(str(tmp_path / "src"))
+    assert source.class_names == ("ant", "bee", "cat") and source.labelled
+    assert source.images.shape == (9, 1, 12, 12) and source.images.dtype == np.uint8
+    np.testing.assert_array_equal(source.labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(source.images[6, 0], save_image(tmp_path / "again.png", value=0))  # PNG is exact
+    manifest = data.write_dataset(source, tmp_path / "ds", 0.34, 0, data.source_checksum(str(tmp_path / "src")))
+    assert manifest["class_names"] == ["ant", "bee", "cat"] and manifest["labelled"] is True
+    assert manifest["num_classes"] == 3 and manifest["image_shape"] == [1, 12, 12]
+
+
+def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
+    for k in range(4):
+        save_image(tmp_path / "src" / f"{k}.png", mode="RGB", value=k)
+    source = data.load_source(str(tmp_path / "src"), data.Shaping(channels=3))
+    assert source.images.shape == (4, 3, 12, 12) and not source.labelled
+    assert source.labels.tolist() == [0, 0, 0, 0]
+    manifest = data.write_dataset(source, tmp_path / "ds", 0.25, 0, "x")
+    assert manifest["labelled"] is False and manifest["num_classes"] == 1 and manifest["class_names"] == ["0"]
+    assert data.load_split(tmp_path / "ds", "train")[0].shape == (3, 3, 12, 12)
+
+
+def test_channels_convert_both_ways(tmp_path: Path) -> None:
+    grey = save_image(tmp_path / "g" / "a.png")
+    rgb = save_image(tmp_path / "c" / "a.png", mode="RGB")
+    as_rgb = data.load_source(str(tmp_path / "g"), data.Shaping(channels=3)).images[0]
+    assert as_rgb.shape == (3, 12, 12) and all((as_rgb[c] == grey).all() for c in range(3))
+    as_grey = data.load_source(str(tmp_path / "c"), data.Shaping(channels=1)).images[0]
+    np.testing.assert_array_equal(as_grey[0], np.asarray(Image.fromarray(rgb).convert("L")))
+
+
+def test_short_side_is_resized_then_the_centre_cropped(tmp_path: Path) -> None:
+    save_image(tmp_path / "src" / "wide.png", size=(16, 8))  # W x H
+    save_image(tmp_path / "src" / "tall.png", size=(10, 20))
+    nearest = data.load_source(str(tmp_path / "src"), data.Shaping(size=8, filter="nearest")).images
+    assert nearest.shape == (2, 1, 8, 8)
+    wide = np.asarray(Image.open(tmp_path / "src" / "wide.png"))
+    np.testing.assert_array_equal(nearest[1, 0], wide[:, 4:12])  # already 8 high: the middle 8 columns
+    lanczos = data.load_source(str(tmp_path / "src"), data.Shaping(size=8)).images
+    assert lanczos.shape == (2, 1, 8, 8) and not np.array_equal(lanczos, nearest)
+
+
+def test_array_sources_are_shaped_too(tmp_path: Path) -> None:
+    source = data.load_source("bundled-digits", data.Shaping(channels=3))
+    assert source.images.shape == (1797, 3, 8, 8)
+    assert data.peek_source("bundled-mnist", 0.2, data.Shaping(channels=3, size=16)) == ((3, 16, 16), 4000)
+    with pytest.raises(data.DataError, match=r"bundled-digits: 8x8 is smaller than data.image_size = 12 \(images are never enlarged\)"):
+        data.load_source("bundled-digits", data.Shaping(size=12))
+
+
+def test_checksum_covers_every_image_and_its_class_folder(tmp_path: Path) -> None:
+    make_class_tree(tmp_path / "src")
+    before = data.source_checksum(str(tmp_path / "src"))
+    assert len(data.source_files(str(tmp_path / "src"))) == 9
+    save_image(tmp_path / "src" / "cat" / "new.png")
+    added = data.source_checksum(str(tmp_path / "src"))
+    (tmp_path / "src" / "cat" / "new.png").rename(tmp_path / "src" / "bee" / "new.png")  # same bytes, other label
+    moved = data.source_checksum(str(tmp_path / "src"))
+    save_image(tmp_path / "src" / "bee" / "new.png", value=1)
+    assert len({before, added, moved, data.source_checksum(str(tmp_path / "src"))}) == 4
+
+
+def test_sizes_must_agree_without_image_size(tmp_path: Path) -> None:
+    save_image(tmp_path / "src" / "a.png")
+    save_image(tmp_path / "src" / "b.png", size=(10, 12))
+    with pytest.raises(data.DataError, match=r"b.png: 10x12 differs from 12x12 of .*a.png; set data.image_size to resize"):
+        data.load_source(str(tmp_path / "src"))
+    assert data.load_source(str(tmp_path / "src"), data.Shaping(size=10)).images.shape == (2, 1, 10, 10)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:-30]), r"bad.png: cannot decode \(.*(truncated|broken)"),
+        (lambda p: p.write_bytes(b""), r"bad.png: empty file \(0 bytes\)"),
+        (lambda p: p.write_bytes(b"not an image at all"), r"bad.png: cannot decode \(cannot identify image file"),
+        (lambda p: Image.fromarray(np.zeros((12, 12), np.uint16)).save(p), r"bad.png: pixel mode 'I;16' is not supported"),
+        (lambda p: p.rename(p.with_suffix(".txt")), r"bad.txt: not an image file \(expected .png, .jpg"),
+        (lambda p: Image.fromarray(np.zeros((4, 12), np.uint8)).save(p), r"bad.png: 12x4 is smaller than data.image_size = 8"),
+    ],
+)
+def test_bad_input_is_named_with_its_reason(tmp_path: Path, spoil, expected: str) -> None:  # noqa: ANN001
+    make_class_tree(tmp_path / "src")
+    save_image(tmp_path / "src" / "cat" / "bad.png", size=(64, 64))
+    spoil(tmp_path / "src" / "cat" / "bad.png")
+    with pytest.raises(data.DataError, match=expected):
+        data.load_source(str(tmp_path / "src"), data.Shaping(size=8))
+
+
+def test_layout_problems_are_collected_into_one_message(tmp_path: Path) -> None:
+    make_class_tree(tmp_path / "src")
+    (tmp_path / "src" / "empty").mkdir()
+    (tmp_path / "src" / "notes.txt").write_text("hello")
+    for k in range(6):
+        (tmp_path / "src" / "cat" / f"zero{k}.png").write_bytes(b"")
+    with pytest.raises(data.DataError) as err:
+        data.load_source(str(tmp_path / "src"))
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'src'}: 8 bad inputs: ") and message.endswith("; and 3 more")
+    assert "notes.txt: a file beside class folders" in message and "empty: class folder holds no images" in message
+    assert "\n" not in message
