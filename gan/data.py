@@ -16,6 +16,7 @@ import os
 import shutil
 import struct
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,10 +70,13 @@ class Shaping:
 
 
 def load_source(source: str, shaping: Shaping = Shaping()) -> Source:
-    """Load `data.source` (a bundled data set by name, a directory of IDX files or a folder of images) as `shaping` says."""
+    """Load `data.source` (a bundled data set by name, a directory of IDX files, a folder of images or an .npz file)
+    as `shaping` says."""
     if source in BUNDLED:
         return conform(BUNDLED[source].load(), shaping, source)
-    path = _source_dir(source)
+    path = _source_path(source)
+    if path.is_file():
+        return conform(load_npz(path), shaping, str(path))
     if _holds_idx(path):
         return conform(load_idx_dir(path), shaping, str(path))
     return load_image_dir(path, shaping)
@@ -92,7 +96,9 @@ def source_files(source: str) -> tuple[Path, ...]:
     """The files a source is read from, for checksumming without decoding them."""
     if source in BUNDLED:
         return (BUNDLED[source].file(),)
-    path = _source_dir(source)
+    path = _source_path(source)
+    if path.is_file():
+        return (path,)
     if _holds_idx(path):
         return tuple(p for pair in _idx_pairs(path) for p in pair)
     return tuple(_image_tree(path).files)
@@ -100,26 +106,26 @@ def source_files(source: str) -> tuple[Path, ...]:
 
 def source_checksum(source: str) -> str:
     """sha256 over the path (within the source) and bytes of every file the source reads, in a fixed order."""
-    root = None if source in BUNDLED else _source_dir(source)
+    root = None if source in BUNDLED else _source_path(source)
     digest = hashlib.sha256()
     for path in source_files(source):
         # The path below the source folder, not just the name: moving an image to another class folder relabels it.
-        digest.update((path.relative_to(root).as_posix() if root else path.name).encode())
+        digest.update((path.relative_to(root).as_posix() if root and root.is_dir() else path.name).encode())
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
 
 
-def _source_dir(source: str) -> Path:
+def _source_path(source: str) -> Path:
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(
             f"data.source: {source!r} is neither a bundled data set ({', '.join(map(repr, BUNDLED))}) "
-            "nor an existing directory of IDX files or images"
+            "nor an existing directory of IDX files or images, nor an .npz file"
         )
-    if not path.is_dir():
-        raise DataError(f"data.source: {source!r} is a file; expected a directory holding IDX files or images")
+    if not path.is_dir() and path.suffix != ".npz":
+        raise DataError(f"data.source: {source!r} is a file but not an .npz; expected a directory holding IDX files or images, or an .npz file")
     return path
 
 
@@ -241,6 +247,42 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as f:
         f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+# ------------------------------------------------------------------------------------------- .npz files
+
+
+def load_npz(path: Path) -> Source:
+    """An .npz with `images` (uint8 [N, H, W], [N, H, W, C] or [N, C, H, W], C = 1 or 3) and optional `labels`
+    (integers >= 0, one per image; without them the source is unlabelled). Channels last wins when both read."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            found = {key: arrays[key] for key in arrays.files if key in ("images", "labels")}
+            keys = arrays.files
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # not a zip, a truncated one, an object array (pickle)
+        raise DataError(f"{path}: cannot read ({err}); expected an .npz written by numpy.savez") from err
+    if "images" not in found:
+        raise DataError(f"{path}: no 'images' array (it holds {', '.join(map(repr, keys)) or 'nothing'})")
+    images = found["images"]
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: 'images' has dtype {images.dtype}; expected uint8 (0..255)")
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[3] in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    elif not (images.ndim == 4 and images.shape[1] in (1, 3)):
+        raise DataError(f"{path}: 'images' has shape {images.shape}; expected [N, H, W], [N, H, W, C] or [N, C, H, W] with C = 1 or 3")
+    if len(images) == 0:
+        raise DataError(f"{path}: 'images' holds no images")
+    images = np.ascontiguousarray(images)  # [N, C, H, W]
+    if "labels" not in found:
+        return Source(images, np.zeros(len(images), np.int64), f"{path} ({len(images)} images, unlabelled)", labelled=False)
+    labels = found["labels"]
+    if labels.dtype.kind not in "iu" or labels.shape != (len(images),) or (labels < 0).any():
+        raise DataError(
+            f"{path}: 'labels' has dtype {labels.dtype} and shape {labels.shape}; expected {len(images)} integers >= 0, one per image"
+        )
+    return Source(images, labels.astype(np.int64), f"{path} ({len(images)} images, {int(labels.max()) + 1} classes)")
 
 
 # ---------------------------------------------------------------------------------------- image folders

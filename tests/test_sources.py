@@ -133,3 +133,48 @@ def test_layout_problems_are_collected_into_one_message(tmp_path: Path) -> None:
     assert message.startswith(f"{tmp_path / 'src'}: 8 bad inputs: ") and message.endswith("; and 3 more")
     assert "notes.txt: a file beside class folders" in message and "empty: class folder holds no images" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("layout", "shape"),
+    [(lambda x: x[:, 0], (5, 1, 8, 8)), (lambda x: x.transpose(0, 2, 3, 1), (5, 3, 8, 8)), (lambda x: x, (5, 3, 8, 8))],
+    ids=["NHW", "NHWC", "NCHW"],
+)
+def test_npz_layouts_and_labels(tmp_path: Path, layout, shape: tuple[int, ...]) -> None:  # noqa: ANN001
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)  # [N, C, H, W]
+    np.savez(tmp_path / "d.npz", images=layout(images), labels=np.array([0, 1, 1, 2, 0], np.uint8))
+    source = data.load_source(str(tmp_path / "d.npz"), data.Shaping(channels=shape[1]))
+    assert source.images.shape == shape and source.labelled
+    np.testing.assert_array_equal(source.images[:, 0], images[:, 0])
+    assert source.labels.tolist() == [0, 1, 1, 2, 0] and source.labels.dtype == np.int64
+    assert data.source_files(str(tmp_path / "d.npz")) == (tmp_path / "d.npz",)
+    np.savez(tmp_path / "d.npz", images=layout(images))
+    unlabelled = data.load_source(str(tmp_path / "d.npz"), data.Shaping(channels=1, size=4))
+    assert unlabelled.images.shape == (5, 1, 4, 4) and not unlabelled.labelled and unlabelled.labels.tolist() == [0] * 5
+
+
+@pytest.mark.parametrize(
+    ("arrays", "expected"),
+    [
+        ({"pixels": np.zeros((2, 8, 8), np.uint8)}, r"d.npz: no 'images' array \(it holds 'pixels'\)"),
+        ({"images": np.zeros((2, 8, 8), np.float32)}, r"d.npz: 'images' has dtype float32; expected uint8"),
+        ({"images": np.zeros((2, 8, 8, 4), np.uint8)}, r"d.npz: 'images' has shape \(2, 8, 8, 4\); expected \[N, H, W\]"),
+        ({"images": np.zeros((2, 8, 8), np.uint8), "labels": np.zeros(3, np.int64)}, r"d.npz: 'labels' has dtype int64 and shape \(3,\); expected 2"),
+        ({"images": np.zeros((2, 8, 8), np.uint8), "labels": np.array([0.0, 1.0])}, r"'labels' has dtype float64"),
+        ({"images": np.array([None, None])}, r"d.npz: cannot read \(.*pickle"),
+    ],
+)
+def test_npz_problems_name_the_file_and_key(tmp_path: Path, arrays: dict, expected: str) -> None:
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(data.DataError, match=expected):
+        data.load_source(str(tmp_path / "d.npz"))
+
+
+def test_broken_npz_and_other_files(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", images=np.zeros((2, 8, 8), np.uint8))
+    (tmp_path / "d.npz").write_bytes((tmp_path / "d.npz").read_bytes()[:100])
+    with pytest.raises(data.DataError, match=r"d.npz: cannot read"):
+        data.load_source(str(tmp_path / "d.npz"))
+    (tmp_path / "d.csv").write_text("1,2")
+    with pytest.raises(data.DataError, match=r"is a file but not an .npz"):
+        data.load_source(str(tmp_path / "d.csv"))
