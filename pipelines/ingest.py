@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import task
@@ -19,43 +20,91 @@ def shaping(cfg: PipelineConfig) -> data.Shaping:
     return data.Shaping(cfg.data.channels, cfg.data.image_size, cfg.data.resize_filter)
 
 
+def settings_key(cfg: PipelineConfig) -> str:
+    """Everything besides the source's bytes that decides a dataset's content (the shard size does not)."""
+    d = cfg.data
+    return fingerprint(dataclasses.asdict(shaping(cfg)), d.holdout_fraction, d.split_seed, d.image_column, d.label_column,
+                       d.classes, d.on_bad_input, data.FORMAT_VERSION)
+
+
 def dataset_dir(cfg: PipelineConfig, checksum: str) -> Path:
     """The dataset's folder is named by what determines its content: source bytes, shaping and split settings."""
-    key = fingerprint(checksum, dataclasses.asdict(shaping(cfg)), cfg.data.holdout_fraction, cfg.data.split_seed, data.FORMAT_VERSION)
-    return Workspace.of(cfg.runtime.workdir).datasets / key
+    return Workspace.of(cfg.runtime.workdir).datasets / fingerprint(checksum, settings_key(cfg))
 
 
 def find_dataset(cfg: PipelineConfig, data_fingerprint: str) -> Path | None:
     """The workspace's dataset whose manifest has this content fingerprint (a registered version's `dataset_fingerprint`),
     if any. Folders are named by source bytes and split settings, so the manifests are what tells the content."""
+    for folder, manifest in _datasets(cfg):
+        if manifest["fingerprint"] == data_fingerprint:
+            return folder
+    return None
+
+
+def _datasets(cfg: PipelineConfig) -> Iterator[tuple[Path, dict]]:
     for folder in sorted(Workspace.of(cfg.runtime.workdir).datasets.glob("[!.]*")):  # not the temporaries of a writer
         try:
-            if data.read_manifest(folder)["fingerprint"] == data_fingerprint:
-                return folder
+            yield folder, data.read_manifest(folder)
         except data.DataError:  # incomplete, or written in an older format
             continue
-    return None
+
+
+def parent_version(cfg: PipelineConfig, inputs: list[tuple[str, str]]) -> dict:
+    """The manifest's lineage: the latest dataset made from the same source with the same settings (its parent), and
+    which input files were added, changed or removed since; `changes.json` beside the manifest lists them all."""
+    same = [(m["created"], f, m) for f, m in _datasets(cfg)
+            if m.get("source_location") == cfg.data.source and m.get("settings_key") == settings_key(cfg)]
+    lineage = {"source_location": cfg.data.source, "settings_key": settings_key(cfg), "parent": None}
+    if not same:
+        return lineage
+    _, folder, manifest = max(same, key=lambda t: t[0])
+    before, now = data.read_inputs(folder), dict(inputs)
+    changes = {
+        "added": sorted(n for n in now if n not in before),
+        "changed": sorted(n for n in now if n in before and before[n] != now[n]),
+        "removed": sorted(n for n in before if n not in now),
+    }
+    lineage["parent"] = {"folder": folder.name, "fingerprint": manifest["fingerprint"], "rows": manifest["rows"]}
+    lineage["changes"] = {kind: len(names) for kind, names in changes.items()}
+    lineage["changes_first"] = {kind: names[:10] for kind, names in changes.items() if names}
+    lineage["_changes"] = changes
+    return lineage
 
 
 def ingest(cfg: PipelineConfig) -> str:
     """Write (or find already written) the dataset for `cfg.data`; return its folder."""
     maybe_fail("ingest")
-    checksum = data.source_checksum(cfg.data.source)
-    out = dataset_dir(cfg, checksum)
+    inputs = data.source_inputs(cfg.data.source)
+    out = dataset_dir(cfg, data.inputs_checksum(inputs))
     if data.is_complete(out):
         print(f"[ingest] dataset already complete: {out}")
         return str(out)
+    workspace = Workspace.of(cfg.runtime.workdir)
     data.remove_stale_temporaries(out.parent)
-    print(f"[ingest] reading {cfg.data.source}")
-    source = data.load_source(cfg.data.source, shaping(cfg))
-    manifest = data.write_dataset(source, out, cfg.data.holdout_fraction, cfg.data.split_seed, checksum)
-    print(f"[ingest] wrote {manifest['rows']} rows of {manifest['image_shape']} to {out}")
+    lineage = parent_version(cfg, inputs)
+    changes = lineage.pop("_changes", None)
+    if lineage["parent"]:
+        counts = ", ".join(f"{n} {kind}" for kind, n in lineage["changes"].items())
+        print(f"[ingest] a new version of the dataset in {lineage['parent']['folder'][:12]}: {counts} input file(s)")
+    workers = cfg.data.ingest_workers or os.cpu_count() or 1
+    options = data.WriteOptions(cfg.data.on_bad_input, cfg.data.shard_mb, workers, workspace.root / "quarantine" / f"{out.name}.json")
+    print(f"[ingest] reading {cfg.data.source} ({len(inputs)} file(s); {workers} decoding process(es))")
+    with data.scratch_space(workspace.root / "scratch") as scratch:  # unpacked arrays, copies of remote files
+        rows = data.open_source(cfg.data.source, shaping(cfg), scratch, (cfg.data.image_column, cfg.data.label_column), workers)
+        rows = data.declare_classes(rows, tuple(cfg.data.classes))
+        manifest = data.write_dataset(rows, out, cfg.data.holdout_fraction, cfg.data.split_seed, data.inputs_checksum(inputs),
+                                      options, lineage, inputs, changes)
+    print(f"[ingest] wrote {manifest['rows']} rows of {manifest['image_shape']} in "
+          f"{sum(map(len, manifest['shards'].values()))} shard(s) to {out}")
+    if manifest["quarantined"]:
+        print(f"[ingest] skipped {manifest['quarantined']} bad input(s), listed in {out / data.QUARANTINE}")
     return str(out)
 
 
 def preflight(cfg: PipelineConfig) -> None:
     """Fail fast on bad input before any service starts: unreadable source, a model that cannot fit it."""
-    image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction, shaping(cfg))
+    image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction, shaping(cfg),
+                                               (cfg.data.image_column, cfg.data.label_column), cfg.data.on_bad_input)
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, train_rows)
     check_local_cpus(cfg)

@@ -268,7 +268,8 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     G, model_cfg, latent = ckpt.ema_generator(state)
     resolved_hash = config_hash(cfg.model_dump(mode="json"))
     lineage = {
-        "dataset_fingerprint": manifest["fingerprint"], "config_hash": resolved_hash, **code_tags(),
+        "dataset_fingerprint": manifest["fingerprint"], "dataset_quarantined": str(manifest.get("quarantined", 0)),
+        "config_hash": resolved_hash, **code_tags(),
         "prefect_flow_run_id": flow_run_id or "none", "checkpoint": str(checkpoint_dir),
         "lineage_key": fingerprint(str(checkpoint_dir), report_path),
     }

@@ -1,6 +1,8 @@
 """Data: the IDX reader on good and corrupt files, the stratified split, the atomic Parquet dataset."""
 
 import gzip
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,7 @@ def test_broken_gzip_and_missing_pieces(tmp_path: Path) -> None:
     with pytest.raises(data.DataError, match="no matching labels file"):
         data.load_source(str(tmp_path))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(data.DataError, match=r"no images .*, or '\*-images-idx3-ubyte"):
+    with pytest.raises(data.DataError, match=r"no images .*, '\*-images-idx3-ubyte"):
         data.load_source(str(tmp_path / "empty"))
     with pytest.raises(data.DataError, match="neither a bundled data set"):
         data.load_source(str(tmp_path / "missing"))
@@ -113,13 +115,17 @@ def test_failed_write_leaves_nothing_that_looks_finished(tmp_path: Path, monkeyp
     assert list((tmp_path / "out").iterdir()) == []  # the temporary folder was removed too
 
 
-def test_stale_temporaries_of_dead_writers_are_removed(tmp_path: Path) -> None:
-    stale = tmp_path / ".tmp-ds-999999999-abcd1234"
-    stale.mkdir()
-    (stale / "train").mkdir()
+def test_stale_temporaries_of_dead_writers_on_this_host_are_removed_and_others_kept(tmp_path: Path) -> None:
+    """Temporaries name host and process: on shared storage, another node's live writer must keep its folder."""
+    host = socket.gethostname()
+    stale, live, elsewhere = (tmp_path / f".tmp-ds-{h}-{pid}-abcd1234" for h, pid in
+                              ((host, 999999999), (host, os.getpid()), ("other-node", 999999999)))
+    for folder in (stale, live, elsewhere):
+        (folder / "train").mkdir(parents=True)
     data.remove_stale_temporaries(tmp_path)
-    assert not stale.exists()
-    assert not data.is_complete(stale)
+    assert not stale.exists() and live.exists() and elsewhere.exists()
+    with data.written_aside(tmp_path / "ds") as tmp:
+        assert tmp.name.startswith(f".tmp-ds-{host}-{os.getpid()}-")
 
 
 def test_bundled_mnist_is_real_and_balanced() -> None:
@@ -131,7 +137,7 @@ def test_bundled_mnist_is_real_and_balanced() -> None:
 
 def test_dataset_rows_are_shuffled_so_shards_see_every_class(tmp_path: Path) -> None:
     """Sources sorted by class (like the bundled MNIST) must not give a worker's contiguous shard one class."""
-    images = np.repeat(np.arange(10, dtype=np.uint8), 20)[:, None, None, None] * np.ones((1, 1, 4, 4), np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (200, 1, 4, 4), dtype=np.uint8)
     source = data.Source(images, np.repeat(np.arange(10), 20), "sorted")
     data.write_dataset(source, tmp_path / "ds", 0.2, 0, "x")
     _, labels = data.load_split(tmp_path / "ds", "train")
