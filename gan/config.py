@@ -59,7 +59,7 @@ class DataConfig(Section):
         "report); 'skip': the dataset is written without them, listed in its quarantine.json and counted in the manifest and MLflow",
     )
     shard_mb: float = Field(32.0, gt=0, le=4096, description="raw image megabytes per Parquet shard (one row group each)")
-    ingest_workers: int = Field(0, ge=0, le=256, description="processes decoding image files during ingest; 0: one per CPU")
+    ingest_workers: int = Field(0, ge=0, le=256, description="processes decoding image files during ingest; 0: one per CPU but one (which writes the shards)")
 
 
 class ModelConfig(Section):

@@ -142,6 +142,7 @@ class Shards:
     def write(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
         name = f"part-{len(self.files):05d}.parquet"
         pq.write_table(to_table(images, labels, index), self.folder / name, row_group_size=len(images))
+        sync(self.folder / name)
         for array in (images, labels, index):
             self.digest.update(np.ascontiguousarray(array).tobytes())
         self.files.append(f"{self.folder.name}/{name}")
@@ -165,7 +166,7 @@ def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float,
     order = order[rows.labels[order] >= 0]  # -1: a label outside the declared classes, already a problem
     with written_aside(out_dir) as tmp:
         splits, first = None, None
-        seen: dict[int, int] = {}  # hash of an image's pixels -> first row holding it
+        seen: dict[tuple[int, int], int] = {}  # hash of an image's pixels -> first row holding it
         for images, good, bad in read_rows(rows, order, options.workers):
             problems += bad
             images, good, first = same_size(images, good, first, rows, problems)
@@ -199,15 +200,31 @@ def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float,
     return read_manifest(out_dir)
 
 
-def _first_copies(images: np.ndarray, good: np.ndarray, seen: dict[int, int], rows: Rows, problems: list[Problem]) -> np.ndarray:
-    """Mask of rows whose pixels were not seen before; each later copy becomes a problem naming the first."""
-    keep = np.ones(len(good), bool)
-    for k, (image, row) in enumerate(zip(images.reshape(len(images), -1), good)):
-        first = seen.setdefault(hash(image.tobytes()), int(row))
+def _first_copies(images: np.ndarray, good: np.ndarray, seen: dict, rows: Rows, problems: list[Problem]) -> np.ndarray:
+    """Mask of rows whose pixels were not seen before; each later copy becomes a problem. `seen` maps a 128-bit
+    hash of the pixels to the first row that had them."""
+    keep, keys = np.ones(len(good), bool), pixel_hashes(images)
+    if not seen.keys() & keys and len(set(keys)) == len(keys):  # the usual case, in C: no copies
+        seen.update(zip(keys, good.tolist()))
+        return keep
+    for k, (key, row) in enumerate(zip(keys, good)):
+        first = seen.setdefault(key, int(row))
         if first != row:
             keep[k] = False
             problems.append(Problem(rows.reader.name(int(row)), f"the same image as {rows.reader.name(first)} (a duplicate)"))
     return keep
+
+
+def pixel_hashes(images: np.ndarray) -> list[tuple[int, int]]:
+    """Two 64-bit multiply-add hashes of each image's bytes, with fixed random odd weights per 8-byte word:
+    vectorised (a Python hash per image costs more than writing the dataset), and equal for equal images."""
+    flat = images.reshape(len(images), -1)
+    pad = -flat.shape[1] % 8
+    words = np.pad(flat, ((0, 0), (0, pad))).view(np.uint64) if pad else np.ascontiguousarray(flat).view(np.uint64)
+    weights = np.random.default_rng(words.shape[1]).integers(1, 2**63, (2, words.shape[1]), dtype=np.uint64) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        a, b = ((words * w).sum(axis=1, dtype=np.uint64) for w in weights)
+    return list(zip(a.tolist(), b.tolist()))
 
 
 def _manifest(rows: Rows, splits: dict[str, Shards], image_shape: tuple, checksum: str, holdout_fraction: float,
@@ -256,9 +273,19 @@ def write_json(path: Path, content: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         tmp.write_text(json.dumps(content, indent=2))
+        sync(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') writes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def temp_tag() -> str:
@@ -278,8 +305,10 @@ def written_aside(out_dir: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        sync(tmp)  # the files were synced as written: now their names, so a crash after the rename finds them whole
         try:
             os.rename(tmp, out_dir)
+            sync(out_dir.parent)
         except OSError:
             if not out_dir.is_dir():
                 raise

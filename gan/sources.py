@@ -37,7 +37,8 @@ RESIZE_FILTERS = {
 }
 URI_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "abfs", "abfss")
 MAX_PROBLEMS = 5  # bad inputs named in one error message; the rest are counted
-CHUNK_ROWS = 256  # rows per read job: small enough to keep memory flat, large enough to amortise a job's overhead
+CHUNK_ROWS = 256  # image files per read job: small enough to keep memory flat, large enough to amortise a job's overhead
+ARRAY_CHUNK_ROWS = 4096  # rows per read of an array: a copy, no decoding
 
 
 class DataError(ValueError):
@@ -112,8 +113,9 @@ class Reader:
 
 def read_rows(rows: Rows, order: np.ndarray, workers: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray, list[Problem]]]:
     """Read rows in `order`, CHUNK_ROWS at a time, in that order; jobs run in `workers` processes when they decode."""
-    jobs = (rows.reader.job(order[i:i + CHUNK_ROWS]) for i in range(0, len(order), CHUNK_ROWS))
-    if workers <= 1 or not rows.reader.decodes or len(order) <= CHUNK_ROWS:
+    chunk = CHUNK_ROWS if rows.reader.decodes else ARRAY_CHUNK_ROWS
+    jobs = (rows.reader.job(order[i:i + chunk]) for i in range(0, len(order), chunk))
+    if workers <= 1 or not rows.reader.decodes or len(order) <= chunk:
         yield from (job() for job in jobs)
         return
     yield from decode_jobs(jobs, workers)

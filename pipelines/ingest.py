@@ -86,7 +86,7 @@ def ingest(cfg: PipelineConfig) -> str:
     if lineage["parent"]:
         counts = ", ".join(f"{n} {kind}" for kind, n in lineage["changes"].items())
         print(f"[ingest] a new version of the dataset in {lineage['parent']['folder'][:12]}: {counts} input file(s)")
-    workers = cfg.data.ingest_workers or os.cpu_count() or 1
+    workers = cfg.data.ingest_workers or max(1, (os.cpu_count() or 1) - 1)  # one core writes the shards
     options = data.WriteOptions(cfg.data.on_bad_input, cfg.data.shard_mb, workers, workspace.root / "quarantine" / f"{out.name}.json")
     print(f"[ingest] reading {cfg.data.source} ({len(inputs)} file(s); {workers} decoding process(es))")
     with data.scratch_space(workspace.root / "scratch") as scratch:  # unpacked arrays, copies of remote files
