@@ -7,6 +7,7 @@ were skipped, `quarantine.json`. Each row is one image: `image` (raw uint8 bytes
 Where images come from is `gan/sources.py`.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -68,18 +69,20 @@ def load_source(source: str, shaping: Shaping = GREY_AS_STORED, scratch: Path | 
 
 
 def peek_source(source: str, holdout_fraction: float, shaping: Shaping = GREY_AS_STORED, columns: tuple[str, str] = ("image", "label"),
-                on_bad_input: str = "fail") -> tuple[tuple[int, ...], int]:
+                on_bad_input: str = "fail", classes: tuple[str, ...] = ()) -> tuple[tuple[int, ...], int]:
     """(image shape, approximate training rows) of a source, from its listing and its first images; with
-    `on_bad_input` fail, a listing with bad inputs (stray files, empty class folders) is an error already."""
+    `on_bad_input` fail, a listing with bad inputs (stray files, empty or too small classes, classes outside
+    `classes`) is an error already. Bad images themselves are found by ingest, which reads every one."""
     import tempfile  # noqa: PLC0415
 
     if source in BUNDLED:
         shape, rows = shaped_size(BUNDLED[source].image_shape, shaping, source), BUNDLED[source].rows
         return tuple(shape), int(rows * (1 - holdout_fraction))
     with tempfile.TemporaryDirectory(prefix="gan-source-") as tmp:
-        rows = open_source(source, shaping, Path(tmp), columns, peek=True)
+        rows, small = _drop_small_classes(declare_classes(open_source(source, shaping, Path(tmp), columns, peek=True), classes),
+                                          holdout_fraction)
         if on_bad_input == "fail":
-            raise_problems(list(rows.problems), rows.where)
+            raise_problems(list(rows.problems) + small, rows.where)
         if not len(rows):
             raise_problems(list(rows.problems), rows.where)
             raise DataError(f"data.source: {source!r} holds no images")
@@ -156,7 +159,8 @@ def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float,
     """Split, stream every row into Parquet shards (bad inputs collected on the way), write the manifest, and
     publish the folder by one rename; with bad inputs and `on_bad_input: fail`, publish nothing and say why."""
     rows = source if isinstance(source, Rows) else in_memory(source)
-    problems: list[Problem] = list(rows.problems)
+    rows, small = _drop_small_classes(rows, holdout_fraction)
+    problems: list[Problem] = list(rows.problems) + small
     if problems and options.on_bad_input == "fail":  # known from the listing alone: stop before reading any image
         fail_with_report(problems, rows.where, options.report)
     heldout = stratified_split(rows.labels, holdout_fraction, seed)
@@ -198,6 +202,21 @@ def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float,
         manifest = _manifest(rows, splits, image_shape, checksum, holdout_fraction, seed, len(problems), lineage)
         write_json(tmp / MANIFEST, manifest)
     return read_manifest(out_dir)
+
+
+def _drop_small_classes(rows: Rows, holdout_fraction: float) -> tuple[Rows, list[Problem]]:
+    """A class too small to have an image both in training and held out is a bad input (a class, not a file):
+    its rows get label -1 and are never written."""
+    values, counts = np.unique(rows.labels[rows.labels >= 0], return_counts=True)
+    small = [(int(v), int(n)) for v, n in zip(values, counts) if not 1 <= round(n * holdout_fraction) < n]
+    if not small:
+        return rows, []
+    need = next(n for n in range(2, 10**6) if 1 <= round(n * holdout_fraction) < n)
+    problems = [Problem(f"{rows.where}: class {rows.class_names[v] if rows.class_names else v!r}",
+                        f"{n} image(s); with data.holdout_fraction {holdout_fraction:g} a class needs at least {need}, "
+                        "so that one is trained on and one held out") for v, n in small]
+    labels = np.where(np.isin(rows.labels, [v for v, _ in small]), -1, rows.labels)
+    return dataclasses.replace(rows, labels=labels), problems
 
 
 def _first_copies(images: np.ndarray, good: np.ndarray, seen: dict, rows: Rows, problems: list[Problem]) -> np.ndarray:

@@ -11,6 +11,7 @@ import functools
 import gzip
 import hashlib
 import importlib.resources
+import os
 import shutil
 import struct
 import zipfile
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # the only decoders Pillow may pick, whatever a file's name says
@@ -229,6 +230,9 @@ class Location:
             infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=False))
         except OSError as err:
             raise DataError(f"{self.path}: cannot list the folder ({err})") from err
+        if self.local:  # pyarrow leaves out links it cannot follow: name them, so none goes missing unnoticed
+            listed = {i.base_name for i in infos}
+            infos += [pafs.FileInfo(os.path.join(self.path, n), pafs.FileType.NotFound) for n in os.listdir(self.path) if n not in listed]
         return sorted((i for i in infos if not i.base_name.startswith(".")), key=lambda i: i.base_name)
 
     def local_path(self, scratch: Path) -> Path:
@@ -265,6 +269,8 @@ def locate(source: str) -> Location:
     else:
         path = str(Path(source).expanduser().absolute())
     location = Location(source, path)
+    if location.kind() == pafs.FileType.NotFound and location.local and Path(path).is_symlink():
+        raise DataError(f"data.source: {source!r} cannot be read: a symbolic link that loops or points to nothing")
     if location.kind() == pafs.FileType.NotFound:
         raise DataError(
             f"data.source: {source!r} is neither a bundled data set ({', '.join(map(repr, BUNDLED))}) nor an existing folder "
@@ -656,6 +662,8 @@ def decode_image(raw: bytes, where: str, shaping: Shaping) -> np.ndarray:
             if image.mode not in IMAGE_MODES:
                 raise DataError(f"{where}: pixel mode {image.mode!r} is not supported; expected 8-bit greyscale, palette or colour")
             return _shaped(image, shaping, where)
+    except UnidentifiedImageError as err:
+        raise DataError(f"{where}: cannot decode (not a PNG, JPEG, WebP or BMP image)") from err
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         if isinstance(err, DataError):
             raise

@@ -54,6 +54,9 @@ def _console(workspace: Workspace, verbose: bool) -> None:
     context = click.get_current_context(silent=True)
     command = context.info_name if context is not None else "gan-pipeline"
     console.configure(verbose, workspace.root / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{os.getpid()}.log")
+    from pipelines.stages import USER_ERRORS  # noqa: PLC0415
+
+    console.quiet_user_errors(USER_ERRORS)
 
 
 def _preflight(cfg: PipelineConfig) -> None:

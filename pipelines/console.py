@@ -46,6 +46,25 @@ def configure(verbose: bool, log_file: Path) -> None:
         warnings.filterwarnings("ignore", module=r"ray(\.|$)")
 
 
+class WithoutTraceback(logging.Filter):
+    """Prefect logs a failed task's or flow's traceback; for a user's mistake (bad data, a bad value) the CLI's one
+    line says everything, and a traceback would read as a crash. Other exceptions keep theirs."""
+
+    def __init__(self, kinds: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.kinds = kinds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.kinds):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_user_errors(kinds: tuple[type[BaseException], ...]) -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logging.getLogger(name).addFilter(WithoutTraceback(kinds))
+
+
 def attach_ray() -> None:
     """After `ray.init` in this process: route what Ray forwards from its processes through `forward`."""
     if SETTINGS.verbose and SETTINGS.log_file is None:

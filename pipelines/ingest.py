@@ -104,7 +104,8 @@ def ingest(cfg: PipelineConfig) -> str:
 def preflight(cfg: PipelineConfig) -> None:
     """Fail fast on bad input before any service starts: unreadable source, a model that cannot fit it."""
     image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction, shaping(cfg),
-                                               (cfg.data.image_column, cfg.data.label_column), cfg.data.on_bad_input)
+                                               (cfg.data.image_column, cfg.data.label_column), cfg.data.on_bad_input,
+                                               tuple(cfg.data.classes))
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, train_rows)
     check_local_cpus(cfg)

@@ -107,7 +107,7 @@ def test_sizes_must_agree_without_image_size(tmp_path: Path) -> None:
     [
         (lambda p: p.write_bytes(p.read_bytes()[:-30]), r"bad.png: cannot decode \(.*(truncated|broken)"),
         (lambda p: p.write_bytes(b""), r"bad.png: empty file \(0 bytes\)"),
-        (lambda p: p.write_bytes(b"not an image at all"), r"bad.png: cannot decode \(cannot identify image file"),
+        (lambda p: p.write_bytes(b"not an image at all"), r"bad.png: cannot decode \(not a PNG, JPEG, WebP or BMP image\)"),
         (lambda p: Image.fromarray(np.zeros((12, 12), np.uint16)).save(p), r"bad.png: pixel mode 'I;16' is not supported"),
         (lambda p: p.rename(p.with_suffix(".txt")), r"bad.txt: not an image file \(expected .png, .jpg"),
         (lambda p: Image.fromarray(np.zeros((4, 12), np.uint8)).save(p), r"bad.png: 12x4 is smaller than data.image_size = 8"),
