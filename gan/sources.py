@@ -367,10 +367,11 @@ def _array_job(images: np.ndarray, shaping: Shaping, where: str, rows: np.ndarra
 
 
 def _take(images: "np.ndarray | Mapped", shaping: Shaping, where: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
-    array = images.open() if isinstance(images, Mapped) else images  # mapped per job: its pages are let go after it
-    ascending = np.argsort(rows, kind="stable")  # a memory map reads fastest front to back
-    picked = np.empty((len(rows), *array.shape[1:]), np.uint8)
-    picked[ascending] = array[rows[ascending]]
+    if isinstance(images, Mapped):
+        return conform(images.take(rows), shaping, where), rows, []
+    ascending = np.argsort(rows, kind="stable")
+    picked = np.empty((len(rows), *images.shape[1:]), np.uint8)
+    picked[ascending] = images[rows[ascending]]
     return conform(picked, shaping, where), rows, []
 
 
@@ -384,11 +385,25 @@ class Mapped:
     layout: str  # how the stored axes read as [N, C, H, W]: "nhw", "nhwc" or "nchw"
 
     def open(self) -> np.ndarray:
-        if not int(np.prod(self.shape)):
-            array = np.zeros(self.shape, np.uint8)
-        else:
-            array = np.memmap(self.path, np.uint8, "r", offset=self.offset, shape=self.shape)
-        return {"nhw": lambda a: a[:, None], "nhwc": lambda a: a.transpose(0, 3, 1, 2), "nchw": lambda a: a}[self.layout](array)  # [N, C, H, W]
+        """The whole array, memory-mapped, as [N, C, H, W] (for reading it in order)."""
+        array = np.memmap(self.path, np.uint8, "r", offset=self.offset, shape=self.shape) if int(np.prod(self.shape)) else np.zeros(self.shape, np.uint8)
+        return self.as_nchw(array)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows in any order -> [k, C, H, W], read with one pread each: a memory map gathering shuffled rows would
+        hold pages of the whole file (the kernel maps large page-cache folios whole), growing with the data set."""
+        size = int(np.prod(self.shape[1:]))
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+        view = memoryview(out.reshape(-1))
+        with open(self.path, "rb", buffering=0) as f:
+            fd = f.fileno()
+            for k in np.argsort(rows, kind="stable").tolist():  # front to back through the file
+                got = os.preadv(fd, [view[k * size:(k + 1) * size]], self.offset + int(rows[k]) * size)
+                assert got == size, f"{self.path}: row {rows[k]} read {got} of {size} bytes"
+        return self.as_nchw(out)
+
+    def as_nchw(self, array: np.ndarray) -> np.ndarray:
+        return {"nhw": lambda a: a[:, None], "nhwc": lambda a: a.transpose(0, 3, 1, 2), "nchw": lambda a: a}[self.layout](array)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

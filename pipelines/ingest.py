@@ -80,7 +80,8 @@ def ingest(cfg: PipelineConfig) -> str:
         print(f"[ingest] dataset already complete: {out}")
         return str(out)
     workspace = Workspace.of(cfg.runtime.workdir)
-    data.remove_stale_temporaries(out.parent)
+    for parent in (out.parent, workspace.root / "scratch"):  # what killed ingests left on this host
+        data.remove_stale_temporaries(parent)
     lineage = parent_version(cfg, inputs)
     changes = lineage.pop("_changes", None)
     if lineage["parent"]:

@@ -6,7 +6,8 @@ For 60 000 greyscale 28x28 and 20 000 RGB 64x64 images generated on the fly (ran
 prints rows/s of `np.save` of the image array, of ingest (open the .npz, split, shuffle, check for duplicates, write
 the shards and manifest) and of ingest plus the source checksum the stage also computes, each ingest/np.save as a
 ratio measured side by side (target >= 0.5); then the peak resident memory of a fresh process ingesting 6 000,
-60 000 and 240 000 rows (it stops growing once a shard is full: bounded by the shard size, not the data set); then image files per second decoding a folder of PNGs
+60 000, 240 000 and 480 000 rows (it stops growing once both splits have filled a shard: bounded by the
+shard size, not the data set); then image files per second decoding a folder of PNGs
 with 1 and 2 processes. Timings are medians of --repeats runs, files in the page cache.
 """
 
@@ -119,7 +120,7 @@ def main() -> None:
 
         print("\npeak resident memory of a fresh process ingesting an .npz (28x28 grey); the bound is a few shards'"
               f" worth (data.shard_mb = {data.WriteOptions().shard_mb:g} MiB of pixels, {int(data.WriteOptions().shard_mb * 2**20) // 784} rows)")
-        for count in (6_000, 60_000, 240_000):
+        for count in (6_000, 60_000, 240_000, 480_000):
             images, labels = arrays(count, (28, 28))
             np.savez(tmp / f"mem-{count}.npz", images=images, labels=labels)
             del images
