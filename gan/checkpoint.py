@@ -1,6 +1,7 @@
 """Complete, self-describing training checkpoints, loaded without unpickling arbitrary objects."""
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -21,11 +22,23 @@ class CheckpointError(ValueError):
 
 
 def save(state: dict, directory: Path) -> Path:
+    """Write `directory`/state.pt whole or not at all. A failed write (a full disk) removes its partial file and raises an
+    OSError naming state.pt: torch's own error for it is a RuntimeError about stream positions."""
     assert set(REQUIRED) <= state.keys(), f"checkpoint state lacks {set(REQUIRED) - state.keys()}"
     path = Path(directory) / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as file:
+            torch.save({"format_version": FORMAT_VERSION, **state}, file)
+            file.flush()
+            os.fsync(file.fileno())  # a disk that fills up on write-back fails here, not after the rename
+        tmp.replace(path)
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        cause = err if isinstance(err, OSError) else err.__context__  # torch wraps the file's OSError in a RuntimeError
+        if not isinstance(cause, OSError):
+            raise
+        raise OSError(cause.errno, os.strerror(cause.errno) if cause.errno else str(cause), str(path)) from err
     return path
 
 

@@ -1,5 +1,6 @@
 """`gan-pipeline`: the whole flow, or one stage at a time with the same task code."""
 
+import errno
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from rich.text import Text
 
 from pipelines import console
 from pipelines.config import ConfigError, PipelineConfig, RegistrationRefused, UsageError, load_config, preset_path
-from pipelines.runtime import Workspace, configure_environment
+from pipelines.runtime import Workspace, check_driver, check_stores, configure_environment, writable_workspace
 
 if TYPE_CHECKING:
     from pipelines.lineage import Link, VersionRow
@@ -34,8 +35,9 @@ def _prepare(preset: str | None, config: Path | None, overrides: list[str] | Non
     cfg = _load(preset, config, overrides)
     if dry_run:
         _print_config_and_exit(cfg)
-    _console(Workspace.of(cfg.runtime.workdir), verbose)
-    configure_environment(Workspace.of(cfg.runtime.workdir))  # before Prefect is imported
+    workspace = writable_workspace(cfg.runtime.workdir)
+    _console(workspace, verbose)
+    configure_environment(workspace)  # before Prefect is imported
     return cfg
 
 
@@ -60,8 +62,10 @@ def _console(workspace: Workspace, verbose: bool) -> None:
 
 
 def _preflight(cfg: PipelineConfig) -> None:
-    """Check the source and the config against it before starting any service."""
-    from pipelines.ingest import preflight  # noqa: PLC0415
+    """Check the settings against this machine, and the source and the config against it, before starting any service."""
+    check_driver(cfg)
+    check_stores(cfg)
+    from pipelines.ingest import preflight  # noqa: PLC0415 - imports Prefect: after the checks that need nothing
 
     preflight(cfg)
 
@@ -107,6 +111,7 @@ def schedule(
     next_run = scheduling.next_run(cron, timezone)
     if dry_run:
         _print_config_and_exit(cfg)
+    writable_workspace(cfg.runtime.workdir)
     api = scheduling.api_url()
     _preflight(cfg)
     ui = scheduling.ui_url()
@@ -175,9 +180,10 @@ def train(
 ) -> None:
     """Stage 2: dataset -> checkpoint on Ray Train. Prints the checkpoint folder."""
     cfg = _prepare(preset, config, set, dry_run, verbose)
+    dataset = _existing(dataset, "--dataset")
     from pipelines.train import train_task  # noqa: PLC0415
 
-    typer.echo(train_task(cfg, str(_existing(dataset, "--dataset")))["checkpoint"])
+    typer.echo(train_task(cfg, str(dataset))["checkpoint"])
 
 
 @app.command()
@@ -336,9 +342,9 @@ def compare(
     if dry_run:
         typer.echo(yaml.safe_dump({name: cfg.model_dump(mode="json") for name, cfg in configs.items()}, sort_keys=False).rstrip())
         raise typer.Exit(0)
-    first = next(iter(configs.values()))
-    _console(Workspace.of(first.runtime.workdir), verbose)
-    configure_environment(Workspace.of(first.runtime.workdir))
+    workspace = writable_workspace(next(iter(configs.values())).runtime.workdir)
+    _console(workspace, verbose)
+    configure_environment(workspace)
     for cfg in configs.values():
         _preflight(cfg)
     from pipelines.compare import compare_presets  # noqa: PLC0415
@@ -356,9 +362,6 @@ def _existing(path: Path, flag: str) -> Path:
 
 def main() -> None:
     """Entry point: user mistakes print one line and exit non-zero, without a traceback."""
-    from gan.checkpoint import CheckpointError  # noqa: PLC0415
-    from gan.data import DataError  # noqa: PLC0415
-
     try:
         code = app(standalone_mode=False)  # returns the exit code of typer.Exit
     except click.ClickException as err:  # bad command line: click's own message
@@ -367,7 +370,7 @@ def main() -> None:
     except ConfigError as err:
         typer.echo(str(err), err=True)
         sys.exit(2)
-    except (UsageError, DataError, CheckpointError) as err:
+    except UsageError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
     except RegistrationRefused as err:  # the model was trained and evaluated; the watchdog kept it out of the registry
@@ -377,12 +380,38 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as err:  # a stage failed after its retries: say which and why, once
-        lines = str(err).strip().splitlines() or [""]
-        log = console.record_failure(f"{type(err).__name__}: {err}")
-        more = f" ({len(lines) - 1} more lines and every process's output in {log})" if log else ""
-        typer.echo(f"error: the pipeline failed: {type(err).__name__}: {lines[0]}{more}", err=True)
-        sys.exit(1)
+        message, code = _failure(err)
+        typer.echo(message, err=True)
+        sys.exit(code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _failure(err: Exception) -> tuple[str, int]:
+    """A stage's error as one line and an exit code: bad data, a bad checkpoint or a place that cannot be written is the
+    user's to fix (2); anything else failed the pipeline (1). Imported here: a mistyped key should not wait for torch."""
+    from gan.checkpoint import CheckpointError  # noqa: PLC0415
+    from gan.data import DataError  # noqa: PLC0415
+    from pipelines.stages import is_storage_error  # noqa: PLC0415
+
+    if isinstance(err, (DataError, CheckpointError)):
+        return f"error: {err}", 2
+    if is_storage_error(err):
+        return f"error: {_storage_message(err)}", 2
+    lines = str(err).strip().splitlines() or [""]
+    log = console.record_failure(f"{type(err).__name__}: {err}")
+    more = f" ({len(lines) - 1} more lines and every process's output in {log})" if log else ""
+    return f"error: the pipeline failed: {type(err).__name__}: {lines[0]}{more}", 1
+
+
+def _storage_message(err: OSError) -> str:
+    """A full disk, a read-only file system or a forbidden folder, naming the file and what to do."""
+    where, reason = err.filename or "a file it does not name", os.strerror(err.errno).lower()
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        room = f" (df -h {Path(err.filename).parent} shows what is left)" if err.filename else ""
+        return (f"{reason} writing {where}: free some space there{room} and run the same command again; finished stages "
+                "are reused and training resumes from its latest saved checkpoint, if any")
+    return (f"{where}: {reason}: give this user access to it or point the setting that names it (runtime.workdir, "
+            "ray.storage_path, MLFLOW_TRACKING_URI) elsewhere, then run the same command again")
 
 
 if __name__ == "__main__":

@@ -150,11 +150,23 @@ def _read_yaml(path: Path) -> dict:
         loaded = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; expected a YAML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}); expected a YAML file") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}".replace("\n", " ")) from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(loaded).__name__}")
     return loaded or {}
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's message spans lines and draws a caret; one line instead: where, what was wrong, and inside what."""
+    mark, problem, context = (getattr(err, name, None) for name in ("problem_mark", "problem", "context"))
+    if mark is None or problem is None:
+        return " ".join(str(err).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
 
 def _apply_override(raw: dict, item: str) -> None:

@@ -157,8 +157,11 @@ def record_failure(text: str) -> Path | None:
     """Append a failure's whole text to the run's log file (the terminal gets its first line); the file's path."""
     if SETTINGS.log_file is None:
         return None
-    with _lock, SETTINGS.log_file.open("a") as log:
-        log.write(f"\n[error] {text}\n")
+    try:
+        with _lock, SETTINGS.log_file.open("a") as log:
+            log.write(f"\n[error] {text}\n")
+    except OSError:  # the disk that failed the run may be the log's: the terminal line must still come out
+        return None
     return SETTINGS.log_file
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines import console
 from pipelines.config import PipelineConfig
-from pipelines.runtime import Workspace, cluster_runtime_env, dashboard_address, ray_storage
+from pipelines.runtime import Workspace, check_driver, cluster_runtime_env, ray_storage
 from pipelines.stages import FAIL_HOOK, USER_ERRORS
 
 SPEC_ENV = "GAN_PIPELINE_TRAIN_JOB"  # the job's input: {"config": ..., "dataset_dir": ...}
@@ -30,19 +30,11 @@ POLL_S = 1.0
 STOP_WAIT_S = 60
 
 
-def wanted(cfg: PipelineConfig) -> bool:
-    """`ray.driver`: job, or auto with RAY_ADDRESS naming a dashboard (where only jobs go)."""
-    return cfg.ray.driver == "job" or (cfg.ray.driver == "auto" and dashboard_address() is not None)
-
-
 def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str) -> dict:
     """Submit the train stage to the cluster at RAY_ADDRESS, follow it to the end, and return its output."""
     from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: PLC0415
 
-    if not os.environ.get("RAY_ADDRESS"):
-        from pipelines.config import UsageError  # noqa: PLC0415
-
-        raise UsageError("ray.driver = 'job' needs RAY_ADDRESS: the cluster's dashboard (http://head:8265), GCS or ray:// address")
+    check_driver(cfg)
     # Relative paths would resolve in the job's own folder on the head: send absolute ones, which every node must see.
     workspace = Workspace.of(cfg.runtime.workdir)
     config = cfg.model_copy(update={

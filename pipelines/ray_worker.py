@@ -3,6 +3,7 @@
 Kept free of Prefect and MLflow imports: every worker process imports this module.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from gan.metrics import QuickFID
 from gan.training_loop import Batch, in_memory_batches
 from gan.training_loop import train as train_loop
 from pipelines.config import PipelineConfig
-from pipelines.stages import InjectedFailure
+from pipelines.stages import InjectedFailure, is_storage_error, naming
 
 SAMPLES = "samples"
 KILL_AT_BATCH = 20
@@ -54,7 +55,7 @@ class RayTrainSink:
                 ckpt.save(state(), Path(tmp))
                 shutil.copytree(self.staging / SAMPLES, Path(tmp) / SAMPLES, dirs_exist_ok=True)
                 (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_upload_fn=upload_whole)
         else:
             ray.train.report(metrics, checkpoint=None)  # every rank reports equally often, or the run hangs
 
@@ -70,6 +71,23 @@ class RayTrainSink:
         if epoch == self.kill_after_epoch and self.ctx.rank == self.ctx.world_size - 1:
             print(f"[train] rank {self.ctx.rank}: SIGKILL injected in epoch {epoch + 1}, after the checkpoint of epoch {epoch}", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def upload_whole(checkpoint, name: str):  # noqa: ANN001, ANN201 - ray.train.Checkpoints
+    """Ray Train's own upload of a checkpoint into the run's storage, except that a failed one (a full disk) removes the
+    folder it had begun: an orphan that no resumed run would read and that holds the space a re-run needs."""
+    import ray.train  # noqa: PLC0415
+
+    storage = ray.train.get_context().get_storage()
+    try:
+        return storage.persist_current_checkpoint(checkpoint, name)
+    except OSError as err:
+        folder = storage.build_checkpoint_path_from_name(name)
+        with contextlib.suppress(OSError):
+            storage.storage_filesystem.delete_dir(folder)
+        if is_storage_error(err):  # pyarrow's error names no file: name the checkpoint folder
+            raise naming(err, folder) from err
+        raise
 
 
 def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], rank: int) -> Callable[[int], Iterator[Batch]]:  # noqa: ANN001

@@ -6,12 +6,17 @@ Nothing here runs at import time: the CLI calls `configure_environment` before P
 import importlib.metadata
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gan
 from pipelines.codebase import code_version
 from pipelines.config import UsageError, is_uri
+
+if TYPE_CHECKING:
+    from pipelines.config import PipelineConfig
 
 GAN_DIR = Path(gan.__file__).parent
 PROJECT_ROOT = GAN_DIR.parent  # holds gan/ and pipelines/: a git checkout when run from source
@@ -83,6 +88,50 @@ def ray_storage(storage_path: str, workspace: Workspace) -> str:
     if is_uri(storage_path):
         return storage_path
     return str(Path(storage_path).expanduser().resolve()) if storage_path else str(workspace.ray_results)
+
+
+def check_writable(folder: Path, setting: str, create: bool = True) -> None:
+    """A setting that names a place where nothing can be written fails here, in one line, before any service starts, and
+    not at the stage that first writes there. With `create`, the nearest folder above that exists is probed instead
+    (the run creates the rest)."""
+    probed = next(p for p in (folder, *folder.parents) if p.exists()) if create else folder
+    why = _unwritable(probed)
+    if why is not None:
+        raise UsageError(f"{setting}: cannot write in {folder} ({why}); expected a writable folder")
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be written in `folder`, or None: found by writing a nameless file, which leaves nothing behind."""
+    if not folder.exists():
+        return "no such folder"
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        return os.strerror(err.errno).lower() if err.errno else str(err)  # read-only file system, permission denied, ...
+    return None
+
+
+def writable_workspace(workdir: str) -> Workspace:
+    """`runtime.workdir` as a Workspace, created if need be, once a file could be written there."""
+    workspace = Workspace.of(workdir)
+    check_writable(workspace.root, f"runtime.workdir = {workdir!r}")
+    return workspace
+
+
+def check_stores(cfg: "PipelineConfig") -> None:
+    """The other local places a run writes to must take files too: Ray Train's storage when the driver runs here (a Ray
+    Job's is on the cluster) and a local MLflow store. Remote stores (s3://, an MLflow server) are not probed."""
+    storage = cfg.ray.storage_path  # '' is the working folder's ray_results
+    if storage and not trains_as_job(cfg) and (not is_uri(storage) or storage.startswith("file://")):
+        check_writable(Path(storage.removeprefix("file://")).expanduser().resolve(), f"ray.storage_path = {storage!r}")
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
+        database = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+        check_writable(database.expanduser().resolve().parent, f"MLFLOW_TRACKING_URI = {uri!r}", create=False)
+    elif uri and (not is_uri(uri) or uri.startswith("file://")):  # a file store: MLflow creates the folder
+        check_writable(Path(uri.removeprefix("file://")).expanduser().resolve(), f"MLFLOW_TRACKING_URI = {uri!r}")
 
 
 def configure_environment(workspace: Workspace) -> None:
@@ -174,17 +223,36 @@ def cluster_runtime_env(env_vars: dict[str, str] | None = None) -> dict:
     return {"py_modules": [str(GAN_DIR), str(Path(__file__).parent)], "env_vars": {**env, **(env_vars or {})}}
 
 
+def refuse_dashboard() -> None:
+    """A driver in this process joins a cluster through its GCS or ray:// address; a dashboard address takes jobs only."""
+    if dashboard_address():
+        raise UsageError(
+            f"RAY_ADDRESS={dashboard_address()} is a dashboard address, which takes Ray Jobs only (ray.driver: job or auto); "
+            "to run the driver in this process, set RAY_ADDRESS to the cluster's GCS address (host:6379) or ray://host:10001"
+        )
+
+
+def trains_as_job(cfg: "PipelineConfig") -> bool:
+    """`ray.driver`: job, or auto with RAY_ADDRESS naming a dashboard (where only jobs go)."""
+    return cfg.ray.driver == "job" or (cfg.ray.driver == "auto" and dashboard_address() is not None)
+
+
+def check_driver(cfg: "PipelineConfig") -> None:
+    """`ray.driver` against RAY_ADDRESS, before any service starts: a job needs a cluster to go to, and a driver in this
+    process cannot join one through its dashboard address."""
+    if cfg.ray.driver == "job" and not os.environ.get("RAY_ADDRESS"):
+        raise UsageError("ray.driver = 'job' needs RAY_ADDRESS: the cluster's dashboard (http://head:8265), GCS or ray:// address")
+    if not trains_as_job(cfg):
+        refuse_dashboard()
+
+
 def ensure_ray() -> None:
     """Connect to RAY_ADDRESS if set, else start (once per process) a local Ray on this machine's CPUs."""
     import ray  # noqa: PLC0415 - heavy import, only for stages that use Ray
 
     if ray.is_initialized():
         return
-    if dashboard_address():
-        raise UsageError(
-            f"RAY_ADDRESS={dashboard_address()} is a dashboard address, which takes Ray Jobs only (ray.driver: job or auto); "
-            "to run the driver in this process, set RAY_ADDRESS to the cluster's GCS address (host:6379) or ray://host:10001"
-        )
+    refuse_dashboard()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=cluster_runtime_env())
         print(f"[ray] connected to the cluster at {ray.get_runtime_context().gcs_address}")

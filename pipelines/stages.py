@@ -1,5 +1,6 @@
 """What every stage task shares: user errors that retrying cannot fix, cache keys, the test failure hook."""
 
+import errno
 import hashlib
 import os
 
@@ -11,6 +12,8 @@ from pipelines.config import ClusterUnavailable, RegistrationRefused
 
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, RegistrationRefused, TrainingDiverged, ClusterUnavailable)  # retrying cannot help
+# A full disk or quota, a read-only file system, a folder without write permission: a retry fails the same way.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
 
 
@@ -20,7 +23,17 @@ class InjectedFailure(RuntimeError):
 
 def retry_unless_user_error(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
     """Prefect retry condition: a missing file or a bad value fails the same way every time."""
-    return not isinstance(state.data, USER_ERRORS)
+    return not (isinstance(state.data, USER_ERRORS) or is_storage_error(state.data))
+
+
+def is_storage_error(err: object) -> bool:
+    """A place to write that is full, read-only or forbidden: the user's to fix, not a bug and not worth a retry."""
+    return isinstance(err, OSError) and err.errno in STORAGE_ERRNOS
+
+
+def naming(err: OSError, path: object) -> OSError:
+    """A copy of the error in the standard words for its errno, naming `path` unless it named a file (pyarrow's name none)."""
+    return OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), err.filename or str(path))
 
 
 def cache_key(*parts: object) -> str:

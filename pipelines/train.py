@@ -3,6 +3,7 @@
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from prefect import task
@@ -16,8 +17,8 @@ from pipelines.config import ClusterUnavailable, PipelineConfig, fingerprint, is
 from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key
 from pipelines.ingest import check_batch_fits
 from pipelines.ray_worker import train_loop_per_worker
-from pipelines.runtime import RAY_RUN_RECORD, Workspace, ensure_ray, ray_storage
-from pipelines.stages import cache_key, failure_hook, retry_unless_user_error
+from pipelines.runtime import RAY_RUN_RECORD, Workspace, ensure_ray, ray_storage, trains_as_job
+from pipelines.stages import cache_key, failure_hook, is_storage_error, naming, retry_unless_user_error
 
 
 # On CPUs, a worker's OpenMP threads spin between parallel regions instead of sleeping: a sleeping thread is
@@ -33,15 +34,18 @@ def run_name(cfg: PipelineConfig, manifest: dict) -> str:
     )
 
 
-def failure_cause(err: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """The exception of that kind inside Ray Train's error (e.g. the watchdog's TrainingDiverged on a worker), if any."""
+def failure_cause(
+    err: BaseException, kind: type[BaseException] | tuple, where: Callable[[BaseException], bool] | None = None
+) -> BaseException | None:
+    """The exception of that kind inside Ray Train's error (e.g. the watchdog's TrainingDiverged on a worker), if any;
+    with `where`, the first one of them it holds for."""
     seen, todo = set(), [err, *getattr(err, "worker_failures", {}).values()]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, kind):
+        if isinstance(e, kind) and (where is None or where(e)):
             return e
         todo += [
             e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None),
@@ -67,6 +71,12 @@ def placement_failure(err: BaseException, cfg: PipelineConfig, resources: dict, 
     )
 
 
+def storage_failure(err: BaseException, run_dir: str) -> OSError | None:
+    """A worker that could not write its checkpoint (a full disk, a read-only or forbidden folder), naming what it wrote."""
+    cause = failure_cause(err, OSError, is_storage_error)
+    return None if cause is None else naming(cause, run_dir)
+
+
 def quick_fid_blob(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> bytes | None:
     """The evaluation's feature classifier and the training images' feature statistics, as bytes for the workers
     (a remote cluster's workers do not see this machine's files); None when quick FIDs are off."""
@@ -85,14 +95,20 @@ def local_copy(checkpoint, workspace: Workspace, run: str) -> Path:  # noqa: ANN
     """A checkpoint kept in remote storage, downloaded once into <workdir>/checkpoints/<run>/<its folder name>, beside
     the run's record: the later stages read a local folder, and lineage finds the run. Both appear by one rename."""
     out = workspace.checkpoints / run / PurePosixPath(checkpoint.path).name
-    if not out.is_dir():
-        data.remove_stale_temporaries(out.parent)
-        with data.written_aside(out) as tmp:
-            checkpoint.to_directory(str(tmp))
     record = out.parent / f".tmp-{RAY_RUN_RECORD}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with checkpoint.filesystem.open_input_stream(str(PurePosixPath(checkpoint.path).parent / RAY_RUN_RECORD)) as remote:
-        record.write_bytes(remote.read())
-    os.replace(record, out.parent / RAY_RUN_RECORD)
+    try:
+        if not out.is_dir():
+            data.remove_stale_temporaries(out.parent)
+            with data.written_aside(out) as tmp:
+                checkpoint.to_directory(str(tmp))
+        with checkpoint.filesystem.open_input_stream(str(PurePosixPath(checkpoint.path).parent / RAY_RUN_RECORD)) as remote:
+            record.write_bytes(remote.read())
+        os.replace(record, out.parent / RAY_RUN_RECORD)
+    except OSError as err:
+        record.unlink(missing_ok=True)
+        if is_storage_error(err):  # a full disk, say, in pyarrow's words, which name no file: name the folder
+            raise naming(err, out) from err
+        raise
     return out
 
 
@@ -142,7 +158,8 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
             result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         # The watchdog's verdict or a placement failure, in one line: not Ray's wrapper with every worker's traceback.
-        plain = failure_cause(err, TrainingDiverged) or placement_failure(err, cfg, resources, run_dir)
+        plain = (failure_cause(err, TrainingDiverged) or placement_failure(err, cfg, resources, run_dir)
+                 or storage_failure(err, run_dir))
         if plain is not None:
             raise plain from None
         raise
@@ -174,6 +191,6 @@ def _key(context, parameters: dict) -> str:  # noqa: ANN001
 def train_task(cfg: PipelineConfig, dataset_dir: str) -> dict:
     """Dataset -> trained checkpoint (cached on dataset fingerprint + train config + training code); the driver runs
     here, or on the cluster as a Ray Job (`ray.driver`)."""
-    if ray_job.wanted(cfg):
+    if trains_as_job(cfg):
         return ray_job.train_as_job(cfg, dataset_dir, run_name(cfg, data.read_manifest(Path(dataset_dir))))
     return train(cfg, dataset_dir)
