@@ -16,7 +16,7 @@ from rich.text import Text
 
 from pipelines import console
 from pipelines.config import ConfigError, PipelineConfig, RegistrationRefused, UsageError, load_config, preset_path
-from pipelines.runtime import Workspace, configure_environment
+from pipelines.runtime import Workspace, acquire_workspace_lock, configure_environment, release_workspace_locks
 
 if TYPE_CHECKING:
     from pipelines.lineage import Link, VersionRow
@@ -30,10 +30,17 @@ DryRunOption = Annotated[bool, typer.Option("--dry-run", help="print the resolve
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="show everything Ray's processes print (always kept in gan-work/logs/)")]
 
 
-def _prepare(preset: str | None, config: Path | None, overrides: list[str] | None, dry_run: bool, verbose: bool = False) -> PipelineConfig:
+def _prepare(
+    preset: str | None, config: Path | None, overrides: list[str] | None, dry_run: bool, verbose: bool = False, exclusive: bool = True,
+) -> PipelineConfig:
+    """The resolved config (printed, and exit, with --dry-run). An `exclusive` command, one that runs stages, holds the
+    working folder's lock while it runs; the others (sample, models, and promote / rollback, which move one alias) do not
+    wait for a run."""
     cfg = _load(preset, config, overrides)
     if dry_run:
         _print_config_and_exit(cfg)
+    if exclusive:
+        acquire_workspace_lock(Workspace.of(cfg.runtime.workdir))  # released by `main` when the command ends
     _console(Workspace.of(cfg.runtime.workdir), verbose)
     configure_environment(Workspace.of(cfg.runtime.workdir))  # before Prefect is imported
     return cfg
@@ -69,8 +76,8 @@ def run(
     verbose: VerboseOption = False,
 ) -> None:
     """Run the whole pipeline: ingest -> train (Ray Train) -> evaluate -> register (MLflow)."""
+    cfg = _prepare(preset, config, set, dry_run, verbose)  # waits while another run holds the working folder
     cli_started = time.time()
-    cfg = _prepare(preset, config, set, dry_run, verbose)
     _preflight(cfg)
     from pipelines.flow import gan_pipeline  # noqa: PLC0415
 
@@ -234,7 +241,7 @@ def sample(
     config: ConfigOption = None, set: SetOption = None,  # noqa: A002
 ) -> None:
     """Load a registered generator in this process and write a grid of its samples."""
-    cfg = _prepare(None, config, set, False)
+    cfg = _prepare(None, config, set, False, exclusive=False)
     from pipelines.register import sample_grid  # noqa: PLC0415
 
     typer.echo(sample_grid(cfg, model, n, out, seed, label, per_class))
@@ -248,7 +255,7 @@ def promote(
     config: ConfigOption = None, set: SetOption = None,  # noqa: A002
 ) -> None:
     """Make a version champion by hand, whatever the gate would say; who and why are recorded."""
-    cfg = _prepare(None, config, set, False)
+    cfg = _prepare(None, config, set, False, exclusive=False)
     from pipelines.register import promote as promote_version  # noqa: PLC0415
 
     typer.echo(promote_version(cfg, name, version, why))
@@ -261,7 +268,7 @@ def rollback(
     config: ConfigOption = None, set: SetOption = None,  # noqa: A002
 ) -> None:
     """Move champion back to the version that held it before (per the recorded champion history)."""
-    cfg = _prepare(None, config, set, False)
+    cfg = _prepare(None, config, set, False, exclusive=False)
     from pipelines.register import rollback as rollback_champion  # noqa: PLC0415
 
     typer.echo(rollback_champion(cfg, name, why))
@@ -275,7 +282,7 @@ def models(
 ) -> None:
     """List a model's versions (aliases, scores, when made); with --version, the chain from that version back to its
     MLflow run, Prefect flow run, Ray Train run and checkpoint, dataset, resolved config and code, each link checked."""
-    cfg = _prepare(None, config, set, False)
+    cfg = _prepare(None, config, set, False, exclusive=False)
     from pipelines import lineage  # noqa: PLC0415
 
     if version is None:
@@ -334,6 +341,7 @@ def compare(
         typer.echo(yaml.safe_dump({name: cfg.model_dump(mode="json") for name, cfg in configs.items()}, sort_keys=False).rstrip())
         raise typer.Exit(0)
     first = next(iter(configs.values()))
+    acquire_workspace_lock(Workspace.of(first.runtime.workdir))
     _console(Workspace.of(first.runtime.workdir), verbose)
     configure_environment(Workspace.of(first.runtime.workdir))
     for cfg in configs.values():
@@ -352,7 +360,15 @@ def _existing(path: Path, flag: str) -> Path:
 
 
 def main() -> None:
-    """Entry point: user mistakes print one line and exit non-zero, without a traceback."""
+    """Entry point: run the command, then let the next run in this working folder go (`runtime.acquire_workspace_lock`)."""
+    try:
+        _main()
+    finally:
+        release_workspace_locks()
+
+
+def _main() -> None:
+    """User mistakes print one line and exit non-zero, without a traceback."""
     from gan.checkpoint import CheckpointError  # noqa: PLC0415
     from gan.data import DataError  # noqa: PLC0415
 

@@ -11,6 +11,7 @@ from pipelines.config import PipelineConfig
 from pipelines.evaluate import evaluate_task
 from pipelines.ingest import ingest_task
 from pipelines.register import register_task
+from pipelines.runtime import Workspace, workspace_lock
 from pipelines.train import train_task
 
 
@@ -33,10 +34,11 @@ def gan_pipeline(config: dict) -> dict:
     flow_started = time.time()
     cfg = PipelineConfig.model_validate(config)
     stages: dict[str, dict] = {}
-    dataset = run_stage(ingest_task, stages, lambda path: Path(path, "manifest.json").is_file(), cfg)
-    trained = run_stage(train_task, stages, lambda out: Path(out["checkpoint"]).is_dir(), cfg, dataset)
-    report = run_stage(evaluate_task, stages, lambda path: Path(path).is_file(), cfg, dataset, trained["checkpoint"])
-    registered = run_stage(register_task, stages, lambda _: True, cfg, dataset, trained["checkpoint"], report, str(flow_run.id))
+    with workspace_lock(Workspace.of(cfg.runtime.workdir)):  # one run at a time per working folder (held already under the CLI)
+        dataset = run_stage(ingest_task, stages, lambda path: Path(path, "manifest.json").is_file(), cfg)
+        trained = run_stage(train_task, stages, lambda out: Path(out["checkpoint"]).is_dir(), cfg, dataset)
+        report = run_stage(evaluate_task, stages, lambda path: Path(path).is_file(), cfg, dataset, trained["checkpoint"])
+        registered = run_stage(register_task, stages, lambda _: True, cfg, dataset, trained["checkpoint"], report, str(flow_run.id))
     return {
         "flow_run_id": str(flow_run.id), "flow_started_unix": flow_started, "stages": stages,
         "dataset": dataset, "train": trained, "report": report, "registered": registered,
