@@ -82,12 +82,15 @@ def run(
     from pipelines.flow import gan_pipeline  # noqa: PLC0415
 
     imported = time.time()
-    summary = gan_pipeline(cfg.model_dump(mode="json"))
-    summary["overhead"] = _overhead(summary, cli_started, imported)
     runs = Workspace.of(cfg.runtime.workdir).root / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    (runs / f"{summary['flow_run_id']}.json").write_text(json.dumps(summary, indent=2))
-    _print_summary(summary, runs / f"{summary['flow_run_id']}.json")
+    try:
+        summary = gan_pipeline(cfg.model_dump(mode="json"))
+    except Exception as err:  # the stages so far, and the one that failed, as this run's summary
+        if hasattr(err, "run_summary"):
+            _write_summary(runs, {**err.run_summary, "failed": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"})
+        raise
+    summary["overhead"] = _overhead(summary, cli_started, imported)
+    _print_summary(summary, _write_summary(runs, summary))
     if "refused" in summary["registered"]:
         raise RegistrationRefused(summary["registered"]["refused"])
 
@@ -121,6 +124,14 @@ def schedule(
         f"run it now: prefect deployment run gan-pipeline/{name}; stop serving: Ctrl-C (pauses the schedule)",
     ]))
     scheduling.serve(cfg, name, cron, timezone)
+
+
+def _write_summary(runs: Path, summary: dict) -> Path:
+    """gan-work/runs/<flow run id>.json: what each stage did (ran, cached or failed; seconds) and what it made."""
+    runs.mkdir(parents=True, exist_ok=True)
+    path = runs / f"{summary['flow_run_id']}.json"
+    path.write_text(json.dumps(summary, indent=2))
+    return path
 
 
 def _overhead(summary: dict, cli_started: float, imported: float) -> dict:
@@ -392,7 +403,7 @@ def _main() -> None:
     except Exception as err:  # a stage failed after its retries: say which and why, once
         lines = str(err).strip().splitlines() or [""]
         log = console.record_failure(f"{type(err).__name__}: {err}")
-        more = f" ({len(lines) - 1} more lines and every process's output in {log})" if log else ""
+        more = f" ({f'{len(lines) - 1} more lines and ' if len(lines) > 1 else ''}every process's output in {log})" if log else ""
         typer.echo(f"error: the pipeline failed: {type(err).__name__}: {lines[0]}{more}", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,6 +1,7 @@
 """Two runs in one working folder take turns: the folder's lock (`pipelines/runtime.py`, `acquire_workspace_lock`) makes the
 second wait for the first, so they never share a local Ray, write the Prefect and MLflow databases together or promote
-against each other. Fast: the lock itself, with other processes."""
+against each other. Fast: the lock itself, with other processes. End to end (a second `gan-pipeline run` started while
+another holds the lock, waiting, then registering its own version against the first's): tests/test_fault_matrix.py."""
 
 import os
 import signal
