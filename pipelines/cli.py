@@ -17,7 +17,9 @@ from rich.text import Text
 
 from pipelines import console
 from pipelines.config import ConfigError, PipelineConfig, RegistrationRefused, UsageError, load_config, preset_path
-from pipelines.runtime import Workspace, check_driver, check_stores, configure_environment, writable_workspace
+from pipelines.runtime import (
+    Workspace, acquire_workspace_lock, check_driver, check_stores, configure_environment, release_workspace_locks, writable_workspace,
+)
 
 if TYPE_CHECKING:
     from pipelines.lineage import Link, VersionRow
@@ -31,11 +33,18 @@ DryRunOption = Annotated[bool, typer.Option("--dry-run", help="print the resolve
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="show everything Ray's processes print (always kept in gan-work/logs/)")]
 
 
-def _prepare(preset: str | None, config: Path | None, overrides: list[str] | None, dry_run: bool, verbose: bool = False) -> PipelineConfig:
+def _prepare(
+    preset: str | None, config: Path | None, overrides: list[str] | None, dry_run: bool, verbose: bool = False, exclusive: bool = True,
+) -> PipelineConfig:
+    """The resolved config (printed, and exit, with --dry-run). An `exclusive` command, one that runs stages, holds the
+    working folder's lock while it runs; the others (sample, models, and promote / rollback, which move one alias) do not
+    wait for a run."""
     cfg = _load(preset, config, overrides)
     if dry_run:
         _print_config_and_exit(cfg)
     workspace = writable_workspace(cfg.runtime.workdir)
+    if exclusive:
+        acquire_workspace_lock(workspace)  # released by `main` when the command ends
     _console(workspace, verbose)
     configure_environment(workspace)  # before Prefect is imported
     return cfg
@@ -76,18 +85,21 @@ def run(
     verbose: VerboseOption = False,
 ) -> None:
     """Run the whole pipeline: ingest -> train (Ray Train) -> evaluate -> register (MLflow)."""
+    cfg = _prepare(preset, config, set, dry_run, verbose)  # waits while another run holds the working folder
     cli_started = time.time()
-    cfg = _prepare(preset, config, set, dry_run, verbose)
     _preflight(cfg)
     from pipelines.flow import gan_pipeline  # noqa: PLC0415
 
     imported = time.time()
-    summary = gan_pipeline(cfg.model_dump(mode="json"))
-    summary["overhead"] = _overhead(summary, cli_started, imported)
     runs = Workspace.of(cfg.runtime.workdir).root / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    (runs / f"{summary['flow_run_id']}.json").write_text(json.dumps(summary, indent=2))
-    _print_summary(summary, runs / f"{summary['flow_run_id']}.json")
+    try:
+        summary = gan_pipeline(cfg.model_dump(mode="json"))
+    except Exception as err:  # the stages so far, and the one that failed, as this run's summary
+        if hasattr(err, "run_summary"):
+            _write_summary(runs, {**err.run_summary, "failed": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"})
+        raise
+    summary["overhead"] = _overhead(summary, cli_started, imported)
+    _print_summary(summary, _write_summary(runs, summary))
     if "refused" in summary["registered"]:
         raise RegistrationRefused(summary["registered"]["refused"])
 
@@ -122,6 +134,14 @@ def schedule(
         f"run it now: prefect deployment run gan-pipeline/{name}; stop serving: Ctrl-C (pauses the schedule)",
     ]))
     scheduling.serve(cfg, name, cron, timezone)
+
+
+def _write_summary(runs: Path, summary: dict) -> Path:
+    """gan-work/runs/<flow run id>.json: what each stage did (ran, cached or failed; seconds) and what it made."""
+    runs.mkdir(parents=True, exist_ok=True)
+    path = runs / f"{summary['flow_run_id']}.json"
+    path.write_text(json.dumps(summary, indent=2))
+    return path
 
 
 def _overhead(summary: dict, cli_started: float, imported: float) -> dict:
@@ -243,7 +263,7 @@ def sample(
     config: ConfigOption = None, set: SetOption = None,  # noqa: A002
 ) -> None:
     """Load a registered generator in this process and write a grid of its samples."""
-    cfg = _prepare(None, config, set, False)
+    cfg = _prepare(None, config, set, False, exclusive=False)
     from pipelines.register import sample_grid  # noqa: PLC0415
 
     typer.echo(sample_grid(cfg, model, n, out, seed, label, per_class))
@@ -257,7 +277,7 @@ def promote(
     config: ConfigOption = None, set: SetOption = None,  # noqa: A002
 ) -> None:
     """Make a version champion by hand, whatever the gate would say; who and why are recorded."""
-    cfg = _prepare(None, config, set, False)
+    cfg = _prepare(None, config, set, False, exclusive=False)
     from pipelines.register import promote as promote_version  # noqa: PLC0415
 
     typer.echo(promote_version(cfg, name, version, why))
@@ -270,7 +290,7 @@ def rollback(
     config: ConfigOption = None, set: SetOption = None,  # noqa: A002
 ) -> None:
     """Move champion back to the version that held it before (per the recorded champion history)."""
-    cfg = _prepare(None, config, set, False)
+    cfg = _prepare(None, config, set, False, exclusive=False)
     from pipelines.register import rollback as rollback_champion  # noqa: PLC0415
 
     typer.echo(rollback_champion(cfg, name, why))
@@ -284,7 +304,7 @@ def models(
 ) -> None:
     """List a model's versions (aliases, scores, when made); with --version, the chain from that version back to its
     MLflow run, Prefect flow run, Ray Train run and checkpoint, dataset, resolved config and code, each link checked."""
-    cfg = _prepare(None, config, set, False)
+    cfg = _prepare(None, config, set, False, exclusive=False)
     from pipelines import lineage  # noqa: PLC0415
 
     if version is None:
@@ -343,6 +363,7 @@ def compare(
         typer.echo(yaml.safe_dump({name: cfg.model_dump(mode="json") for name, cfg in configs.items()}, sort_keys=False).rstrip())
         raise typer.Exit(0)
     workspace = writable_workspace(next(iter(configs.values())).runtime.workdir)
+    acquire_workspace_lock(workspace)
     _console(workspace, verbose)
     configure_environment(workspace)
     for cfg in configs.values():
@@ -361,7 +382,15 @@ def _existing(path: Path, flag: str) -> Path:
 
 
 def main() -> None:
-    """Entry point: user mistakes print one line and exit non-zero, without a traceback."""
+    """Entry point: run the command, then let the next run in this working folder go (`runtime.acquire_workspace_lock`)."""
+    try:
+        _main()
+    finally:
+        release_workspace_locks()
+
+
+def _main() -> None:
+    """User mistakes print one line and exit non-zero, without a traceback."""
     try:
         code = app(standalone_mode=False)  # returns the exit code of typer.Exit
     except click.ClickException as err:  # bad command line: click's own message
@@ -399,7 +428,7 @@ def _failure(err: Exception) -> tuple[str, int]:
         return f"error: {_storage_message(err)}", 2
     lines = str(err).strip().splitlines() or [""]
     log = console.record_failure(f"{type(err).__name__}: {err}")
-    more = f" ({len(lines) - 1} more lines and every process's output in {log})" if log else ""
+    more = f" ({f'{len(lines) - 1} more lines and ' if len(lines) > 1 else ''}every process's output in {log})" if log else ""
     return f"error: the pipeline failed: {type(err).__name__}: {lines[0]}{more}", 1
 
 

@@ -21,7 +21,7 @@ from pipelines.codebase import stage_code
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.ray_embed import embed_images
 from pipelines.runtime import Workspace
-from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
+from pipelines.stages import cache_key, maybe_fail, maybe_kill, retry_unless_user_error
 
 REPORT = "report.json"
 
@@ -185,7 +185,7 @@ def fids_of_draws(
 
 def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     """Write report.json and sample grids for a checkpoint; return the report's path."""
-    maybe_fail("evaluate")
+    maybe_fail("evaluate", kill_here=False)
     dataset_dir, workspace = Path(dataset_dir), Workspace.of(cfg.runtime.workdir)
     out = workspace.evaluations / fingerprint(str(checkpoint_dir), eval_key(cfg), stage_code("evaluate"))
     if (out / REPORT).is_file():
@@ -263,6 +263,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         if latent.info_categorical:
             report["infogan"] = infogan_scores(G, latent, inputs.code, fake.classes.argmax(1), manifest["num_classes"], tmp, cfg.eval.seed)
         report["seconds"] = round(time.time() - started, 2)
+        maybe_kill("evaluate", cfg.runtime.workdir, "with its pictures written aside and its report not yet published")
         (tmp / REPORT).write_text(json.dumps(report, indent=2))
     print(
         f"[evaluate] {extractor.name} features: FID {model_scores.fid:.2f} ± {model_scores.fid_bootstrap_std:.2f} "

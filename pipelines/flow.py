@@ -11,20 +11,21 @@ from pipelines.config import PipelineConfig
 from pipelines.evaluate import evaluate_task
 from pipelines.ingest import ingest_task
 from pipelines.register import register_task
+from pipelines.runtime import Workspace, workspace_lock
 from pipelines.train import train_task
 
 
 def run_stage(stage, timings: dict, output_exists: Callable[[object], bool], *args: object) -> object:  # noqa: ANN001
-    """Run a task; if its cached output was deleted since, run it again for real. Record status and time."""
+    """Run a task; if its cached output was deleted since, run it again for real. Record status and time, a failure
+    included (the stage's error then fails the flow)."""
     started = time.time()
     state = stage(*args, return_state=True)
-    result = state.result()  # re-raises the stage's error, failing the flow
-    if state.name == "Cached" and not output_exists(result):
-        print(f"[{stage.name}] cached output {result} no longer exists; recomputing")
+    if state.is_completed() and state.name == "Cached" and not output_exists(state.result()):
+        print(f"[{stage.name}] cached output {state.result()} no longer exists; recomputing")
         state = stage.with_options(refresh_cache=True)(*args, return_state=True)
-        result = state.result()
-    timings[stage.name] = {"status": "cached" if state.name == "Cached" else "ran", "seconds": round(time.time() - started, 2)}
-    return result
+    status = "cached" if state.name == "Cached" else "ran" if state.is_completed() else "failed"
+    timings[stage.name] = {"status": status, "seconds": round(time.time() - started, 2)}
+    return state.result()  # re-raises the stage's error, failing the flow
 
 
 @flow(name="gan-pipeline", log_prints=True)
@@ -33,11 +34,18 @@ def gan_pipeline(config: dict) -> dict:
     flow_started = time.time()
     cfg = PipelineConfig.model_validate(config)
     stages: dict[str, dict] = {}
-    dataset = run_stage(ingest_task, stages, lambda path: Path(path, "manifest.json").is_file(), cfg)
-    trained = run_stage(train_task, stages, lambda out: Path(out["checkpoint"]).is_dir(), cfg, dataset)
-    report = run_stage(evaluate_task, stages, lambda path: Path(path).is_file(), cfg, dataset, trained["checkpoint"])
-    registered = run_stage(register_task, stages, lambda _: True, cfg, dataset, trained["checkpoint"], report, str(flow_run.id))
-    return {
-        "flow_run_id": str(flow_run.id), "flow_started_unix": flow_started, "stages": stages,
-        "dataset": dataset, "train": trained, "report": report, "registered": registered,
-    }
+    run = {"flow_run_id": str(flow_run.id), "flow_started_unix": flow_started, "stages": stages}  # grows stage by stage
+    with workspace_lock(Workspace.of(cfg.runtime.workdir)):  # one run at a time per working folder (held already under the CLI)
+        try:
+            run["dataset"] = dataset = run_stage(ingest_task, stages, lambda path: Path(path, "manifest.json").is_file(), cfg)
+            run["train"] = trained = run_stage(train_task, stages, lambda out: Path(out["checkpoint"]).is_dir(), cfg, dataset)
+            run["report"] = report = run_stage(
+                evaluate_task, stages, lambda path: Path(path).is_file(), cfg, dataset, trained["checkpoint"]
+            )
+            run["registered"] = run_stage(
+                register_task, stages, lambda _: True, cfg, dataset, trained["checkpoint"], report, str(flow_run.id)
+            )
+        except Exception as err:
+            err.run_summary = run  # what ran, came from cache or failed, and what it made: the CLI keeps it as the run's summary
+            raise
+    return run

@@ -34,9 +34,10 @@ KILL_AT_BATCH = 20
 class RayTrainSink:
     """Rank 0's samples go to a staging folder; every epoch each rank reports, rank 0 with the checkpoint."""
 
-    def __init__(self, ctx: WorkerContext, staging: Path, hooks: dict[str, int | None], resumed_epoch: int):
+    def __init__(self, ctx: WorkerContext, staging: Path, hooks: dict[str, int | str | None], resumed_epoch: int):
         self.ctx, self.staging = ctx, staging
-        self.fail_after_epoch, self.kill_after_epoch = hooks.get("train"), hooks.get("kill-worker")
+        epochs = {name: arg for name, arg in hooks.items() if isinstance(arg, int)}  # `train`, `train:once`: the driver's, at the start
+        self.fail_after_epoch, self.kill_after_epoch = epochs.get("train"), epochs.get("kill-worker")
         self.resumed_epoch = resumed_epoch
         self.first_batch_unix: float | None = None
 

@@ -21,10 +21,11 @@ from pipelines import promotion
 from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.ingest import find_dataset
 from pipelines.runtime import GAN_DIR, Workspace, code_tags, tracking_uri
-from pipelines.stages import maybe_fail, retry_unless_user_error
+from pipelines.stages import maybe_fail, maybe_kill, retry_unless_user_error
 
 MODEL_CODE = Path(__file__).with_name("generator_model.py")
 CHAMPION, CHALLENGER = "champion", "challenger"
+PROMOTION_TAG = "promotion"  # the gate's reason, on each version it has decided
 RESOLVED_CONFIG = "config/resolved.json"  # the run's artifact of the resolved config; `config_hash` is its hash
 
 
@@ -89,14 +90,15 @@ def _promote(client, name: str, version, report: dict, max_memorised: float) -> 
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
-    if champion is not None and str(champion.version) == str(version.version):
+    if champion is not None and str(champion.version) == str(version.version):  # moved before a kill; its reason is in the history
+        client.set_model_version_tag(name, version.version, PROMOTION_TAG, "already champion")
         return True, "already champion"
     standing = promotion.Standing.of_report(version.version, report)
     held = None if champion is None else promotion.Standing.of_tags(champion.version, champion.tags)
     promoted, why = promotion.decide(standing, held, None if champion is None else str(champion.version), max_memorised)
-    client.set_model_version_tag(name, version.version, "promotion", why)
     if promoted:
         move_champion(client, name, str(version.version), why, by="promotion gate")
+    client.set_model_version_tag(name, version.version, PROMOTION_TAG, why)
     return promoted, why
 
 
@@ -119,7 +121,7 @@ def promote(cfg: PipelineConfig, name: str, version: str, why: str) -> str:
     client = connect(cfg)
     version = str(model_version(client, name, version).version)
     previous = move_champion(client, name, version, why)
-    client.set_model_version_tag(name, version, "promotion", f"promoted by {promotion.user()}: {why}")
+    client.set_model_version_tag(name, version, PROMOTION_TAG, f"promoted by {promotion.user()}: {why}")
     return f"{name}: champion v{version} (was {'v' + previous if previous else 'none'})"
 
 
@@ -131,7 +133,7 @@ def rollback(cfg: PipelineConfig, name: str, why: str) -> str:
     if previous is None:
         raise UsageError(f"{name}: no champion before v{current} on record; use `gan-pipeline promote {name} VERSION`")
     move_champion(client, name, previous, f"rollback from v{current}: {why}", rollback=True)
-    client.set_model_version_tag(name, previous, "promotion", f"rolled back to by {promotion.user()} from v{current}: {why}")
+    client.set_model_version_tag(name, previous, PROMOTION_TAG, f"rolled back to by {promotion.user()} from v{current}: {why}")
     return f"{name}: champion v{previous} (was v{current})"
 
 
@@ -250,9 +252,8 @@ def _log_generator(G: torch.nn.Module, model_cfg: ModelConfig, latent: Latent, i
 
 def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_path: str, flow_run_id: str | None = None) -> dict:
     """Log params, config, curves, samples, report and model; register a version; move aliases."""
-    maybe_fail("register")
+    maybe_fail("register", kill_here=False)
     import mlflow  # noqa: PLC0415
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
     # 1. Read and check every input before touching the registry.
     manifest = data.read_manifest(Path(dataset_dir))
@@ -276,30 +277,51 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     client = connect(cfg)
     name = cfg.registry.model_name
     existing = _existing_version(client, name, lineage["lineage_key"])
-    if existing is not None:  # no alias moves: re-registering an old checkpoint never moves one backwards
-        try:
-            champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
-        except MlflowException:
-            champion = None
-        why = f"already registered as v{existing.version}; champion is {'v' + champion if champion else 'none'}"
-        print(f"[register] {why}")
-        return {"model_name": name, "version": existing.version, "run_id": existing.run_id, "champion": champion == str(existing.version), "reason": why}
+    if existing is not None and _decided(existing):  # no alias moves: re-registering an old checkpoint never moves one backwards
+        return _already_registered(client, name, existing)
 
-    # 2. The MLflow run: what was trained, how it went, how it scored; then the model itself.
-    started = time.time()
-    with mlflow.start_run(experiment_id=_experiment_id(client, cfg), run_name=f"{model_cfg.arch}-{resolved_hash[:8]}") as run:
-        _log_run(client, run.info.run_id, cfg, lineage, state, Path(checkpoint_dir), Path(report_path), report)
-        logging_started = time.time()
-        model_uri = _log_generator(G, model_cfg, latent, list(state["image_shape"]))
-    scores = {**promotion.Standing.of_report("", report).tags(), "floor_fid": str(report["real_vs_real"]["fid"])}
-    version = mlflow.register_model(model_uri, name, tags={**lineage, **scores, **cfg.registry.tags})
-    logging_seconds = time.time() - logging_started
+    # 2. The MLflow run: what was trained, how it went, how it scored; then the model itself. A version whose gate
+    # never decided (its run was killed in between) is taken as it is, and only the aliases below are still to move.
+    started, logging_seconds = time.time(), None
+    if existing is None:
+        with mlflow.start_run(experiment_id=_experiment_id(client, cfg), run_name=f"{model_cfg.arch}-{resolved_hash[:8]}") as run:
+            _log_run(client, run.info.run_id, cfg, lineage, state, Path(checkpoint_dir), Path(report_path), report)
+            logging_started = time.time()
+            model_uri = _log_generator(G, model_cfg, latent, list(state["image_shape"]))
+        scores = {**promotion.Standing.of_report("", report).tags(), "floor_fid": str(report["real_vs_real"]["fid"])}
+        version = mlflow.register_model(model_uri, name, tags={**lineage, **scores, **cfg.registry.tags})
+        logging_seconds, run_id = round(time.time() - logging_started, 2), run.info.run_id
+        maybe_kill("register", cfg.runtime.workdir, f"with {name} v{version.version} registered and its aliases not yet moved")
+    else:
+        version, run_id = existing, existing.run_id
+        print(f"[register] {name} v{version.version} was registered by a run that stopped before the promotion gate; deciding now")
+
+    # 3. The aliases; the `promotion` tag, written last, records that the gate has decided.
     promoted, why = _promote(client, name, version, report, cfg.registry.max_memorised_share)
     print(f"[register] {name} v{version.version} is challenger; champion: {why}")
     return {
-        "model_name": name, "version": version.version, "run_id": run.info.run_id, "champion": promoted, "reason": why,
-        "model_logging_seconds": round(logging_seconds, 2), "seconds": round(time.time() - started, 2),
+        "model_name": name, "version": version.version, "run_id": run_id, "champion": promoted, "reason": why,
+        "model_logging_seconds": logging_seconds, "seconds": round(time.time() - started, 2),
     }
+
+
+def _decided(version) -> bool:  # noqa: ANN001 - an MLflow ModelVersion
+    """Whether the promotion gate has decided this version (or it predates the gate and carries no scores to decide on)."""
+    return PROMOTION_TAG in version.tags or promotion.Standing.of_tags(version.version, version.tags) is None
+
+
+def _already_registered(client, name: str, existing) -> dict:  # noqa: ANN001
+    """The summary of a re-run whose checkpoint and evaluation are registered and promoted already: nothing moves."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    try:
+        champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        champion = None
+    why = f"already registered as v{existing.version}; champion is {'v' + champion if champion else 'none'}"
+    print(f"[register] {why}")
+    return {"model_name": name, "version": existing.version, "run_id": existing.run_id, "champion": champion == str(existing.version),
+            "reason": why}
 
 
 @task(name="register", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)

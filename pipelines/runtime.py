@@ -3,10 +3,14 @@
 Nothing here runs at import time: the CLI calls `configure_environment` before Prefect is imported.
 """
 
+import fcntl
 import importlib.metadata
 import os
 import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,6 +84,57 @@ class Workspace:
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+
+_LOCKS_HELD: dict[Path, int] = {}  # the working-folder locks this process holds -> their open files
+
+
+def acquire_workspace_lock(workspace: Workspace) -> bool:
+    """Take the working folder's lock: one run at a time per working folder, the next one waits (and says so).
+    False if this process holds it already (the CLI's command takes it, then the flow it runs).
+
+    Two runs at once in one folder would start two local Ray clusters on the same cores, write one Prefect and one
+    MLflow SQLite database together, and promote against each other: each reads the champion before the other has
+    moved it, and `champion` ends on whichever wrote last, whatever the gate says. An exclusive `flock` on
+    `<workdir>/.lock` serialises them; the kernel releases it when its process ends, even by SIGKILL, so a killed
+    run never leaves a stale lock.
+    """
+    path = workspace.lock
+    if path in _LOCKS_HELD:
+        return False
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
+        print(f"waiting for another run in this working folder ({holder}) to finish: {workspace.root}", file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+    _LOCKS_HELD[path] = fd
+    return True
+
+
+def release_workspace_locks() -> None:
+    """Let the next run in: close every working-folder lock this process holds."""
+    while _LOCKS_HELD:
+        os.close(_LOCKS_HELD.popitem()[1])
+
+
+@contextmanager
+def workspace_lock(workspace: Workspace) -> Iterator[None]:
+    """The working folder's lock around a block (`acquire_workspace_lock`); released after unless held before."""
+    taken = acquire_workspace_lock(workspace)
+    try:
+        yield
+    finally:
+        if taken:
+            os.close(_LOCKS_HELD.pop(workspace.lock))
 
 
 def ray_storage(storage_path: str, workspace: Workspace) -> str:

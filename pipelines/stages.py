@@ -3,6 +3,8 @@
 import errno
 import hashlib
 import os
+import signal
+from pathlib import Path
 
 from gan.checkpoint import CheckpointError
 from gan.config import ConfigError
@@ -15,6 +17,8 @@ USER_ERRORS = (ConfigError, DataError, CheckpointError, RegistrationRefused, Tra
 # A full disk or quota, a read-only file system, a folder without write permission: a retry fails the same way.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
+STAGES = ("ingest", "train", "evaluate", "register")
+ONCE = "once"
 
 
 class InjectedFailure(RuntimeError):
@@ -40,22 +44,67 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
 
 
-def failure_hook() -> dict[str, int | None]:
-    """Parse the documented test hook, e.g. GAN_PIPELINE_FAIL_AT='train:1,evaluate'.
+def failure_hook() -> dict[str, int | str | None]:
+    """Parse the documented test hook, e.g. GAN_PIPELINE_FAIL_AT='ingest:once,train:1,evaluate,kill:register'.
 
-    `stage` fails that stage every time it runs; `train:N` makes rank 0 crash a few batches after it has
-    saved the checkpoint of epoch N, once (a resumed run starts past epoch N and does not crash again);
-    `kill-worker:N` makes the last rank SIGKILL its own process a few batches after epoch N's checkpoint, once.
+    `stage` fails that stage on every attempt (its retries fail too, and so does the run); `stage:once` fails only the
+    first attempt of the stage in a run (Prefect's retry then recovers it within the run);
+    `kill:stage` SIGKILLs the process the flow runs in, once per working folder (a marker file `.fail-hook-kill-STAGE`
+    in it records the kill, so the re-run goes on), where a kill leaves the most behind: ingest and train as they start,
+    evaluate with its pictures written aside and its report not yet published, register with the model version
+    registered and its aliases not yet moved;
+    `train:N` makes rank 0 crash a few batches after it has saved the checkpoint of epoch N, once (a resumed run starts
+    past epoch N and does not crash again); `kill-worker:N` makes the last rank SIGKILL its own process a few batches
+    after epoch N's checkpoint, once. A form not listed here is an error, so that a misspelt hook cannot pass silently.
     """
-    hooks: dict[str, int | None] = {}
-    for item in filter(None, (s.strip() for s in os.environ.get(FAIL_HOOK, "").split(","))):
-        stage, _, arg = item.partition(":")
-        hooks[stage] = int(arg) if arg else None
+    hooks: dict[str, int | str | None] = {}
+    spec = os.environ.get(FAIL_HOOK, "")
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, arg = item.partition(":")
+        if name == "kill" and arg in STAGES:
+            key, value = f"kill:{arg}", None
+        elif name in STAGES and arg in ("", ONCE):
+            key, value = name, arg or None
+        elif name in ("train", "kill-worker") and arg.isdigit():
+            key, value = name, int(arg)
+        else:
+            raise ValueError(f"{FAIL_HOOK}={spec!r}: unknown form {item!r}; expected STAGE, STAGE:once, kill:STAGE, train:N or "
+                             f"kill-worker:N with STAGE one of {', '.join(STAGES)}")
+        if key in hooks:
+            raise ValueError(f"{FAIL_HOOK}={spec!r}: names {key!r} twice")
+        hooks[key] = value
     return hooks
 
 
-def maybe_fail(stage: str) -> None:
-    """Raise InjectedFailure if the hook names this stage without an epoch."""
+def maybe_fail(stage: str, kill_here: bool = True) -> None:
+    """At a stage's start: raise InjectedFailure for `stage` (every attempt) or `stage:once` (the first attempt of this
+    run's task run); with `kill_here`, also the `kill:stage` point (stages that have a later one call `maybe_kill` there)."""
+    from prefect.runtime import task_run  # noqa: PLC0415 - the task run's attempt number; 0 outside a task run
+
     hooks = failure_hook()
     if stage in hooks and hooks[stage] is None:
-        raise InjectedFailure(f"{stage}: failure injected by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r}")
+        raise InjectedFailure(f"{stage}: failure injected by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r} (every attempt)")
+    if stage in hooks and hooks[stage] == ONCE and task_run.run_count <= 1:
+        raise InjectedFailure(f"{stage}: transient failure injected by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r} (first attempt only)")
+    if kill_here:
+        maybe_kill(stage)
+
+
+def maybe_kill(stage: str, workdir: str | None = None, where: str = "as it starts") -> None:
+    """SIGKILL this process (the flow's) for `kill:stage`, unless the marker in the working folder says it was done once.
+    The working folder is `workdir`, or that of the running task's `cfg` parameter."""
+    if f"kill:{stage}" not in failure_hook():
+        return
+    if workdir is None:
+        from prefect.runtime import task_run  # noqa: PLC0415
+
+        cfg = task_run.parameters.get("cfg")
+        assert cfg is not None, f"{FAIL_HOOK}: kill:{stage} outside a stage task names no working folder"
+        workdir = cfg.runtime.workdir
+    marker = Path(workdir).expanduser() / f".fail-hook-kill-{stage}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    print(f"[{stage}] SIGKILL injected by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r} {where} (pid {os.getpid()})", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -18,7 +18,7 @@ from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_
 from pipelines.ingest import check_batch_fits
 from pipelines.ray_worker import train_loop_per_worker
 from pipelines.runtime import RAY_RUN_RECORD, Workspace, ensure_ray, ray_storage, trains_as_job
-from pipelines.stages import cache_key, failure_hook, is_storage_error, naming, retry_unless_user_error
+from pipelines.stages import cache_key, failure_hook, is_storage_error, maybe_fail, naming, retry_unless_user_error
 
 
 # On CPUs, a worker's OpenMP threads spin between parallel regions instead of sleeping: a sleeping thread is
@@ -191,6 +191,7 @@ def _key(context, parameters: dict) -> str:  # noqa: ANN001
 def train_task(cfg: PipelineConfig, dataset_dir: str) -> dict:
     """Dataset -> trained checkpoint (cached on dataset fingerprint + train config + training code); the driver runs
     here, or on the cluster as a Ray Job (`ray.driver`)."""
+    maybe_fail("train")
     if trains_as_job(cfg):
         return ray_job.train_as_job(cfg, dataset_dir, run_name(cfg, data.read_manifest(Path(dataset_dir))))
     return train(cfg, dataset_dir)

@@ -26,12 +26,17 @@ CLI = str(Path(sys.executable).with_name("gan-pipeline"))
 pytestmark = pytest.mark.integration
 
 
-def cli(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the CLI in a fresh process, in the shared working folder, with the workspace's own MLflow store
-    (MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI, so this process's environment may name another test's)."""
+def cli_env(workdir: Path, env: dict | None = None) -> dict:
+    """The CLI's environment for a run in `workdir`: its own Prefect home and the workspace's own MLflow store (MLflow's
+    set_tracking_uri exports MLFLOW_TRACKING_URI, so this process's environment may name another test's), no test hook
+    unless `env` sets one."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("GAN_PIPELINE_FAIL_AT", "MLFLOW_TRACKING_URI")}
-    full_env.update({"PREFECT_HOME": str(workdir / ".prefect-home"), **(env or {})})
-    done = subprocess.run([CLI, *args], cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return {**full_env, "PREFECT_HOME": str(workdir / ".prefect-home"), **(env or {})}
+
+
+def cli(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh process, in the shared working folder (`cli_env`)."""
+    done = subprocess.run([CLI, *args], cwd=workdir, env=cli_env(workdir, env), capture_output=True, text=True, timeout=timeout)
     (workdir / "cli.log").open("a").write(f"$ gan-pipeline {' '.join(args)}\n{done.stdout}\n{done.stderr}\n")
     return done
 

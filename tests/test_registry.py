@@ -138,6 +138,12 @@ def test_register_keeps_the_champion_against_a_worse_or_noise_level_model(client
     assert aliases(client) == {"champion": "4", "challenger": "4"}
     again = registered(cfg, dataset, folders[1], 60.0)  # the worse one once more: found, and nothing moves
     assert again["reason"] == "already registered as v2; champion is v4" and aliases(client) == {"champion": "4", "challenger": "4"}
+    # A version the gate never decided (its run was killed after registering it): the re-run decides it, registers nothing new.
+    client.delete_model_version_tag("m", "2", "promotion")
+    decided = registered(cfg, dataset, folders[1], 60.0)
+    assert str(decided["version"]) == "2" and decided["reason"].endswith("not better") and not decided["champion"]
+    assert aliases(client) == {"champion": "4", "challenger": "2"} and len(client.search_model_versions("name = 'm'")) == 4
+    assert client.get_model_version("m", "2").tags["promotion"] == decided["reason"]
 
     # The champion's lineage tags lead `evaluate --model` back to its checkpoint and dataset.
     assert evaluation_inputs(cfg, "models:/m@champion") == (Path(dataset), folders[3])

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_pipeline import CLI, SMOKE, cli, registry, summaries
+from tests.test_pipeline import CLI, SMOKE, cli, cli_env, registry, summaries
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +55,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     reference = cli(reference_dir, *RUN)
 
     # The last rank kills itself in epoch 2: Ray Train (max_failures 1) restarts the group from epoch 1's checkpoint.
-    env = {k: v for k, v in os.environ.items() if k not in ("GAN_PIPELINE_FAIL_AT", "MLFLOW_TRACKING_URI")}
-    env.update({"PREFECT_HOME": str(killed_dir / ".prefect-home"), "GAN_PIPELINE_FAIL_AT": "kill-worker:1"})
+    env = cli_env(killed_dir, {"GAN_PIPELINE_FAIL_AT": "kill-worker:1"})
     with (killed_dir / "killed.log").open("w") as log:
         run = subprocess.Popen([CLI, *RUN], cwd=killed_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 400
@@ -78,6 +77,11 @@ def test_a_run_killed_twice_resumes_to_the_weights_of_an_uninterrupted_run(runs:
     assert max(killed["epochs"]) < 4, "the run finished before it was killed"
     resumed = [int(e) for e in re.findall(r"\[train\] resumed from epoch (\d+)", again.stdout + again.stderr)]
     assert resumed and resumed[0] >= 3, again.stdout[-3000:]
+    # The stage x fault matrix's "train killed" cell (tests/test_fault_matrix.py has the others): the re-run took ingest
+    # from cache, resumed training from the latest complete checkpoint, and no temporary was left or taken as an output.
+    stages = summaries(runs["killed_dir"])[-1]["stages"]
+    assert (stages["ingest"]["status"], stages["train"]["status"]) == ("cached", "ran"), stages
+    assert not list((runs["killed_dir"] / "gan-work").rglob(".tmp-*"))
 
     expected, actual = final_state(runs["reference_dir"]), final_state(runs["killed_dir"])
     assert (expected["step"], expected["epoch"]) == (actual["step"], actual["epoch"]) == (124, 4)
