@@ -18,7 +18,13 @@ from rich.text import Text
 from pipelines import console
 from pipelines.config import ConfigError, PipelineConfig, RegistrationRefused, UsageError, load_config, preset_path
 from pipelines.runtime import (
-    Workspace, acquire_workspace_lock, check_driver, check_stores, configure_environment, release_workspace_locks, writable_workspace,
+    Workspace,
+    acquire_workspace_lock,
+    check_driver,
+    check_stores,
+    configure_environment,
+    release_workspace_locks,
+    writable_workspace,
 )
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ from pipelines.ray_worker import train_loop_per_worker
 from pipelines.runtime import RAY_RUN_RECORD, Workspace, ensure_ray, ray_storage, trains_as_job
 from pipelines.stages import cache_key, failure_hook, is_storage_error, maybe_fail, naming, retry_unless_user_error
 
-
 # On CPUs, a worker's OpenMP threads spin between parallel regions instead of sleeping: a sleeping thread is
 # woken late when Ray's own processes share the cores, and every op of the step waits for it (BENCHMARKS.md).
 # The workers' thread counts never exceed the cores (ray_worker.py), so the spinning takes no one's core.

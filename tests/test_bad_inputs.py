@@ -198,6 +198,6 @@ def test_bad_input_fails_in_one_line_and_leaves_nothing(
     assert expected.format(tmp=tmp_path) in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
-    logs = tmp_path / "gan-work" / "logs"
-    assert {p for p in created if p != logs and p.parent != logs} == set()  # no dataset, checkpoint, store or .tmp-* folder
+    logs, lock = tmp_path / "gan-work" / "logs", tmp_path / "gan-work" / ".lock"  # the run's log and the working folder's lock (it holds a pid)
+    assert {p for p in created if p not in (logs, lock) and p.parent != logs} == set()  # no dataset, checkpoint, store or .tmp-* folder
     assert registry_state(tmp_path / "gan-work" / "mlflow.db") == registered

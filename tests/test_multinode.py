@@ -41,14 +41,25 @@ class Cluster:
         self.starts = 0
         self.services: dict[str, str] = {}
 
-    def start_node(self) -> None:
-        self.starts += 1
-        self.node = start(
-            [BIN / "ray", "start", "--address", self.head, "--num-cpus", "2", "--resources", json.dumps(SLOT),
-             "--temp-dir", str(self.temp / "n"), "--block"],
-            self.root / f"node-{self.starts}.log", self.env, new_session=True,
-        )
-        self.wait_nodes(2)
+    def start_node(self, tries: int = 2) -> None:
+        """Start the second node and wait until the head lists it alive. On two busy cores a join can stall; a node
+        that has not joined in time is stopped and started once more, and its log's tail goes into the error."""
+        for attempt in range(tries):
+            self.starts += 1
+            log = self.root / f"node-{self.starts}.log"
+            self.node = start(
+                [BIN / "ray", "start", "--address", self.head, "--num-cpus", "2", "--resources", json.dumps(SLOT),
+                 "--temp-dir", str(self.temp / "n"), "--block"],
+                log, self.env, new_session=True,
+            )
+            try:
+                self.wait_nodes(2, alive=self.node)
+                return
+            except TimeoutError as err:
+                stop_group(self.node)
+                self.node = None
+                if attempt == tries - 1:
+                    raise TimeoutError(f"{err}; the node's log ends:\n{log.read_text()[-3000:]}") from None
 
     def kill_node(self) -> None:
         """SIGKILL the second node's raylet and everything of its process group: a machine lost, not a clean stop."""
@@ -57,9 +68,12 @@ class Cluster:
         self.node.wait()
         self.node = None
 
-    def wait_nodes(self, count: int, seconds: float = 90) -> None:
+    def wait_nodes(self, count: int, seconds: float = 90, alive: subprocess.Popen | None = None) -> None:
+        """Until `count` nodes are alive; a TimeoutError early if the `alive` process (a node being started) exits."""
         deadline = time.time() + seconds
         while time.time() < deadline:
+            if alive is not None and alive.poll() is not None:
+                raise TimeoutError(f"the node's `ray start` exited with {alive.returncode} before joining")
             with contextlib.suppress(ServerUnavailable):  # the dashboard starts a little after `ray start` returns
                 if len(alive_nodes(self.env["DASHBOARD"])) == count:
                     return
@@ -92,9 +106,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
     env.pop("RAY_ADDRESS", None)
     prefect_port, ray_port, dashboard_port = free_port(), free_port(), free_port()
     temp = Path(tempfile.mkdtemp(prefix="gan-ray-"))  # short: Ray's socket paths under it must stay within 107 bytes
-    prefect = start([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port), "--analytics-off"],
-                    root / "prefect.log", env)
-    mlflow, mlflow_uri = mlflow_server(root, env)
     head = subprocess.run(
         [BIN / "ray", "start", "--head", "--port", str(ray_port), "--num-cpus", "2", "--resources", json.dumps(SLOT),
          "--temp-dir", str(temp / "h"), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--disable-usage-stats"],
@@ -102,9 +113,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
     )
     env["DASHBOARD"] = f"http://127.0.0.1:{dashboard_port}"
     cluster = Cluster(root, temp, env, f"127.0.0.1:{ray_port}")
+    services: list[subprocess.Popen] = []
     try:
         assert head.returncode == 0, head.stderr[-2000:]
-        cluster.start_node()
+        cluster.start_node()  # before the services start: their start-up would compete with the node's for the two cores
+        prefect = start([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port), "--analytics-off"],
+                        root / "prefect.log", env)
+        mlflow, mlflow_uri = mlflow_server(root, env)
+        services += [mlflow, prefect]
         wait_healthy(f"http://127.0.0.1:{prefect_port}/api/health", prefect)
         wait_healthy(f"{mlflow_uri}/health", mlflow)
         cluster.services = {"PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api", "MLFLOW_TRACKING_URI": mlflow_uri}
@@ -113,7 +129,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
         if cluster.node is not None:
             stop_group(cluster.node)
         subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
-        stop(mlflow, prefect)
+        stop(*services)
         shutil.rmtree(temp, ignore_errors=True)
 
 
