@@ -16,7 +16,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,13 +113,14 @@ class WriteOptions:
     shard_mb: float = 32.0  # raw image bytes per shard (one row group each)
     workers: int = 1  # processes decoding image files
     report: Path | None = None  # where the quarantine report of a failed ingest goes (the dataset folder has none)
+    on_shard: Callable[[str, int], None] | None = None  # after each shard is on disk: its name and its split's rows so far
 
 
 class Shards:
     """Rows of one split, buffered and written out as numbered Parquet files of `rows_per_shard` rows each."""
 
-    def __init__(self, folder: Path, rows_per_shard: int) -> None:
-        self.folder, self.rows_per_shard = folder, rows_per_shard
+    def __init__(self, folder: Path, rows_per_shard: int, on_shard: Callable[[str, int], None] | None = None) -> None:
+        self.folder, self.rows_per_shard, self.on_shard = folder, rows_per_shard, on_shard
         self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.buffered, self.rows, self.files = 0, 0, []
         self.labels: list[np.ndarray] = []
@@ -151,6 +152,8 @@ class Shards:
         self.files.append(f"{self.folder.name}/{name}")
         self.labels.append(labels)
         self.rows += len(images)
+        if self.on_shard is not None:
+            self.on_shard(self.files[-1], self.rows)
 
 
 def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float, seed: int, checksum: str,
@@ -182,7 +185,7 @@ def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float,
                 continue  # go on reading to list every bad input, but write nothing more
             if splits is None:
                 per_shard = max(1, int(options.shard_mb * 2**20) // int(np.prod(image_shape)))
-                splits = {name: Shards(tmp / name, per_shard) for name in SPLITS}
+                splits = {name: Shards(tmp / name, per_shard, options.on_shard) for name in SPLITS}
             for name, mask in zip(SPLITS, (~heldout[good] & keep, heldout[good] & keep)):
                 splits[name].add(images[mask], rows.labels[good[mask]], good[mask])
         if problems and options.on_bad_input == "fail":

@@ -2,7 +2,7 @@
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prefect import task
@@ -12,7 +12,7 @@ from gan.config import ConfigError, check_recipe
 from pipelines.codebase import stage_code
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.runtime import Workspace
-from pipelines.stages import cache_key, maybe_fail, retry_unless_user_error
+from pipelines.stages import cache_key, is_storage_error, maybe_fail, maybe_kill, naming, retry_unless_user_error
 
 
 def shaping(cfg: PipelineConfig) -> data.Shaping:
@@ -73,7 +73,7 @@ def parent_version(cfg: PipelineConfig, inputs: list[tuple[str, str]]) -> dict:
 
 def ingest(cfg: PipelineConfig) -> str:
     """Write (or find already written) the dataset for `cfg.data`; return its folder."""
-    maybe_fail("ingest")
+    maybe_fail("ingest", kill_here=False)  # `kill:ingest` is once a shard is written (`shard_written`)
     inputs = data.source_inputs(cfg.data.source)
     out = dataset_dir(cfg, data.inputs_checksum(inputs))
     if data.is_complete(out):
@@ -88,18 +88,34 @@ def ingest(cfg: PipelineConfig) -> str:
         counts = ", ".join(f"{n} {kind}" for kind, n in lineage["changes"].items())
         print(f"[ingest] a new version of the dataset in {lineage['parent']['folder'][:12]}: {counts} input file(s)")
     workers = cfg.data.ingest_workers or max(1, (os.cpu_count() or 1) - 1)  # one core writes the shards
-    options = data.WriteOptions(cfg.data.on_bad_input, cfg.data.shard_mb, workers, workspace.root / "quarantine" / f"{out.name}.json")
+    options = data.WriteOptions(cfg.data.on_bad_input, cfg.data.shard_mb, workers, workspace.root / "quarantine" / f"{out.name}.json",
+                                shard_written(cfg))
     print(f"[ingest] reading {cfg.data.source} ({len(inputs)} file(s); {workers} decoding process(es))")
     with data.scratch_space(workspace.root / "scratch") as scratch:  # unpacked arrays, copies of remote files
         rows = data.open_source(cfg.data.source, shaping(cfg), scratch, (cfg.data.image_column, cfg.data.label_column), workers)
         rows = data.declare_classes(rows, tuple(cfg.data.classes))
-        manifest = data.write_dataset(rows, out, cfg.data.holdout_fraction, cfg.data.split_seed, data.inputs_checksum(inputs),
-                                      options, lineage, inputs, changes)
+        try:
+            manifest = data.write_dataset(rows, out, cfg.data.holdout_fraction, cfg.data.split_seed, data.inputs_checksum(inputs),
+                                          options, lineage, inputs, changes)
+        except OSError as err:
+            if is_storage_error(err):  # a full disk, in pyarrow's words, names no file: name the dataset (none is left)
+                raise naming(err, out) from err
+            raise
     print(f"[ingest] wrote {manifest['rows']} rows of {manifest['image_shape']} in "
           f"{sum(map(len, manifest['shards'].values()))} shard(s) to {out}")
     if manifest["quarantined"]:
         print(f"[ingest] skipped {manifest['quarantined']} bad input(s), listed in {out / data.QUARANTINE}")
     return str(out)
+
+
+def shard_written(cfg: PipelineConfig) -> Callable[[str, int], None]:
+    """Progress, shard by shard: a large source takes minutes. Also where a test's `kill:ingest` strikes: the dataset
+    half written, its manifest not yet."""
+    def written(name: str, rows: int) -> None:
+        print(f"[ingest] {name}: {rows:,} rows so far in {name.split('/')[0]}", flush=True)
+        maybe_kill("ingest", cfg.runtime.workdir, "with a shard written and no manifest")
+
+    return written
 
 
 def preflight(cfg: PipelineConfig) -> None:

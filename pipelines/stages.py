@@ -50,9 +50,9 @@ def failure_hook() -> dict[str, int | str | None]:
     `stage` fails that stage on every attempt (its retries fail too, and so does the run); `stage:once` fails only the
     first attempt of the stage in a run (Prefect's retry then recovers it within the run);
     `kill:stage` SIGKILLs the process the flow runs in, once per working folder (a marker file `.fail-hook-kill-STAGE`
-    in it records the kill, so the re-run goes on), where a kill leaves the most behind: ingest and train as they start,
-    evaluate with its pictures written aside and its report not yet published, register with the model version
-    registered and its aliases not yet moved;
+    in it records the kill, so the re-run goes on), where a kill leaves the most behind: ingest with a shard written
+    and no manifest, train as it starts, evaluate with its pictures written aside and its report not yet published,
+    register with the model version registered and its aliases not yet moved;
     `train:N` makes rank 0 crash a few batches after it has saved the checkpoint of epoch N, once (a resumed run starts
     past epoch N and does not crash again); `kill-worker:N` makes the last rank SIGKILL its own process a few batches
     after epoch N's checkpoint, once. A form not listed here is an error, so that a misspelt hook cannot pass silently.

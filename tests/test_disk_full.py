@@ -1,8 +1,9 @@
-"""A full disk while checkpointing: the write fails naming its file, leaves nothing half-written, the CLI says so in one
-line (exit 2), and the same write succeeds once space is freed.
+"""A full disk while ingesting and while checkpointing: the write fails naming its file (or the dataset), leaves nothing
+half-written, the CLI says so in one line (exit 2), and the same write succeeds once space is freed.
 
 The disk is a real 4 MiB tmpfs when this process may mount one (root); otherwise a quota on the checkpoint writer's
-open(), and the tests of what pyarrow writes (Ray Train's upload, the local copy) are skipped.
+open() and an ENOSPC from the dataset's shard writer, and the tests of the other things pyarrow writes (Ray Train's
+upload, the local copy) are skipped.
 """
 
 import errno
@@ -195,3 +196,58 @@ def test_the_cli_names_a_read_only_or_forbidden_place_in_one_line() -> None:
     for code, reason in ((errno.EROFS, "read-only file system"), (errno.EACCES, "permission denied")):
         message, exit_code = _failure(OSError(code, os.strerror(code), "/data/gan-work/mlflow.db"))
         assert exit_code == 2 and message.startswith(f"error: /data/gan-work/mlflow.db: {reason}: give this user access to it")
+
+
+def test_an_ingest_on_a_full_disk_fails_naming_the_dataset_and_writes_it_whole_once_space_is_freed(
+    small_disk: TmpfsDisk | QuotaDisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ingest stage's own function, its working folder on the small disk: 4,000 28x28 images (3 MiB) in shards of
+    0.5 MiB, with room for about half of them."""
+    import numpy as np  # noqa: PLC0415
+
+    from gan import data  # noqa: PLC0415
+    from pipelines.cli import _failure  # noqa: PLC0415
+    from pipelines.config import load_config  # noqa: PLC0415
+    from pipelines.ingest import ingest  # noqa: PLC0415
+    from tests.test_pipeline import SMOKE  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    source = tmp_path / "images.npz"
+    np.savez(source, images=rng.integers(0, 256, (4000, 28, 28), dtype=np.uint8), labels=rng.integers(0, 3, 4000))
+    settings = [f"data.source={source}", "data.shard_mb=0.5", "data.ingest_workers=1"]
+    whole = Path(ingest(load_config(SMOKE, [*settings, f"runtime.workdir={tmp_path / 'elsewhere'}"])))
+    size = sum(f.stat().st_size for f in whole.rglob("*") if f.is_file())
+    cfg = load_config(SMOKE, [*settings, f"runtime.workdir={small_disk.folder / 'gan-work'}"])
+    if small_disk.real:
+        small_disk.fill(leave=size // 2)
+    else:  # the shard writer's disk fills at its fourth shard
+        written = data.pq.write_table
+
+        def write_table(table, where, **options) -> None:  # noqa: ANN001
+            if "/part-" in str(where) and len(list(Path(where).parent.glob("part-*"))) >= 3 and small_disk.left == 0:
+                raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+            written(table, where, **options)
+
+        monkeypatch.setattr(data.pq, "write_table", write_table)
+        small_disk.fill(leave=0)
+
+    with pytest.raises(OSError) as failed:
+        ingest(cfg)
+    datasets = small_disk.folder / "gan-work" / "datasets"
+    out = datasets / whole.name
+    assert failed.value.errno == errno.ENOSPC and failed.value.filename == str(out)
+    assert not out.exists() and not list(out.parent.glob(".tmp-*"))  # no dataset, not even half of one
+    assert not list((small_disk.folder / "gan-work" / "scratch").glob("*"))
+    message, code = _failure(failed.value)
+    assert code == 2 and message.startswith(f"error: no space left on device writing {out}: free some space there (df -h {out.parent}")
+
+    small_disk.free()
+    assert ingest(cfg) == str(out)
+    assert data.read_manifest(out)["rows"] == data.read_manifest(whole)["rows"]
+    assert sum(pq_rows(out / split) for split in ("train", "heldout")) == 4000
+
+
+def pq_rows(folder: Path) -> int:
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    return pq.read_table(folder).num_rows

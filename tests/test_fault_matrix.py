@@ -10,7 +10,7 @@ One working folder, nine runs in a chain, each run's fatal fault one stage furth
 cell's run:
 
     1 ingest                  persistent ingest
-    2 kill:ingest             killed ingest (a dead writer's half dataset is then left beside it)
+    2 kill:ingest             killed ingest (its dataset half written, beside where it goes)
     3 ingest:once,train       transient ingest, persistent train
     4 train:once,evaluate     transient train, persistent evaluate
     5 kill:evaluate           killed evaluate (pictures written aside, report not yet published)
@@ -89,21 +89,6 @@ def wait_for_lock(workdir: Path, process: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
-def plant_dead_writers_dataset(workdir: Path, pid: int) -> Path:
-    """What a kill inside the dataset's write leaves (gan/data.py's `written_aside`: a hidden sibling named after the
-    dataset and its writer's pid, a split half written, no manifest), for a writer that is gone."""
-    from gan import data  # noqa: PLC0415
-    from pipelines.config import load_config  # noqa: PLC0415
-    from pipelines.ingest import dataset_dir  # noqa: PLC0415
-
-    cfg = load_config(SMOKE, [*TINY, f"runtime.workdir={workdir / 'gan-work'}"])
-    out = dataset_dir(cfg, data.source_checksum(cfg.data.source))
-    tmp = out.parent / f".tmp-{out.name}-{pid}-0123abcd"
-    (tmp / "train").mkdir(parents=True)
-    (tmp / "train" / "part-00000.parquet").write_bytes(b"PAR1" + bytes(100))  # cut off mid-file
-    return tmp
-
-
 def registry_state(workdir: Path) -> dict:
     """Versions (number -> run id and promotion tag) and aliases of the test's model."""
     client = registry(workdir)
@@ -147,8 +132,9 @@ def run_chain(workdir: Path, env: dict) -> dict[int, dict]:
         for run in (done[n], done.get(n + 1, {})):
             if run:
                 run["summary"] = own_summary(new, run["out"])
-        if hook == "kill:ingest":
-            done[n]["planted"] = plant_dead_writers_dataset(workdir, pid=int(done[n]["out"].split("(pid ")[1].split(")")[0]))
+        if hook == "kill:ingest":  # what the killed ingest left: `written_aside`'s hidden folder, in part written
+            datasets = workdir / "gan-work" / "datasets"
+            done[n]["left"] = {p.name: sorted(str(f.relative_to(p)) for f in p.rglob("*")) for p in datasets.glob(".tmp-*")}
         if hook == "kill:evaluate":  # what the killed evaluation left in its folder
             done[n]["evaluations"] = {p.name: sorted(f.name for f in p.iterdir()) for p in evaluations.iterdir()}
         if hook == "kill:register":
@@ -224,12 +210,14 @@ def test_a_persistent_failure_fails_the_run_in_one_line_and_the_rerun_starts_at_
 
 def test_ingest_killed_leaves_no_dataset_and_the_rerun_writes_a_whole_one(chain: dict) -> None:
     runs, workdir = chain["runs"], chain["workdir"]
-    killed_in(runs[2], "ingest", "as it starts")
+    killed_in(runs[2], "ingest", "with a shard written and no manifest")
+    ((half, files),) = runs[2]["left"].items()  # the killed writer's folder: one shard in, no manifest
+    assert any(f.endswith(".parquet") for f in files) and "manifest.json" not in files, files
     resumed_at(runs[3], "ingest")
     datasets = workdir / "gan-work" / "datasets"
-    assert not runs[2]["planted"].exists() and not list(datasets.glob(".tmp-*"))  # the dead writer's half dataset: removed
+    assert not list(datasets.glob(".tmp-*"))  # the dead writer's half dataset: removed by the re-run
     (dataset,) = datasets.iterdir()
-    assert str(dataset) == runs[3]["summary"]["dataset"] and runs[2]["planted"].name.startswith(f".tmp-{dataset.name}-")
+    assert str(dataset) == runs[3]["summary"]["dataset"] and half.startswith(f".tmp-{dataset.name}-")
     manifest = json.loads((dataset / "manifest.json").read_text())
     assert {split: pq.read_table(dataset / split).num_rows for split in ("train", "heldout")} == manifest["rows"]
 
