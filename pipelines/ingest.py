@@ -49,14 +49,15 @@ def _datasets(cfg: PipelineConfig) -> Iterator[tuple[Path, dict]]:
             continue
 
 
-def parent_version(cfg: PipelineConfig, inputs: list[tuple[str, str]]) -> dict:
+def parent_version(cfg: PipelineConfig, inputs: list[tuple[str, str]]) -> tuple[dict, dict | None]:
     """The manifest's lineage: the latest dataset made from the same source with the same settings (its parent), and
-    which input files were added, changed or removed since; `changes.json` beside the manifest lists them all."""
+    which input files were added, changed or removed since; and those files by name, for `changes.json` beside the
+    manifest (None without a parent)."""
     same = [(m["created"], f, m) for f, m in _datasets(cfg)
             if m.get("source_location") == cfg.data.source and m.get("settings_key") == settings_key(cfg)]
     lineage = {"source_location": cfg.data.source, "settings_key": settings_key(cfg), "parent": None}
     if not same:
-        return lineage
+        return lineage, None
     _, folder, manifest = max(same, key=lambda t: t[0])
     before, now = data.read_inputs(folder), dict(inputs)
     changes = {
@@ -67,23 +68,22 @@ def parent_version(cfg: PipelineConfig, inputs: list[tuple[str, str]]) -> dict:
     lineage["parent"] = {"folder": folder.name, "fingerprint": manifest["fingerprint"], "rows": manifest["rows"]}
     lineage["changes"] = {kind: len(names) for kind, names in changes.items()}
     lineage["changes_first"] = {kind: names[:10] for kind, names in changes.items() if names}
-    lineage["_changes"] = changes
-    return lineage
+    return lineage, changes
 
 
 def ingest(cfg: PipelineConfig) -> str:
     """Write (or find already written) the dataset for `cfg.data`; return its folder."""
     maybe_fail("ingest", kill_here=False)  # `kill:ingest` is once a shard is written (`shard_written`)
     inputs = data.source_inputs(cfg.data.source)
-    out = dataset_dir(cfg, data.inputs_checksum(inputs))
+    checksum = data.inputs_checksum(inputs)
+    out = dataset_dir(cfg, checksum)
     if data.is_complete(out):
         print(f"[ingest] dataset already complete: {out}")
         return str(out)
     workspace = Workspace.of(cfg.runtime.workdir)
     for parent in (out.parent, workspace.root / "scratch"):  # what killed ingests left on this host
         data.remove_stale_temporaries(parent)
-    lineage = parent_version(cfg, inputs)
-    changes = lineage.pop("_changes", None)
+    lineage, changes = parent_version(cfg, inputs)
     if lineage["parent"]:
         counts = ", ".join(f"{n} {kind}" for kind, n in lineage["changes"].items())
         print(f"[ingest] a new version of the dataset in {lineage['parent']['folder'][:12]}: {counts} input file(s)")
@@ -95,7 +95,7 @@ def ingest(cfg: PipelineConfig) -> str:
         rows = data.open_source(cfg.data.source, shaping(cfg), scratch, (cfg.data.image_column, cfg.data.label_column), workers)
         rows = data.declare_classes(rows, tuple(cfg.data.classes))
         try:
-            manifest = data.write_dataset(rows, out, cfg.data.holdout_fraction, cfg.data.split_seed, data.inputs_checksum(inputs),
+            manifest = data.write_dataset(rows, out, cfg.data.holdout_fraction, cfg.data.split_seed, checksum,
                                           options, lineage, inputs, changes)
         except OSError as err:
             if is_storage_error(err):  # a full disk, in pyarrow's words, names no file: name the dataset (none is left)

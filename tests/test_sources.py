@@ -1,5 +1,6 @@
 """Image folder sources: class folders to labels, shaping (channels, resize and crop), checksums, bad inputs named."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,29 @@ def test_checksum_covers_every_image_and_its_class_folder(tmp_path: Path) -> Non
     moved = data.source_checksum(str(tmp_path / "src"))
     save_image(tmp_path / "src" / "bee" / "new.png", value=1)
     assert len({before, added, moved, data.source_checksum(str(tmp_path / "src"))}) == 4
+
+
+def test_an_unchanged_source_is_hashed_once_and_a_changed_file_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ingest stage's cache key and the ingest both ask for the source's hashes: the bytes are read once while the
+    listing (names, sizes, times) is unchanged and settled; after a file changes they are read again, and while a file
+    is fresh (modified within SETTLED_NS of its hashing) every time."""
+    from gan import sources  # noqa: PLC0415
+
+    src, settled = str(tmp_path / "src"), (10**18, 10**18)  # 2001: long settled
+    make_class_tree(tmp_path / "src")
+    files = sorted(f for f in (tmp_path / "src").rglob("*") if f.is_file())
+    for f in files:
+        os.utime(f, ns=settled)
+    read, hash_file = [], sources._sha256_file
+    monkeypatch.setattr(sources, "_sha256_file", lambda location: read.append(location.path) or hash_file(location))
+
+    first = data.source_inputs(src)
+    assert data.source_inputs(src) == first and len(read) == 9  # the second time from memory
+    save_image(files[0], value=7)  # other bytes, modified just now
+    changed = data.source_inputs(src)
+    assert changed != first and data.source_inputs(src) == changed and len(read) == 27  # fresh: read both times
+    os.utime(files[0], ns=settled)
+    assert data.source_inputs(src) == changed and data.source_inputs(src) == changed and len(read) == 36  # settled again
 
 
 def test_sizes_must_agree_without_image_size(tmp_path: Path) -> None:
