@@ -225,9 +225,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     fake, real = embed_set(extractor, classifier, fake_images, cfg), embed_set(extractor, classifier, real_images, cfg)
     model_scores, floor_scores = scores_of(fake, reference, cfg), scores_of(real, reference, cfg)
     # Memorisation: generated images' nearest training image, in pixels and in features, against held-out reals'.
-    pixels = metrics.find_memorisation(
-        metrics.to_float(train_images).flatten(1), fake_images.flatten(1), metrics.to_float(real_images).flatten(1)
-    )
+    pixels = metrics.find_memorisation(train_images, fake_images, real_images)  # uint8 read in [0, 1], like the samples
     features = metrics.find_memorisation(reference.feats, fake.feats, real.feats)
 
     bar.update(3, note="samples scored")

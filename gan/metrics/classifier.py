@@ -73,7 +73,7 @@ def train_classifier(
     (`augment`) random affine distortions."""
     torch.manual_seed(seed)
     model = Classifier(tuple(images.shape[1:]), num_classes)
-    x, y = to_float(images), torch.as_tensor(np.array(labels, dtype=np.int64))
+    x, y = torch.as_tensor(images), torch.as_tensor(np.array(labels, dtype=np.int64))  # to floats a batch at a time
     steps_per_epoch = math.ceil(len(x) / batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * steps_per_epoch)
@@ -83,7 +83,7 @@ def train_classifier(
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
-            batch = distort(x[idx], gen) if augment else x[idx]
+            batch = distort(to_float(x[idx]), gen) if augment else to_float(x[idx])
             loss = F.cross_entropy(model(batch), y[idx], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -96,12 +96,15 @@ def train_classifier(
 def embed(model: Classifier, images: np.ndarray | torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """(features [N, 128] float64, class probabilities [N, K] float64)."""
     model.eval()
-    feats, probs = [], []
-    for chunk in to_float(images).split(batch_size):
-        f = model.features(chunk)
-        feats.append(f.double())
-        probs.append(F.softmax(model.head(f), dim=1).double())
-    return torch.cat(feats).numpy(), torch.cat(probs).numpy()
+    feats, probs, done = np.empty((0, 0)), np.empty((0, 0)), 0
+    for chunk in torch.as_tensor(images).split(batch_size):  # to floats a chunk at a time: never the whole set
+        f = model.features(to_float(chunk))
+        p = F.softmax(model.head(f), dim=1)
+        if not done:  # filled in place: no list of chunks to concatenate into a second copy
+            feats, probs = np.empty((len(images), f.shape[1])), np.empty((len(images), p.shape[1]))
+        feats[done : done + len(f)], probs[done : done + len(f)] = f.double().numpy(), p.double().numpy()
+        done += len(f)
+    return feats, probs
 
 
 def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:

@@ -1,10 +1,10 @@
 """Chunked nearest-neighbour work shared by precision/recall, density/coverage and memorisation.
 
-Every helper walks the query rows in chunks sized so one chunk's distance matrix holds at most `budget`
-entries, so 10k x 10k (or 60k training images) never needs an N x M matrix in memory at once.
+Every helper walks the rows in chunks sized so one chunk's distance matrix holds at most `budget` entries,
+so 10k x 10k (or 60k training images) never needs an N x M matrix in memory at once.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -58,13 +58,21 @@ def ball_counts(
     return counts, hit
 
 
-def nearest(queries: torch.Tensor, refs: torch.Tensor, budget: int = BUDGET) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(
+    queries: torch.Tensor, refs: torch.Tensor, budget: int = BUDGET, rows: Callable[[torch.Tensor], torch.Tensor] = lambda r: r,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(distance [M], index [M]) of each query's nearest ref row.
 
-    The search uses cdist's fast matrix-product form; the winner's distance is then recomputed as
-    ||q - r|| directly, so an exact copy reads 0 rather than the product form's rounding noise.
+    Refs are walked in chunks (their distances and rows at most `budget` numbers at once), each made into rows by `rows` only then: a large
+    reference set can stay as it is stored (uint8 images, say) instead of becoming one float copy. The search uses
+    cdist's fast matrix-product form; the winner's distance is then recomputed as ||q - r|| directly, so an exact
+    copy reads 0 rather than the product form's rounding noise. On a tie the first ref wins.
     """
-    index = torch.empty(len(queries), dtype=torch.int64, device=queries.device)
-    for rows, d in distance_chunks(queries, refs, budget):
-        index[rows] = d.argmin(1)
-    return (queries - refs[index]).norm(dim=1), index
+    best = torch.full((len(queries),), torch.inf, dtype=queries.dtype, device=queries.device)
+    index = torch.zeros(len(queries), dtype=torch.int64, device=queries.device)
+    step = max(1, budget // (len(queries) + refs[0].numel()))  # a chunk's distances and its rows within the budget
+    for start in range(0, len(refs), step):
+        value, where = torch.cdist(queries, rows(refs[start : start + step])).min(1)
+        better = value < best
+        best[better], index[better] = value[better], where[better] + start
+    return (queries - rows(refs[index])).norm(dim=1), index

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gan.metrics.distances import BUDGET, as_rows, centred, nearest
+from gan.metrics.distances import BUDGET, as_rows, nearest
 from gan.metrics.registry import Features, register
 
 
@@ -29,10 +29,21 @@ def find_memorisation(
     train: Features, fake: Features, heldout: Features, percentile: float = 5.0, top: int = 16,
     dtype: torch.dtype = torch.float32, budget: int = BUDGET,
 ) -> Memorisation:
-    """Nearest-training-sample distances of generated and held-out samples, and the share memorised."""
-    t, f, h = centred(as_rows(train, dtype), as_rows(fake, dtype), as_rows(heldout, dtype))
-    fake_d, fake_i = nearest(f, t, budget)
-    heldout_d, _ = nearest(h, t, budget)
+    """Nearest-training-sample distances of generated and held-out samples, and the share memorised.
+
+    uint8 inputs are pixels and are read in [0, 1], as the networks see them. The training set, the large one, is
+    walked in chunks and converted one chunk at a time: 60k training images stay uint8 rather than become a float
+    copy four times their size (and a centred second one)."""
+    t = torch.as_tensor(train)
+    t = t.reshape(len(t), -1)
+    shift = _mean_row(t, dtype, budget)  # all sets moved by the training set's mean, as `distances.centred` does
+    f, h = (_rows(x, dtype) - shift for x in (fake, heldout))
+
+    def centred(chunk: torch.Tensor) -> torch.Tensor:
+        return _rows(chunk, dtype) - shift
+
+    fake_d, fake_i = nearest(f, t, budget, centred)
+    heldout_d, _ = nearest(h, t, budget, centred)
     threshold = float(np.percentile(heldout_d.double().cpu().numpy(), percentile))
     order = fake_d.argsort()[:top]
     return Memorisation(
@@ -43,6 +54,19 @@ def find_memorisation(
         share=float((fake_d.double() < threshold).double().mean()),
         closest=torch.stack([order, fake_i[order]], dim=1).cpu().numpy(),
     )
+
+
+def _rows(x: Features, dtype: torch.dtype) -> torch.Tensor:
+    """[N, D] rows in `dtype`; uint8 pixels scaled to [0, 1]."""
+    rows = as_rows(x, dtype)
+    return rows / 255 if torch.as_tensor(x).dtype == torch.uint8 else rows
+
+
+def _mean_row(refs: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
+    """The mean of refs' rows (as `_rows` reads them), summed in float64 a chunk at a time."""
+    step = max(1, budget // max(1, refs.shape[1]))
+    total = sum(_rows(refs[i : i + step], dtype).sum(0, dtype=torch.float64) for i in range(0, len(refs), step))
+    return (total / len(refs)).to(dtype)
 
 
 @register("memorisation")
