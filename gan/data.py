@@ -37,6 +37,7 @@ from gan.sources import (  # noqa: F401 - the names callers know gan.data by
     conform,
     declare_classes,
     decode_image,
+    forget_source_inputs,
     idx_pairs,
     in_memory,
     inputs_checksum,
@@ -434,16 +435,19 @@ def load_split(dataset_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Read one split into memory: (images [N, C, H, W] uint8, labels [N] int64). The images are copied from each
     record batch's bytes straight into one array: no Python object per image, no second copy of the split."""
     manifest = read_manifest(dataset_dir)
-    shape = tuple(manifest["image_shape"])
-    files = sorted((Path(dataset_dir) / split).glob("*.parquet"))  # the order pq.read_table(folder) reads them in
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    shape, total = tuple(manifest["image_shape"]), manifest["rows"][split]
+    files = [Path(dataset_dir) / name for name in manifest["shards"][split]]  # in the order they were written
     images, labels, done = np.empty((total, *shape), np.uint8), np.empty(total, np.int64), 0
     for f in files:
         for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=["image", "label"]):
             n = batch.num_rows
+            if done + n > total:
+                raise DataError(f"{Path(dataset_dir) / split}: more rows than the {total} its manifest says")
             images[done : done + n] = fixed_size_rows(batch.column("image"), int(np.prod(shape))).reshape(n, *shape)
             labels[done : done + n] = batch.column("label").to_numpy()
             done += n
+    if done != total:
+        raise DataError(f"{Path(dataset_dir) / split}: {done} rows; its manifest says {total}")
     return images, labels
 
 

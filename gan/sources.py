@@ -318,29 +318,51 @@ def _open_location(location: Location, shaping: Shaping, scratch: Path, columns:
 def source_inputs(source: str) -> list[tuple[str, str]]:
     """(name within the source, sha256 of its bytes) of every file a source reads, in a fixed order.
 
-    A run asks twice (the ingest stage's cache key, then the ingest itself): the last source's answer is kept with its
-    listing's names, sizes and modification times, and reused while those are unchanged, so the bytes are read once.
-    As in git's index, a file modified less than `SETTLED_NS` before it was hashed is not trusted to that: a second
-    write within one tick of the file system's clock can leave size and time as they were."""
+    A run asks twice (the ingest stage's cache key, then the ingest itself): the last source's answer is kept with a
+    digest of its listing (names, sizes, modification times, and for local files inode and change time, which no
+    tool sets back) and reused while that is unchanged, so the bytes are read once; `forget_source_inputs` drops it.
+    As in git's index, a file changed less than `SETTLED_NS` before it was hashed is not trusted to that: a second
+    write within one tick of the file system's clock can leave its times as they were."""
     if source in BUNDLED:
         location = Location(str(BUNDLED[source].file()), str(BUNDLED[source].file()))
-        files, root = [(location, location.info())], str(Path(location.path).parent)
+        files = [(location, location.info())]
     else:
         location = locate(source)
         info = location.info()
-        root = str(Path(location.path).parent) if info.type == pafs.FileType.File else location.path.rstrip("/")
         files = [(location, info)] if info.type == pafs.FileType.File else _files_below(location)
-    listing = tuple((f.path[len(root) + 1:], i.size, i.mtime_ns) for f, i in files)
-    if _LAST_HASHED[:2] == [source, listing]:
-        return list(_LAST_HASHED[2])
+    root = location.path.rstrip("/")
+    names = [Path(f.path).name if f is location else f.path[len(root) + 1:] for f, _ in files]
+    stamps = [_stamp(f, i) for f, i in files]
+    listing = hashlib.sha256(repr((source, names, stamps)).encode()).hexdigest()
+    last = _LAST_HASHED
+    if last is not None and last[0] == listing:
+        return list(last[1])
     hashed_at = time.time_ns()
-    inputs = [(name, _sha256_file(f)) for (name, _, _), (f, _) in zip(listing, files)]
-    settled = all(mtime is not None and mtime < hashed_at - SETTLED_NS for _, _, mtime in listing)
-    _LAST_HASHED[:] = [source, listing, inputs] if settled else [None, None, None]
-    return list(inputs)
+    inputs = [(name, _sha256_file(f)) for name, (f, _) in zip(names, files)]
+    settled = all(stamp[1] is not None and max(stamp[1:3]) < hashed_at - SETTLED_NS for stamp in stamps)
+    _remember(listing if settled else None, inputs)
+    return inputs
 
 
-_LAST_HASHED: list = [None, None, None]  # source, its listing (name, size, mtime), its inputs
+def _stamp(location: Location, info: pafs.FileInfo) -> tuple:
+    """(size, modification time, change time, inode) of a file; the last two None off local disk."""
+    if not location.local:
+        return info.size, info.mtime_ns, info.mtime_ns, None
+    stat = os.stat(location.path)
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+
+
+def _remember(listing: str | None, inputs: list[tuple[str, str]]) -> None:
+    global _LAST_HASHED  # noqa: PLW0603 - one tuple, replaced whole: a reader sees the old answer or the new
+    _LAST_HASHED = None if listing is None else (listing, tuple(inputs))
+
+
+def forget_source_inputs() -> None:
+    """Drop the kept answer of `source_inputs` (the ingest calls this once it has used it)."""
+    _remember(None, [])
+
+
+_LAST_HASHED: tuple[str, tuple[tuple[str, str], ...]] | None = None  # the last settled source's listing digest, inputs
 SETTLED_NS = 2_000_000_000
 
 

@@ -74,7 +74,8 @@ def parent_version(cfg: PipelineConfig, inputs: list[tuple[str, str]]) -> tuple[
 def ingest(cfg: PipelineConfig) -> str:
     """Write (or find already written) the dataset for `cfg.data`; return its folder."""
     maybe_fail("ingest", kill_here=False)  # `kill:ingest` is once a shard is written (`shard_written`)
-    inputs = data.source_inputs(cfg.data.source)
+    inputs = data.source_inputs(cfg.data.source)  # as the cache key read them, unless a file changed since
+    data.forget_source_inputs()
     checksum = data.inputs_checksum(inputs)
     out = dataset_dir(cfg, checksum)
     if data.is_complete(out):

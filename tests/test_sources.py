@@ -1,6 +1,7 @@
 """Image folder sources: class folders to labels, shaping (channels, resize and crop), checksums, bad inputs named."""
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,25 +98,32 @@ def test_checksum_covers_every_image_and_its_class_folder(tmp_path: Path) -> Non
 
 def test_an_unchanged_source_is_hashed_once_and_a_changed_file_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The ingest stage's cache key and the ingest both ask for the source's hashes: the bytes are read once while the
-    listing (names, sizes, times) is unchanged and settled; after a file changes they are read again, and while a file
-    is fresh (modified within SETTLED_NS of its hashing) every time."""
+    listing (names, sizes, times, inodes) is unchanged and settled; after a file changes they are read again, even
+    with its modification time set back (its change time moved); a file changed just now is read every time."""
     from gan import sources  # noqa: PLC0415
 
-    src, settled = str(tmp_path / "src"), (10**18, 10**18)  # 2001: long settled
+    src = str(tmp_path / "src")
     make_class_tree(tmp_path / "src")
     files = sorted(f for f in (tmp_path / "src").rglob("*") if f.is_file())
-    for f in files:
-        os.utime(f, ns=settled)
     read, hash_file = [], sources._sha256_file
     monkeypatch.setattr(sources, "_sha256_file", lambda location: read.append(location.path) or hash_file(location))
+    monkeypatch.setattr(sources, "SETTLED_NS", 0)  # settled as soon as written: the files are older than the hashing
+    time.sleep(0.05)
 
     first = data.source_inputs(src)
     assert data.source_inputs(src) == first and len(read) == 9  # the second time from memory
-    save_image(files[0], value=7)  # other bytes, modified just now
+    stamp = files[0].stat().st_mtime_ns
+    save_image(files[0], value=7)  # other bytes...
+    os.utime(files[0], ns=(stamp, stamp))  # ...and the modification time it had (as cp -p or rsync -a leave it)
+    time.sleep(0.05)
     changed = data.source_inputs(src)
-    assert changed != first and data.source_inputs(src) == changed and len(read) == 27  # fresh: read both times
-    os.utime(files[0], ns=settled)
-    assert data.source_inputs(src) == changed and data.source_inputs(src) == changed and len(read) == 36  # settled again
+    assert changed != first and data.source_inputs(src) == changed and len(read) == 18
+    data.forget_source_inputs()
+    assert data.source_inputs(src) == changed and len(read) == 27
+
+    data.forget_source_inputs()
+    monkeypatch.setattr(sources, "SETTLED_NS", 10**12)  # a file changed within the last 1000 s: not kept
+    assert data.source_inputs(src) == changed and data.source_inputs(src) == changed and len(read) == 45
 
 
 def test_sizes_must_agree_without_image_size(tmp_path: Path) -> None:

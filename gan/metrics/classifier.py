@@ -95,6 +95,8 @@ def train_classifier(
 @torch.no_grad()
 def embed(model: Classifier, images: np.ndarray | torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """(features [N, 128] float64, class probabilities [N, K] float64)."""
+    if not len(images):
+        raise ValueError("no images to embed")
     model.eval()
     feats, probs, done = np.empty((0, 0)), np.empty((0, 0)), 0
     for chunk in torch.as_tensor(images).split(batch_size):  # to floats a chunk at a time: never the whole set

@@ -66,8 +66,11 @@ def nearest(
     Refs are walked in chunks (their distances and rows at most `budget` numbers at once), each made into rows by `rows` only then: a large
     reference set can stay as it is stored (uint8 images, say) instead of becoming one float copy. The search uses
     cdist's fast matrix-product form; the winner's distance is then recomputed as ||q - r|| directly, so an exact
-    copy reads 0 rather than the product form's rounding noise. On a tie the first ref wins.
+    copy reads 0 rather than the product form's rounding noise. Between refs at equal distance (duplicates) the choice
+    follows the product form's rounding, which depends on the chunking.
     """
+    if not len(refs):
+        raise ValueError("nearest neighbours among no reference rows")
     best = torch.full((len(queries),), torch.inf, dtype=queries.dtype, device=queries.device)
     index = torch.zeros(len(queries), dtype=torch.int64, device=queries.device)
     step = max(1, budget // (len(queries) + refs[0].numel()))  # a chunk's distances and its rows within the budget

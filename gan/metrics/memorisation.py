@@ -71,7 +71,8 @@ def _mean_row(refs: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tens
 
 @register("memorisation")
 def memorisation(real: Features, fake: Features, *, heldout: Features, percentile: float = 5.0) -> dict[str, float]:
-    """`real` is the training set; `heldout` real samples the generator never saw."""
+    """`real` is the training set; `heldout` real samples the generator never saw. uint8 inputs are pixels read in
+    [0, 1] (as `find_memorisation` reads them), so the distances are on that scale."""
     m = find_memorisation(real, fake, heldout, percentile)
     return {
         "memorised_share": m.share,
