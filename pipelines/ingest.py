@@ -12,7 +12,7 @@ from gan.config import ConfigError, check_recipe
 from pipelines.codebase import stage_code
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.runtime import Workspace
-from pipelines.stages import cache_key, is_storage_error, maybe_fail, maybe_kill, naming, retry_unless_user_error
+from pipelines.stages import cache_key, maybe_fail, maybe_kill, raise_naming, retry_unless_user_error
 
 
 def shaping(cfg: PipelineConfig) -> data.Shaping:
@@ -99,9 +99,7 @@ def ingest(cfg: PipelineConfig) -> str:
             manifest = data.write_dataset(rows, out, cfg.data.holdout_fraction, cfg.data.split_seed, checksum,
                                           options, lineage, inputs, changes)
         except OSError as err:
-            if is_storage_error(err):  # a full disk, in pyarrow's words, names no file: name the dataset (none is left)
-                raise naming(err, out) from err
-            raise
+            raise_naming(err, out)  # a full disk names the dataset (none is left)
     print(f"[ingest] wrote {manifest['rows']} rows of {manifest['image_shape']} in "
           f"{sum(map(len, manifest['shards'].values()))} shard(s) to {out}")
     if manifest["quarantined"]:

@@ -25,7 +25,7 @@ from gan.metrics import QuickFID
 from gan.training_loop import Batch, in_memory_batches
 from gan.training_loop import train as train_loop
 from pipelines.config import PipelineConfig
-from pipelines.stages import InjectedFailure, is_storage_error, naming
+from pipelines.stages import InjectedFailure, raise_naming
 
 SAMPLES = "samples"
 KILL_AT_BATCH = 20
@@ -86,9 +86,7 @@ def upload_whole(checkpoint, name: str):  # noqa: ANN001, ANN201 - ray.train.Che
         folder = storage.build_checkpoint_path_from_name(name)
         with contextlib.suppress(OSError):
             storage.storage_filesystem.delete_dir(folder)
-        if is_storage_error(err):  # pyarrow's error names no file: name the checkpoint folder
-            raise naming(err, folder) from err
-        raise
+        raise_naming(err, folder)
 
 
 def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], rank: int) -> Callable[[int], Iterator[Batch]]:  # noqa: ANN001

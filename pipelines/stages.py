@@ -5,6 +5,7 @@ import hashlib
 import os
 import signal
 from pathlib import Path
+from typing import NoReturn
 
 from gan.checkpoint import CheckpointError
 from gan.config import ConfigError
@@ -38,6 +39,14 @@ def is_storage_error(err: object) -> bool:
 def naming(err: OSError, path: object) -> OSError:
     """A copy of the error in the standard words for its errno, naming `path` unless it named a file (pyarrow's name none)."""
     return OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), err.filename or str(path))
+
+
+def raise_naming(err: OSError, path: object) -> NoReturn:
+    """Re-raise `err` from an except block; a storage error (a full disk, say, in pyarrow's words, which name no
+    file) as `naming(err, path)`."""
+    if is_storage_error(err):
+        raise naming(err, path) from err
+    raise err
 
 
 def cache_key(*parts: object) -> str:

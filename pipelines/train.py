@@ -18,7 +18,7 @@ from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_
 from pipelines.ingest import check_batch_fits
 from pipelines.ray_worker import train_loop_per_worker
 from pipelines.runtime import RAY_RUN_RECORD, Workspace, ensure_ray, ray_storage, trains_as_job
-from pipelines.stages import cache_key, failure_hook, is_storage_error, maybe_fail, naming, retry_unless_user_error
+from pipelines.stages import cache_key, failure_hook, is_storage_error, maybe_fail, naming, raise_naming, retry_unless_user_error
 
 # On CPUs, a worker's OpenMP threads spin between parallel regions instead of sleeping: a sleeping thread is
 # woken late when Ray's own processes share the cores, and every op of the step waits for it (BENCHMARKS.md).
@@ -105,9 +105,7 @@ def local_copy(checkpoint, workspace: Workspace, run: str) -> Path:  # noqa: ANN
         os.replace(record, out.parent / RAY_RUN_RECORD)
     except OSError as err:
         record.unlink(missing_ok=True)
-        if is_storage_error(err):  # a full disk, say, in pyarrow's words, which name no file: name the folder
-            raise naming(err, out) from err
-        raise
+        raise_naming(err, out)
     return out
 
 
