@@ -209,6 +209,12 @@ class EvalConfig(Section):
         None, description=f"path of pytorch-fid's FID Inception weights ({INCEPTION_WEIGHTS}), for feature_extractor "
         "'inception'; nothing is downloaded",
     )
+    train_sample: int = Field(
+        10_000, ge=0, description="training images the evaluation holds: a seeded sample of at most this many (the whole of a smaller "
+        "split) trains the feature classifier and is the reference FID, KID, the k-NN metrics, the class histogram and feature "
+        "memorisation compare with, so the evaluation's memory does not grow with the data set; pixel memorisation still "
+        "searches every training image, read from disk in blocks; 0: the whole split",
+    )
     ray_embed_min_images: int = Field(
         20_000, ge=1, description="image sets at least this large are embedded in parallel Ray tasks (one per cluster CPU); "
         "smaller ones in this process",

@@ -431,24 +431,45 @@ def decode_images(column: list[bytes] | np.ndarray, image_shape: tuple[int, ...]
     return np.frombuffer(bytearray(b"".join(column)), dtype=np.uint8).reshape(-1, *image_shape)
 
 
-def load_split(dataset_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split into memory: (images [N, C, H, W] uint8, labels [N] int64). The images are copied from each
-    record batch's bytes straight into one array: no Python object per image, no second copy of the split."""
+def iter_split(dataset_dir: Path, split: str, batch_rows: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One split a record batch at a time, in the order it was written: (images [n, C, H, W] uint8, labels [n] int64),
+    the images copied out of the batch's bytes. A split with more or fewer rows than its manifest says is an error."""
     manifest = read_manifest(dataset_dir)
-    shape, total = tuple(manifest["image_shape"]), manifest["rows"][split]
-    files = [Path(dataset_dir) / name for name in manifest["shards"][split]]  # in the order they were written
-    images, labels, done = np.empty((total, *shape), np.uint8), np.empty(total, np.int64), 0
-    for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=["image", "label"]):
-            n = batch.num_rows
-            if done + n > total:
+    shape, total, done = tuple(manifest["image_shape"]), manifest["rows"][split], 0
+    for name in manifest["shards"][split]:
+        for batch in pq.ParquetFile(Path(dataset_dir) / name).iter_batches(batch_size=batch_rows, columns=["image", "label"]):
+            done += batch.num_rows
+            if done > total:
                 raise DataError(f"{Path(dataset_dir) / split}: more rows than the {total} its manifest says")
-            images[done : done + n] = fixed_size_rows(batch.column("image"), int(np.prod(shape))).reshape(n, *shape)
-            labels[done : done + n] = batch.column("label").to_numpy()
-            done += n
+            images = fixed_size_rows(batch.column("image"), int(np.prod(shape))).reshape(batch.num_rows, *shape)
+            yield images.copy(), batch.column("label").to_numpy().astype(np.int64, copy=False)
     if done != total:
         raise DataError(f"{Path(dataset_dir) / split}: {done} rows; its manifest says {total}")
-    return images, labels
+
+
+def load_split(dataset_dir: Path, split: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split, or only its `rows` (indices in any order, repeats allowed), into memory: (images [N, C, H, W]
+    uint8, labels [N] int64) in that order. The images are copied from each record batch's bytes straight into one
+    array: no Python object per image, no copy of the rows not asked for beyond one record batch."""
+    manifest = read_manifest(dataset_dir)
+    shape, total = tuple(manifest["image_shape"]), manifest["rows"][split]
+    wanted, order = (np.arange(total), None) if rows is None else np.unique(np.asarray(rows, np.int64), return_inverse=True)
+    if len(wanted) and not 0 <= wanted[0] <= wanted[-1] < total:
+        raise IndexError(f"{Path(dataset_dir) / split}: rows {wanted[0]}..{wanted[-1]} asked of {total}")
+    images, labels, start = np.empty((len(wanted), *shape), np.uint8), np.empty(len(wanted), np.int64), 0
+    for batch_images, batch_labels in iter_split(dataset_dir, split):
+        lo, hi = np.searchsorted(wanted, (start, start + len(batch_labels)))
+        pick = slice(None) if rows is None else wanted[lo:hi] - start
+        images[lo:hi], labels[lo:hi] = batch_images[pick], batch_labels[pick]
+        start += len(batch_labels)
+    return (images, labels) if order is None else (images[order], labels[order])
+
+
+def sample_rows(total: int, count: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a seeded sample of `count` of `total` rows; every row when count is 0 or not below total."""
+    if not count or count >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, count, replace=False))
 
 
 def fixed_size_rows(column: pa.Array, size: int) -> np.ndarray:

@@ -30,8 +30,21 @@ def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
     """Names the FID/IS feature classifier: scores are comparable only between equal keys. It depends on the data,
     the classifier's settings and its own code only, so a change elsewhere in `gan` keeps champions comparable."""
     return fingerprint(
-        manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment, metrics.source_digest()
+        manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment, metrics.source_digest(),
+        *sample_tag(cfg, manifest),
     )
+
+
+def train_rows(cfg: PipelineConfig, manifest: dict) -> np.ndarray:
+    """The training split's rows the evaluation holds in memory (eval.train_sample): a seeded sample, or every row of a
+    smaller split."""
+    return data.sample_rows(manifest["rows"]["train"], cfg.eval.train_sample)
+
+
+def sample_tag(cfg: PipelineConfig, manifest: dict) -> tuple[int, ...]:
+    """What eval.train_sample adds to a cache key: nothing when the sample is the whole split, so the classifier and
+    reference of a data set within the sample keep their keys whatever the setting."""
+    return (cfg.eval.train_sample,) if 0 < cfg.eval.train_sample < manifest["rows"]["train"] else ()
 
 
 def eval_key(cfg: PipelineConfig) -> str:
@@ -52,9 +65,9 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
         model.load_state_dict(blob["state"])
         return model.eval(), float(blob["accuracy"])
     print(f"[evaluate] training the feature classifier ({cfg.eval.classifier_epochs} epochs)")
-    images, labels = data.load_split(dataset_dir, "train")
+    images, labels = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))
     model = metrics.train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment)
-    accuracy = metrics.accuracy(model, *data.load_split(dataset_dir, "heldout"))
+    accuracy = metrics.accuracy(model, data.iter_split(dataset_dir, "heldout"))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "accuracy": accuracy}, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
@@ -103,14 +116,14 @@ def embed_set(
 
 def reference_of(
     cfg: PipelineConfig, extractor: metrics.Extractor, classifier: metrics.Classifier, classifier_key: str, manifest: dict,
-    train_images: np.ndarray,
+    dataset_dir: Path,
 ) -> metrics.Reference:
-    """The training images' features and class histogram as every score reads them. The training split is the largest
-    set an evaluation embeds: its features are embedded once per extractor, classifier and dataset and kept."""
-    key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"])
+    """The training images' features and class histogram as every score reads them: those of the sample of `train_rows`,
+    the largest set an evaluation embeds, embedded once per extractor, classifier, dataset and sample, and kept."""
+    key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"], *sample_tag(cfg, manifest))
     folder = Workspace.of(cfg.runtime.workdir).features / f"train-{key}"
     if not folder.is_dir():
-        embedded = embed_set(extractor, classifier, train_images, cfg)
+        embedded = embed_set(extractor, classifier, data.load_split(dataset_dir, "train", train_rows(cfg, manifest))[0], cfg)
         data.remove_stale_temporaries(folder.parent)
         with data.written_aside(folder) as tmp:  # both arrays appear together
             save_features(tmp / "feats.npy", embedded.feats)
@@ -203,16 +216,15 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     classifier, accuracy = feature_classifier(cfg, dataset_dir, manifest)
     classifier_key = feature_extractor_key(cfg, manifest)
     extractor = feature_extractor(cfg, classifier, classifier_key)
-    train_images, _ = data.load_split(dataset_dir, "train")
-    heldout_images, _ = data.load_split(dataset_dir, "heldout")
+    heldout = manifest["rows"]["heldout"]
     # Same number of images on both sides, so the model's FID and the floor share the small-sample bias.
-    n = min(cfg.eval.num_samples, len(heldout_images))
-    check_sample_count(n, extractor, cfg, len(heldout_images))
+    n = min(cfg.eval.num_samples, heldout)
+    check_sample_count(n, extractor, cfg, heldout)
     bar.update(1, note=f"feature classifier and {extractor.name} features ready")
 
     # Reference: features and class histogram of the training images (what the GAN learnt from), embedded once per
     # extractor and dataset, and summarised once for the model, the floor and every draw.
-    reference = reference_of(cfg, extractor, classifier, classifier_key, manifest, train_images)
+    reference = reference_of(cfg, extractor, classifier, classifier_key, manifest, dataset_dir)
     bar.update(2, note="training images embedded")
 
     # Conditional models draw their labels in the training data's class mix.
@@ -221,11 +233,12 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     mix = class_mix(manifest)
     inputs = sampling.random_inputs(latent, n, cfg.eval.seed, class_probs=mix)
     fake_images = inputs.generate(G, latent)  # [n, C, H, W] in [0, 1]
-    real_images = heldout_images[np.random.default_rng(cfg.eval.seed).choice(len(heldout_images), n, replace=False)]
+    real_images, _ = data.load_split(dataset_dir, "heldout", np.random.default_rng(cfg.eval.seed).choice(heldout, n, replace=False))
     fake, real = embed_set(extractor, classifier, fake_images, cfg), embed_set(extractor, classifier, real_images, cfg)
     model_scores, floor_scores = scores_of(fake, reference, cfg), scores_of(real, reference, cfg)
-    # Memorisation: generated images' nearest training image, in pixels and in features, against held-out reals'.
-    pixels = metrics.find_memorisation(train_images, fake_images, real_images)  # uint8 read in [0, 1], like the samples
+    # Memorisation: generated images' nearest training image, against held-out reals': in pixels among every training
+    # image (read from disk a record batch at a time; uint8 read in [0, 1], like the samples), in features among the sample's.
+    pixels = metrics.find_memorisation(lambda: (images for images, _ in data.iter_split(dataset_dir, "train")), fake_images, real_images)
     features = metrics.find_memorisation(reference.feats, fake.feats, real.feats)
 
     bar.update(3, note="samples scored")
@@ -254,7 +267,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         write_pictures(tmp, fake_images, real_images, fake.classes.argmax(1), manifest["num_classes"], state, histograms)
         # The closest generated/training pairs in pixels: generated images on top, their nearest training image below.
         closest = torch.as_tensor(pixels.closest)
-        pairs = torch.cat([fake_images[closest[:, 0]], metrics.to_float(train_images[closest[:, 1].numpy()])])
+        pairs = torch.cat([fake_images[closest[:, 0]], metrics.to_float(data.load_split(dataset_dir, "train", closest[:, 1].numpy())[0])])
         save_grid(pairs, tmp / "nearest_train.png", nrow=len(closest))
         if latent.num_classes:
             report["conditional"] = conditional_scores(G, latent, classifier, tmp, cfg.eval.seed)

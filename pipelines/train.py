@@ -14,7 +14,7 @@ from gan.watchdog import TrainingDiverged
 from pipelines import console, ray_job
 from pipelines.codebase import stage_code
 from pipelines.config import ClusterUnavailable, PipelineConfig, fingerprint, is_uri
-from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key
+from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key, train_rows
 from pipelines.ingest import check_batch_fits
 from pipelines.ray_worker import train_loop_per_worker
 from pipelines.runtime import RAY_RUN_RECORD, Workspace, ensure_ray, ray_storage, trains_as_job
@@ -85,7 +85,7 @@ def quick_fid_blob(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> by
     path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}.pt"
     if not path.is_file():
         classifier, _ = feature_classifier(cfg, dataset_dir, manifest)
-        feats, _ = metrics.embed(classifier, data.load_split(dataset_dir, "train")[0])
+        feats, _ = metrics.embed(classifier, data.load_split(dataset_dir, "train", train_rows(cfg, manifest))[0])
         metrics.QuickFID(classifier, *metrics.gaussian_stats(feats), class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
     return path.read_bytes()
 

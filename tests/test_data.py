@@ -101,6 +101,27 @@ def test_dataset_write_read_and_manifest(tmp_path: Path) -> None:
     assert both == {img.tobytes() for img in source.images}
 
 
+def test_a_split_is_read_whole_in_blocks_or_by_rows(tmp_path: Path) -> None:
+    """The evaluation reads a large split without holding it: in record batches, or only the rows it asks for."""
+    images = np.random.default_rng(0).integers(0, 256, (500, 1, 4, 4), dtype=np.uint8)
+    data.write_dataset(data.Source(images, np.arange(500) % 10, "random"), tmp_path / "ds", 0.2, 0, "x",
+                       data.WriteOptions(shard_mb=150 * 16 / 2**20))
+    whole, labels = data.load_split(tmp_path / "ds", "train")
+    blocks = list(data.iter_split(tmp_path / "ds", "train", batch_rows=64))
+    assert max(len(b) for b, _ in blocks) == 64 and len({len(b) for b, _ in blocks}) > 1  # several shards, several batches
+    np.testing.assert_array_equal(np.concatenate([b for b, _ in blocks]), whole)
+    np.testing.assert_array_equal(np.concatenate([lb for _, lb in blocks]), labels)
+    rows = np.array([399, 3, 3, 150, 0, 149])  # any order, repeats, across shard boundaries
+    picked, picked_labels = data.load_split(tmp_path / "ds", "train", rows)
+    np.testing.assert_array_equal(picked, whole[rows])
+    np.testing.assert_array_equal(picked_labels, labels[rows])
+    with pytest.raises(IndexError, match="rows 0..400 asked of 400"):
+        data.load_split(tmp_path / "ds", "train", np.array([0, 400]))
+    sample = data.sample_rows(400, 50, seed=3)
+    assert len(set(sample.tolist())) == 50 and (np.diff(sample) > 0).all() and sample[-1] < 400
+    assert (data.sample_rows(400, 0) == np.arange(400)).all() and (data.sample_rows(40, 50) == np.arange(40)).all()
+
+
 def test_failed_write_leaves_nothing_that_looks_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_idx_dir(tmp_path / "src", count=50)
     source = data.load_source(str(tmp_path / "src"))

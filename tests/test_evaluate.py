@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gan import metrics
+from gan import data, metrics
 from pipelines import evaluate
 from pipelines.config import load_config
 from pipelines.runtime import Workspace
@@ -40,13 +40,21 @@ def test_inception_weights_replaced_in_place_are_not_answered_from_cache(tmp_pat
     assert evaluate._key(None, {"cfg": copy, "checkpoint_dir": "checkpoint"}) == second[0]
 
 
+def dataset(tmp_path: Path, count: int) -> tuple[Path, dict]:
+    """A dataset of `count` random 8x8 images in ten classes (a fifth held out) and its manifest."""
+    rng = np.random.default_rng(0)
+    source = data.Source(rng.integers(0, 256, (count, 1, 8, 8), dtype=np.uint8), np.arange(count) % 10, "random")
+    return tmp_path / "ds", data.write_dataset(source, tmp_path / "ds", 0.2, 0, "x")
+
+
 def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     cfg = load_config(None, [f"runtime.workdir={tmp_path}"])
     classifier = metrics.Classifier((1, 8, 8), 10)
     extractor = metrics.build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
-    rng = np.random.default_rng(0)
-    train, fake = (rng.integers(0, 256, (n, 1, 8, 8), dtype=np.uint8) for n in (300, 200))
+    folder, manifest = dataset(tmp_path, 375)
+    train, _ = data.load_split(folder, "train")
+    fake = np.random.default_rng(1).integers(0, 256, (200, 1, 8, 8), dtype=np.uint8)
     embedded = []
 
     def counted(extractor: metrics.Extractor, images: np.ndarray, min_images: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,13 +62,12 @@ def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path:
         return extractor.embed(images)
 
     monkeypatch.setattr(evaluate, "embed_images", counted)
-    manifest = {"fingerprint": "f" * 64}
 
-    first = evaluate.reference_of(cfg, extractor, classifier, "c1", manifest, train)
-    again = evaluate.reference_of(cfg, extractor, classifier, "c1", manifest, train)
+    first = evaluate.reference_of(cfg, extractor, classifier, "c1", manifest, folder)
+    again = evaluate.reference_of(cfg, extractor, classifier, "c1", manifest, folder)
     assert embedded == [300]  # the second evaluation loaded the features
-    (folder,) = Workspace.of(cfg.runtime.workdir).features.iterdir()
-    assert np.load(folder / "feats.npy").dtype == np.float32  # as the network computed them: half the file
+    (kept,) = Workspace.of(cfg.runtime.workdir).features.iterdir()
+    assert np.load(kept / "feats.npy").dtype == np.float32  # as the network computed them: half the file
     feats, probs = extractor.embed(train)
     assert (first.feats == feats).all() and (again.feats == feats).all() and (again.hist == metrics.class_histogram(probs)).all()
     samples = evaluate.embed_set(extractor, classifier, fake, cfg)
@@ -70,7 +77,30 @@ def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path:
 
     # Another extractor, or another dataset, is embedded anew.
     embedded.clear()
-    evaluate.reference_of(cfg, dataclasses.replace(extractor, key="c2"), classifier, "c1", manifest, train)
-    evaluate.reference_of(cfg, extractor, classifier, "c1", {"fingerprint": "0" * 64}, train)
+    evaluate.reference_of(cfg, dataclasses.replace(extractor, key="c2"), classifier, "c1", manifest, folder)
+    evaluate.reference_of(cfg, extractor, classifier, "c1", {**manifest, "fingerprint": "0" * 64}, folder)
     assert embedded == [300, 300]
     assert len(list(Workspace.of(cfg.runtime.workdir).features.iterdir())) == 3
+
+
+def test_the_evaluation_holds_a_bounded_sample_of_a_large_training_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval.train_sample bounds what the evaluation holds: the reference is a seeded sample of that many training rows,
+    named in the cache keys; a sample as large as the split is the whole split, under the keys it always had."""
+    folder, manifest = dataset(tmp_path, 375)
+    train, _ = data.load_split(folder, "train")
+    classifier = metrics.Classifier((1, 8, 8), 10)
+    extractor = metrics.build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
+    embedded = []
+    monkeypatch.setattr(evaluate, "embed_images", lambda extractor, images, _: (embedded.append(images.copy()), extractor.embed(images))[1])
+    configs = {size: load_config(None, [f"runtime.workdir={tmp_path / 'work'}", f"eval.train_sample={size}"]) for size in (0, 300, 1000, 120)}
+    keys = {size: evaluate.feature_extractor_key(cfg, manifest) for size, cfg in configs.items()}
+    assert keys[0] == keys[300] == keys[1000] != keys[120]
+
+    whole = evaluate.reference_of(configs[300], extractor, classifier, "c1", manifest, folder)
+    sample = evaluate.reference_of(configs[120], extractor, classifier, "c1", manifest, folder)
+    assert len(whole.feats) == 300 and len(sample.feats) == 120
+    rows = evaluate.train_rows(configs[120], manifest)
+    assert len(set(rows.tolist())) == 120 and (np.diff(rows) > 0).all()
+    np.testing.assert_array_equal(embedded[1], train[rows])  # exactly those rows, read from disk
+    assert evaluate.reference_of(configs[1000], extractor, classifier, "c1", manifest, folder).feats.shape == whole.feats.shape
+    assert len(embedded) == 2  # the whole split's features served both 300 and 1000

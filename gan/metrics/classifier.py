@@ -9,6 +9,7 @@ published Inception-based figures.
 
 import hashlib
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,15 @@ def embed(model: Classifier, images: np.ndarray | torch.Tensor, batch_size: int 
     return feats, probs
 
 
-def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
-    """Share of images the classifier labels correctly (the yardstick's own sanity check)."""
-    _, probs = embed(model, images)
-    return float((probs.argmax(1) == labels).mean())
+def accuracy(model: Classifier, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Share of images the classifier labels correctly (the yardstick's own sanity check), over (images, labels)
+    batches: a held-out split read from disk a record batch at a time never has to be in memory whole."""
+    right, seen = 0, 0
+    for images, labels in batches:
+        right, seen = right + int((embed(model, images)[1].argmax(1) == labels).sum()), seen + len(labels)
+    if not seen:
+        raise ValueError("classifier accuracy over no images")
+    return right / seen
 
 
 def source_digest() -> str:

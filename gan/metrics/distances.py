@@ -4,7 +4,7 @@ Every helper walks the rows in chunks sized so one chunk's distance matrix holds
 so 10k x 10k (or 60k training images) never needs an N x M matrix in memory at once.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -59,23 +59,30 @@ def ball_counts(
 
 
 def nearest(
-    queries: torch.Tensor, refs: torch.Tensor, budget: int = BUDGET, rows: Callable[[torch.Tensor], torch.Tensor] = lambda r: r,
+    queries: torch.Tensor, refs: torch.Tensor | Iterable[torch.Tensor], budget: int = BUDGET,
+    rows: Callable[[torch.Tensor], torch.Tensor] = lambda r: r,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(distance [M], index [M]) of each query's nearest ref row.
 
-    Refs are walked in chunks (their distances and rows at most `budget` numbers at once), each made into rows by `rows` only then: a large
-    reference set can stay as it is stored (uint8 images, say) instead of becoming one float copy. The search uses
-    cdist's fast matrix-product form; the winner's distance is then recomputed as ||q - r|| directly, so an exact
-    copy reads 0 rather than the product form's rounding noise. Between refs at equal distance (duplicates) the choice
-    follows the product form's rounding, which depends on the chunking.
+    `refs` is one tensor [N, ...] or its blocks in order (a training split read from disk a record batch at a time).
+    They are walked in chunks (a chunk's distances and rows at most `budget` numbers at once), each made into rows by
+    `rows` only then: a large reference set can stay as it is stored (uint8 images, say) instead of becoming one float
+    copy, or need not be in memory at all. The search uses cdist's fast matrix-product form; each chunk's winner's
+    distance is then recomputed as ||q - r|| directly, so an exact copy reads 0 rather than the product form's
+    rounding noise. Between refs at equal distance (duplicates) the first one wins.
     """
-    if not len(refs):
-        raise ValueError("nearest neighbours among no reference rows")
     best = torch.full((len(queries),), torch.inf, dtype=queries.dtype, device=queries.device)
     index = torch.zeros(len(queries), dtype=torch.int64, device=queries.device)
-    step = max(1, budget // (len(queries) + refs[0].numel()))  # a chunk's distances and its rows within the budget
-    for start in range(0, len(refs), step):
-        value, where = torch.cdist(queries, rows(refs[start : start + step])).min(1)
-        better = value < best
-        best[better], index[better] = value[better], where[better] + start
-    return (queries - rows(refs[index])).norm(dim=1), index
+    offset = 0
+    for block in [refs] if isinstance(refs, torch.Tensor) else refs:
+        step = max(1, budget // (len(queries) + block[0].numel())) if len(block) else 1
+        for start in range(0, len(block), step):
+            chunk = rows(block[start : start + step])
+            where = torch.cdist(queries, chunk).argmin(1)
+            value = (queries - chunk[where]).norm(dim=1)
+            better = value < best
+            best[better], index[better] = value[better], where[better] + offset + start
+        offset += len(block)
+    if not offset:
+        raise ValueError("nearest neighbours among no reference rows")
+    return best, index

@@ -6,6 +6,7 @@ than all but the closest `percentile` % of held-out reals is counted as memorise
 (flattened) or on features.
 """
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,24 +27,25 @@ class Memorisation:
 
 
 def find_memorisation(
-    train: Features, fake: Features, heldout: Features, percentile: float = 5.0, top: int = 16,
+    train: Features | Callable[[], Iterable[Features]], fake: Features, heldout: Features, percentile: float = 5.0, top: int = 16,
     dtype: torch.dtype = torch.float32, budget: int = BUDGET,
 ) -> Memorisation:
     """Nearest-training-sample distances of generated and held-out samples, and the share memorised.
 
-    uint8 inputs are pixels and are read in [0, 1], as the networks see them. The training set, the large one, is
-    walked in chunks and converted one chunk at a time: 60k training images stay uint8 rather than become a float
-    copy four times their size (and a centred second one)."""
-    t = torch.as_tensor(train)
-    t = t.reshape(len(t), -1)
-    shift = _mean_row(t, dtype, budget)  # all sets moved by the training set's mean, as `distances.centred` does
+    `train` is the training set [N, ...], or a function that yields it in blocks, in the same order each time (a split
+    read from disk a record batch at a time: two passes, for the mean and the search). uint8 inputs are pixels, read in
+    [0, 1] as the networks see them. The training set, the large one, is converted one chunk at a time: 60k training
+    images stay uint8 rather than become a float copy four times their size, or stay on disk."""
+    blocks = train if callable(train) else lambda: [torch.as_tensor(train)]
+    shift = _mean_row(blocks(), dtype, budget)  # all sets moved by the training set's mean, as `distances.centred` does
     f, h = (_rows(x, dtype) - shift for x in (fake, heldout))
 
-    def centred(chunk: torch.Tensor) -> torch.Tensor:
+    def centred(chunk: Features) -> torch.Tensor:
         return _rows(chunk, dtype) - shift
 
-    fake_d, fake_i = nearest(f, t, budget, centred)
-    heldout_d, _ = nearest(h, t, budget, centred)
+    # Generated and held-out samples in one walk over the training set.
+    distances, nearest_index = nearest(torch.cat([f, h]), (torch.as_tensor(b) for b in blocks()), budget, centred)
+    (fake_d, heldout_d), fake_i = distances.split([len(f), len(h)]), nearest_index[: len(f)]
     threshold = float(np.percentile(heldout_d.double().cpu().numpy(), percentile))
     order = fake_d.argsort()[:top]
     return Memorisation(
@@ -62,11 +64,17 @@ def _rows(x: Features, dtype: torch.dtype) -> torch.Tensor:
     return rows / 255 if torch.as_tensor(x).dtype == torch.uint8 else rows
 
 
-def _mean_row(refs: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
-    """The mean of refs' rows (as `_rows` reads them), summed in float64 a chunk at a time."""
-    step = max(1, budget // max(1, refs.shape[1]))
-    total = sum(_rows(refs[i : i + step], dtype).sum(0, dtype=torch.float64) for i in range(0, len(refs), step))
-    return (total / len(refs)).to(dtype)
+def _mean_row(blocks: Iterable[Features], dtype: torch.dtype, budget: int) -> torch.Tensor:
+    """The mean of the blocks' rows (as `_rows` reads them), summed in float64 a chunk at a time."""
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    for block in blocks:
+        refs = torch.as_tensor(block).reshape(len(block), -1)
+        step = max(1, budget // max(1, refs.shape[1]))
+        total = total + sum(_rows(refs[i : i + step], dtype).sum(0, dtype=torch.float64) for i in range(0, len(refs), step))
+        count += len(refs)
+    if not count:
+        raise ValueError("nearest neighbours among no reference rows")
+    return (total / count).to(dtype)
 
 
 @register("memorisation")
