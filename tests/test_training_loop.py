@@ -18,6 +18,7 @@ from gan.networks import build_generator
 from gan.objectives import LOSSES
 from gan.state import STATE_KEYS
 from gan.training_loop import ema_beta, in_memory_batches, recompute_bn_stats, schedule_steps, train
+from pipelines.config import PRESETS_DIR, load_config, preset_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -241,3 +242,21 @@ def test_time_budget_schedule_follows_the_mean_pace_and_recovers_from_a_slow_fir
     assert schedule_steps(SimpleNamespace(step=40, train_seconds=0.4), budget, 10) == 1000  # never past the epochs
     assert schedule_steps(SimpleNamespace(step=130, train_seconds=61.0), budget, 10) == 130  # budget spent: ends now
     assert schedule_steps(SimpleNamespace(step=40, train_seconds=20.0), TrainConfig(epochs=7), 10) == 70  # no budget
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+def test_every_presets_recipe_trains_checkpoints_and_samples(tmp_path: Path, preset: str) -> None:
+    """Each preset's own recipe (loss, networks, regularisers, optimiser, schedule), only narrowed and shortened, on
+    8x8 digits; tests/test_presets.py runs some of them end to end through Ray, Prefect and MLflow."""
+    shorter = ["model.g_width=8", "model.d_width=8", "train.epochs=1", "train.max_minutes=0", "train.batch_size=32",
+               "train.sample_every_steps=8", "train.log_every_steps=4"]
+    r = load_config(preset_path(preset), shorter).recipe
+    sink = run(r)
+    assert all_finite(sink) and sink.epochs[-1]["step"] == 16
+    checkpoint.save(sink.states[-1], tmp_path)
+    G, model, latent = checkpoint.ema_generator(checkpoint.load(tmp_path))
+    assert model == r.model
+    labels = torch.arange(4) % 10 if model.conditional else None
+    z, c = latent.sample(4, torch.Generator().manual_seed(0), labels=labels)
+    images = G(z, c)
+    assert images.shape == (4, *SHAPE) and torch.isfinite(images).all()
