@@ -434,18 +434,31 @@ class Mapped:
         array = np.memmap(self.path, np.uint8, "r", offset=self.offset, shape=self.shape) if int(np.prod(self.shape)) else np.zeros(self.shape, np.uint8)
         return self.as_nchw(array)
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """Rows in any order -> [k, C, H, W], read with one pread each: a memory map gathering shuffled rows would
-        hold pages of the whole file (the kernel maps large page-cache folios whole), growing with the data set."""
+    def take(self, rows: np.ndarray, window: int = 4 << 20, gap: int = 32 << 10) -> np.ndarray:
+        """Rows in any order -> [k, C, H, W], read front to back by `pread`: rows close together in the file (a
+        shard's share of a shuffled data set mostly is) in one read of up to `window` bytes, rows far apart on
+        their own. Not a memory map: gathering shuffled rows through one would hold pages of the whole file (the
+        kernel maps large page-cache folios whole), growing with the data set."""
         size = int(np.prod(self.shape[1:]))
-        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
-        view = memoryview(out.reshape(-1))
+        out = np.empty((len(rows), size), np.uint8)
+        order = np.argsort(rows, kind="stable")
+        ordered = np.asarray(rows, np.int64)[order]
+        # A read ends where the next wanted row lies more than `gap` bytes on (reading past it would cost more than
+        # another call) or would take the read past `window`.
+        span, skip = max(1, window // max(size, 1)), max(1, gap // max(size, 1))
+        ends = np.flatnonzero(np.diff(ordered) > skip).tolist() + [len(ordered) - 1] if len(ordered) else []
         with open(self.path, "rb", buffering=0) as f:
-            fd = f.fileno()
-            for k in np.argsort(rows, kind="stable").tolist():  # front to back through the file
-                got = os.preadv(fd, [view[k * size:(k + 1) * size]], self.offset + int(rows[k]) * size)
-                assert got == size, f"{self.path}: row {rows[k]} read {got} of {size} bytes"
-        return self.as_nchw(out)
+            fd, start = f.fileno(), 0
+            for end in ends:
+                while start <= end:
+                    last = start + int(np.searchsorted(ordered[start : end + 1], ordered[start] + span, side="left")) - 1
+                    first_row, count = int(ordered[start]), int(ordered[last]) - int(ordered[start]) + 1
+                    buffer = np.empty((count, size), np.uint8)
+                    got = os.preadv(fd, [memoryview(buffer.reshape(-1))], self.offset + first_row * size)
+                    assert got == count * size, f"{self.path}: rows {first_row}..{first_row + count - 1} read {got} of {count * size} bytes"
+                    out[order[start : last + 1]] = buffer[ordered[start : last + 1] - first_row]
+                    start = last + 1
+        return self.as_nchw(out.reshape(len(rows), *self.shape[1:]))
 
     def as_nchw(self, array: np.ndarray) -> np.ndarray:
         return {"nhw": lambda a: a[:, None], "nhwc": lambda a: a.transpose(0, 3, 1, 2), "nchw": lambda a: a}[self.layout](array)

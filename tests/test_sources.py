@@ -210,3 +210,16 @@ def test_broken_npz_and_other_files(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("1,2")
     with pytest.raises(data.DataError, match=r"is a file but not an .npz"):
         data.load_source(str(tmp_path / "d.csv"))
+
+
+@pytest.mark.parametrize(("window", "gap"), [(4 << 20, 32 << 10), (5 * 48, 48), (48, 1)])
+def test_rows_of_a_stored_array_are_read_in_any_order_whatever_the_read_sizes(tmp_path: Path, window: int, gap: int) -> None:
+    """Shuffled rows (repeats too) of an .npy read by coalesced `pread`s: one window, several, one row per read."""
+    from gan.sources import Mapped
+
+    images = np.random.default_rng(0).integers(0, 256, (200, 4, 4, 3), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", images)
+    stored = Mapped(str(tmp_path / "a.npy"), 128, images.shape, "nhwc")  # numpy's header of a small array: 128 bytes
+    rows = np.concatenate([np.random.default_rng(1).permutation(200)[:140], [7, 7, 0, 199]])
+    np.testing.assert_array_equal(stored.take(rows, window, gap), images[rows].transpose(0, 3, 1, 2))
+    assert stored.take(np.array([], np.int64)).shape == (0, 3, 4, 4)
