@@ -58,7 +58,7 @@ class DataConfig(Section):
         "fail", description="'fail': any bad input stops ingest before a dataset is written (exit 2, all listed in a quarantine "
         "report); 'skip': the dataset is written without them, listed in its quarantine.json and counted in the manifest and MLflow",
     )
-    shard_mb: float = Field(32.0, gt=0, le=4096, description="raw image megabytes per Parquet shard (one row group each)")
+    shard_mb: float = Field(32.0, gt=0, le=4096, description="raw image megabytes per Parquet shard (written in row groups of 4 MiB)")
     ingest_workers: int = Field(0, ge=0, le=256, description="processes decoding image files during ingest; 0: one per CPU but one (which writes the shards)")
 
 

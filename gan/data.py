@@ -111,48 +111,73 @@ class WriteOptions:
     """How a dataset is written: what to do with bad inputs, shard size, decoding processes, where reports go."""
 
     on_bad_input: str = "fail"  # "fail": nothing is written; "skip": written without them, listed in quarantine.json
-    shard_mb: float = 32.0  # raw image bytes per shard (one row group each)
+    shard_mb: float = 32.0  # raw image bytes per shard
     workers: int = 1  # processes decoding image files
     report: Path | None = None  # where the quarantine report of a failed ingest goes (the dataset folder has none)
     on_shard: Callable[[str, int], None] | None = None  # after each shard is on disk: its name and its split's rows so far
+    row_group_mb: float = 4.0  # raw image bytes per row group: what the writer buffers and a reader holds at once
 
 
 class Shards:
-    """Rows of one split, buffered and written out as numbered Parquet files of `rows_per_shard` rows each."""
+    """Rows of one split, written as numbered Parquet files of `rows_per_shard` rows each, in row groups of
+    `rows_per_group`: the writer buffers one row group, and so does every reader (the evaluation, Ray Data), since
+    Parquet is read a row group's column at a time. The digest covers each shard's images, then its labels and
+    source indices, whatever the row groups."""
 
-    def __init__(self, folder: Path, rows_per_shard: int, on_shard: Callable[[str, int], None] | None = None) -> None:
+    def __init__(self, folder: Path, rows_per_shard: int, on_shard: Callable[[str, int], None] | None = None,
+                 rows_per_group: int | None = None) -> None:
         self.folder, self.rows_per_shard, self.on_shard = folder, rows_per_shard, on_shard
+        self.rows_per_group = min(rows_per_group or rows_per_shard, rows_per_shard)
         self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.buffered, self.rows, self.files = 0, 0, []
         self.labels: list[np.ndarray] = []
         self.digest = hashlib.sha256()
+        self.writer, self.path = None, folder  # the open shard's writer and file
+        self.open_rows: list[tuple[np.ndarray, np.ndarray]] = []  # labels and indices of the open shard's row groups
         folder.mkdir()
 
     def add(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
         if len(images):
             self.buffer.append((images, labels, index))
             self.buffered += len(images)
-        while self.buffered >= self.rows_per_shard:
-            self.flush(self.rows_per_shard)
+        while self.buffered >= self.room():
+            self.write_group(self.room())
 
-    def flush(self, count: int | None = None) -> None:
-        if not self.buffered:
-            return
+    def flush(self) -> None:
+        """Write what is buffered and close the last shard."""
+        while self.buffered:
+            self.write_group(min(self.buffered, self.room()))
+        self.close_shard()
+
+    def room(self) -> int:
+        """Rows of the next row group: a whole one, or what the open shard still takes."""
+        return min(self.rows_per_group, self.rows_per_shard - sum(len(labels) for labels, _ in self.open_rows))
+
+    def write_group(self, count: int) -> None:
         images, labels, index = (np.concatenate(parts) for parts in zip(*self.buffer))
-        count = count or len(images)
         rest = (images[count:], labels[count:], index[count:])
         self.buffer, self.buffered = ([rest], len(rest[0])) if len(rest[0]) else ([], 0)
-        self.write(images[:count], labels[:count], index[:count])
+        if self.writer is None:
+            self.path = self.folder / f"part-{len(self.files):05d}.parquet"
+            self.writer = pq.ParquetWriter(self.path, SCHEMA)
+        self.writer.write_table(to_table(images[:count], labels[:count], index[:count]), row_group_size=count)
+        self.digest.update(np.ascontiguousarray(images[:count]).tobytes())
+        self.open_rows.append((labels[:count], index[:count]))
+        if sum(len(labels) for labels, _ in self.open_rows) == self.rows_per_shard:
+            self.close_shard()
 
-    def write(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
-        name = f"part-{len(self.files):05d}.parquet"
-        pq.write_table(to_table(images, labels, index), self.folder / name, row_group_size=len(images))
-        sync(self.folder / name)
-        for array in (images, labels, index):
+    def close_shard(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        sync(self.path)
+        labels, index = (np.concatenate(parts) for parts in zip(*self.open_rows))
+        for array in (labels, index):
             self.digest.update(np.ascontiguousarray(array).tobytes())
-        self.files.append(f"{self.folder.name}/{name}")
+        self.writer, self.open_rows = None, []
+        self.files.append(f"{self.folder.name}/{self.path.name}")
         self.labels.append(labels)
-        self.rows += len(images)
+        self.rows += len(labels)
         if self.on_shard is not None:
             self.on_shard(self.files[-1], self.rows)
 
@@ -185,8 +210,8 @@ def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float,
             if problems and options.on_bad_input == "fail":
                 continue  # go on reading to list every bad input, but write nothing more
             if splits is None:
-                per_shard = max(1, int(options.shard_mb * 2**20) // int(np.prod(image_shape)))
-                splits = {name: Shards(tmp / name, per_shard, options.on_shard) for name in SPLITS}
+                per_shard, per_group = (max(1, int(mb * 2**20) // int(np.prod(image_shape))) for mb in (options.shard_mb, options.row_group_mb))
+                splits = {name: Shards(tmp / name, per_shard, options.on_shard, per_group) for name in SPLITS}
             for name, mask in zip(SPLITS, (~heldout[good] & keep, heldout[good] & keep)):
                 splits[name].add(images[mask], rows.labels[good[mask]], good[mask])
         if problems and options.on_bad_input == "fail":
@@ -431,13 +456,17 @@ def decode_images(column: list[bytes] | np.ndarray, image_shape: tuple[int, ...]
     return np.frombuffer(bytearray(b"".join(column)), dtype=np.uint8).reshape(-1, *image_shape)
 
 
-def iter_split(dataset_dir: Path, split: str, batch_rows: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_split(dataset_dir: Path, split: str, batch_rows: int = 2048) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One split a record batch at a time, in the order it was written: (images [n, C, H, W] uint8, labels [n] int64),
-    the images copied out of the batch's bytes. A split with more or fewer rows than its manifest says is an error."""
+    the images copied out of the batch's bytes. One row group is read at a time (no read-ahead of the shard), so what
+    is held is a row group and a batch, whatever the split's size. A split with more or fewer rows than its manifest
+    says is an error."""
     manifest = read_manifest(dataset_dir)
     shape, total, done = tuple(manifest["image_shape"]), manifest["rows"][split], 0
     for name in manifest["shards"][split]:
-        for batch in pq.ParquetFile(Path(dataset_dir) / name).iter_batches(batch_size=batch_rows, columns=["image", "label"]):
+        shard = pq.ParquetFile(Path(dataset_dir) / name, pre_buffer=False)
+        for batch in (b for group in range(shard.num_row_groups)
+                      for b in shard.iter_batches(batch_size=batch_rows, row_groups=[group], columns=["image", "label"])):
             done += batch.num_rows
             if done > total:
                 raise DataError(f"{Path(dataset_dir) / split}: more rows than the {total} its manifest says")

@@ -5,8 +5,9 @@
 Each size is an .npz of 28x28 greyscale images (MNIST digits from the bundled set with a little noise, so no
 two are alike, labels kept), run with `gan-pipeline run -c conf/smoke.yaml` in a fresh working folder. The
 resident memory of the CLI process and every process it starts (Prefect's server, Ray's GCS, raylet and
-workers) is summed every 0.2 s; the peak of that sum and of the largest single process (named) are printed per size,
-with the large/small ratio.
+workers) is summed every 0.2 s; the peak of that sum (with the four largest processes at that moment), of the private
+memory (RssAnon: without Ray's shared object store, which the plain sum counts once per process mapping it) and of the
+largest single process (named) are printed per size, with the large/small ratios.
 """
 
 import argparse
@@ -33,8 +34,9 @@ def make_source(path: Path, count: int) -> None:
     np.savez(path, images=np.clip(mnist.images[pick].astype(np.int16) + noise, 0, 255).astype(np.uint8), labels=mnist.labels[pick])
 
 
-def tree_rss(root: int) -> tuple[int, int, str]:
-    """(sum, largest, the largest one's name) of the resident bytes of a process and its descendants, from /proc."""
+def tree_rss(root: int) -> list[tuple[int, int, str]]:
+    """(resident bytes, private bytes, name) of a process and each of its descendants, from /proc: VmRSS, and RssAnon,
+    which leaves out shared memory (Ray's object store, mapped by many processes) and file pages."""
     parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -49,12 +51,11 @@ def tree_rss(root: int) -> tuple[int, int, str]:
     sizes = []
     for pid in tree:
         try:
-            rss = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS"))
-            sizes.append((int(rss.split()[1]) * 1024, pid))
-        except (OSError, StopIteration):
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+            sizes.append((int(status["VmRSS"].split()[0]) * 1024, int(status["RssAnon"].split()[0]) * 1024, process_name(pid)))
+        except (OSError, KeyError, ValueError):
             continue
-    largest, pid = max(sizes, default=(0, 0))
-    return sum(size for size, _ in sizes), largest, process_name(pid)
+    return sizes
 
 
 def process_name(pid: int) -> str:
@@ -66,20 +67,27 @@ def process_name(pid: int) -> str:
     return " ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words[:3]) if w)[:60]
 
 
-def peak_of_run(source: Path, workdir: Path) -> tuple[float, float, float, str]:
+def peak_of_run(source: Path, workdir: Path) -> dict:
     args = [CLI, "run", "-c", str(ROOT / "conf" / "smoke.yaml"), "--set", f"data.source={source}", "--set", "train.cache_shard=false"]
-    start, peak_sum, peak_one, who = time.time(), 0, 0, ""
+    start, peak = time.time(), {"sum": 0, "private": 0, "largest": (0, "")}
     with subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
         while proc.poll() is None:
-            total, largest, name = tree_rss(proc.pid)
-            peak_sum = max(peak_sum, total)
-            if largest > peak_one:
-                peak_one, who = largest, name
+            sizes = tree_rss(proc.pid)
+            total, private = sum(s[0] for s in sizes), sum(s[1] for s in sizes)
+            if total > peak["sum"]:
+                peak["sum"], peak["at_sum_peak"] = total, sorted(sizes, reverse=True)[:4]
+            if private > peak["private"]:
+                peak["private"], peak["at_private_peak"] = private, sorted(sizes, key=lambda s: -s[1])[:4]
+            peak["largest"] = max([peak["largest"], *((size, name) for size, _, name in sizes)])
             time.sleep(0.2)
         err = proc.stderr.read()
     if proc.returncode != 0:
         sys.exit(f"run on {source} failed ({proc.returncode}): {err[-2000:]}")
-    return peak_sum / 2**20, peak_one / 2**20, time.time() - start, who
+    return {**peak, "seconds": time.time() - start}
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
 
 
 def main() -> None:
@@ -93,12 +101,14 @@ def main() -> None:
         for count in (args.small, args.large):
             make_source(tmp / f"{count}.npz", count)
             (tmp / f"work-{count}").mkdir()
-            results[count] = peak_of_run(tmp / f"{count}.npz", tmp / f"work-{count}")
-            total, largest, seconds, who = results[count]
-            print(f"{count:>6} images: peak {total:7.0f} MiB over all processes, largest process {largest:6.0f} MiB "
-                  f"({who}) ({seconds:.0f} s)", flush=True)
-    (small, small_one, *_), (large, large_one, *_) = results[args.small], results[args.large]
-    print(f"ratio {args.large} / {args.small}: {large / small:.2f} over all processes, {large_one / small_one:.2f} for the largest")
+            results[count] = r = peak_of_run(tmp / f"{count}.npz", tmp / f"work-{count}")
+            print(f"{count:>6} images: peak {mib(r['sum'])} over all processes ({mib(r['private'])} private), largest process "
+                  f"{mib(r['largest'][0])} ({r['largest'][1]}) ({r['seconds']:.0f} s); at the peak: "
+                  + ", ".join(f"{name} {mib(size)}" for size, _, name in r["at_sum_peak"])
+                  + "; at the private peak: " + ", ".join(f"{name} {mib(own)}" for _, own, name in r["at_private_peak"]), flush=True)
+    small, large = results[args.small], results[args.large]
+    print(f"ratio {args.large} / {args.small}: {large['sum'] / small['sum']:.2f} over all processes, "
+          f"{large['private'] / small['private']:.2f} private, {large['largest'][0] / small['largest'][0]:.2f} for the largest")
 
 
 if __name__ == "__main__":
