@@ -210,7 +210,8 @@ def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float,
             if problems and options.on_bad_input == "fail":
                 continue  # go on reading to list every bad input, but write nothing more
             if splits is None:
-                per_shard, per_group = (max(1, int(mb * 2**20) // int(np.prod(image_shape))) for mb in (options.shard_mb, options.row_group_mb))
+                pixels = int(np.prod(image_shape))
+                per_shard, per_group = (max(1, int(mb * 2**20) // pixels) for mb in (options.shard_mb, options.row_group_mb))
                 splits = {name: Shards(tmp / name, per_shard, options.on_shard, per_group) for name in SPLITS}
             for name, mask in zip(SPLITS, (~heldout[good] & keep, heldout[good] & keep)):
                 splits[name].add(images[mask], rows.labels[good[mask]], good[mask])

@@ -24,6 +24,7 @@ from pipelines.stages import cache_key, failure_hook, is_storage_error, maybe_fa
 # woken late when Ray's own processes share the cores, and every op of the step waits for it (BENCHMARKS.md).
 # The workers' thread counts never exceed the cores (ray_worker.py), so the spinning takes no one's core.
 CPU_WORKER_ENV = {"OMP_WAIT_POLICY": "ACTIVE"}
+BLOCK_BYTES = 16 * 2**20  # Ray Data's largest block: a few of them per read task and per training worker
 
 
 def run_name(cfg: PipelineConfig, manifest: dict) -> str:
@@ -127,6 +128,11 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
     ray_ready = time.time()
 
     resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {}), **cfg.ray.worker_resources}
+    # Ray Data's read tasks and the workers' iterators each hold a few blocks: blocks of up to 16 MiB (not 128), read
+    # by Ray Data's first Parquet reader, whose read tasks stayed the same size from 60k to 240k images where the
+    # newer reader's grew by half. So their memory stops growing with the data set (BENCHMARKS.md, a whole run by size).
+    data_context = ray.data.DataContext.get_current()
+    data_context.target_max_block_size, data_context.use_datasource_v2 = BLOCK_BYTES, False
     name = run_name(cfg, manifest)
     storage = ray_storage(cfg.ray.storage_path, workspace)
     run_dir = f"{storage.rstrip('/')}/{name}"  # Ray Train's run folder: <storage_path>/<name>/checkpoint_<time>

@@ -92,7 +92,8 @@ def test_the_evaluation_holds_a_bounded_sample_of_a_large_training_split(tmp_pat
     extractor = metrics.build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
     embedded = []
     monkeypatch.setattr(evaluate, "embed_images", lambda extractor, images, _: (embedded.append(images.copy()), extractor.embed(images))[1])
-    configs = {size: load_config(None, [f"runtime.workdir={tmp_path / 'work'}", f"eval.train_sample={size}"]) for size in (0, 300, 1000, 120)}
+    configs = {size: load_config(None, [f"runtime.workdir={tmp_path / 'work'}", f"eval.train_sample={size}"])
+               for size in (0, 300, 1000, 120)}
     keys = {size: evaluate.feature_extractor_key(cfg, manifest) for size, cfg in configs.items()}
     assert keys[0] == keys[300] == keys[1000] != keys[120]
 

@@ -38,17 +38,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.services import BIN, free_port, start, stop_group, wait_healthy
-from tests.test_pipeline import CLI, SMOKE, cli, cli_env, registry
+from tests.test_pipeline import CLI, SMOKE, TINY, cli, cli_env, registry
 
 pytestmark = pytest.mark.integration
 
-# Every stage real, at the least cost: 8x8 digits, one epoch of a narrow MLP GAN, 200 samples, a one-epoch classifier.
-TINY = [
-    "data.source=bundled-digits", "train.epochs=1", "train.batch_size=32", "model.g_hidden=[64]", "model.d_hidden=[64]",
-    "train.sample_every_steps=10", "eval.num_samples=200", "eval.fid_draws=0", "eval.classifier_augment=false",
-    "registry.model_name=fault-gan",
-]
-RUN = ("run", "-c", SMOKE, *(arg for item in TINY for arg in ("--set", item)))
+RUN = ("run", "-c", SMOKE, *(arg for item in (*TINY, "registry.model_name=fault-gan") for arg in ("--set", item)))
 CHAIN = ("ingest", "kill:ingest", "ingest:once,train", "train:once,evaluate", "kill:evaluate", "evaluate:once,register",
          "kill:register", "register:once")
 STAGES = ("ingest", "train", "evaluate", "register")

@@ -120,10 +120,12 @@ def test_shards_are_written_a_row_group_at_a_time_and_the_fingerprint_is_the_con
     """What the writer buffers and a reader holds is one row group; how the rows fall into row groups changes the
     files, not the dataset's fingerprint (which covers each shard's images, labels and indices)."""
     source = data.Source(distinct_images(300)[:, None], np.arange(300) % 3, "distinct")
-    layouts = {"one group per shard": data.WriteOptions(shard_mb=0.005), "groups of 20 rows": data.WriteOptions(shard_mb=0.005, row_group_mb=20 * 64 / 2**20),
+    layouts = {"one group per shard": data.WriteOptions(shard_mb=0.005),
+               "groups of 20 rows": data.WriteOptions(shard_mb=0.005, row_group_mb=20 * 64 / 2**20),
                "one shard": data.WriteOptions(row_group_mb=0.001)}
     written = {name: data.write_dataset(source, tmp_path / name, 0.2, 0, "x", options) for name, options in layouts.items()}
-    groups = {name: [pq.ParquetFile(tmp_path / name / f).metadata.num_row_groups for f in m["shards"]["train"]] for name, m in written.items()}
+    groups = {name: [pq.ParquetFile(tmp_path / name / f).metadata.num_row_groups for f in m["shards"]["train"]]
+              for name, m in written.items()}
     assert groups == {"one group per shard": [1, 1, 1], "groups of 20 rows": [5, 5, 4], "one shard": [15]}
     assert written["one group per shard"]["fingerprint"] == written["groups of 20 rows"]["fingerprint"]
     for name in layouts:

@@ -138,7 +138,8 @@ def test_memorisation_finds_copied_training_images_at_distance_zero() -> None:
     assert sorted(m.closest[:, 0]) == list(range(20)) and (m.closest[:, 1] == copied[m.closest[:, 0]]).all()
     assert metrics.compute("memorisation", train, fake, heldout=heldout)["memorised_share"] == m.share
     # The training set in blocks, as the evaluation streams a split from disk: the same answer.
-    streamed = metrics.find_memorisation(lambda: (train[i : i + 70] for i in range(0, 300, 70)), fake, heldout, percentile=5.0, top=20, budget=700)
+    blocks = lambda: (train[i : i + 70] for i in range(0, 300, 70))  # noqa: E731
+    streamed = metrics.find_memorisation(blocks, fake, heldout, percentile=5.0, top=20, budget=700)
     for field in ("fake_distances", "fake_nearest", "heldout_distances", "closest"):
         np.testing.assert_allclose(getattr(streamed, field), getattr(m, field), rtol=1e-6, err_msg=field)
     assert streamed.share == m.share

@@ -22,6 +22,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "conf" / "smoke.yaml")
 CLI = str(Path(sys.executable).with_name("gan-pipeline"))
+# Every stage real, at the least cost (on top of SMOKE): 8x8 digits, one epoch of a narrow MLP GAN, 200 samples, a
+# one-epoch classifier. For tests of what runs around the stages (faults, schedules), not of what they compute.
+TINY = [
+    "data.source=bundled-digits", "train.epochs=1", "train.batch_size=32", "model.g_hidden=[64]", "model.d_hidden=[64]",
+    "train.sample_every_steps=10", "eval.num_samples=200", "eval.fid_draws=0", "eval.classifier_augment=false",
+]
 
 pytestmark = pytest.mark.integration
 
