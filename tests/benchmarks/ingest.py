@@ -6,8 +6,8 @@ For 60 000 greyscale 28x28 and 20 000 RGB 64x64 images generated on the fly (ran
 prints rows/s of `np.save` of the image array, of ingest (open the .npz, split, shuffle, check for duplicates, write
 the shards and manifest) and of ingest plus the source checksum the stage also computes, each ingest/np.save as a
 ratio measured side by side (target >= 0.5); then the peak resident memory of a fresh process ingesting 6 000,
-60 000, 240 000 and 480 000 rows (it stops growing once both splits have filled a shard: bounded by the
-shard size, not the data set); then image files per second decoding a folder of PNGs
+60 000, 240 000 and 480 000 rows (it stops growing once both splits have filled a row group: bounded by the
+row-group size, not the data set); then image files per second decoding a folder of PNGs
 with 1 and 2 processes. Timings are medians of --repeats runs, files in the page cache.
 """
 
@@ -118,8 +118,9 @@ def main() -> None:
             print(f"{label:<12}{count:>7}{r['np_save_rows_s']:>11,.0f}{r['np_save_sync_rows_s']:>11,.0f}{r['ingest_rows_s']:>10,.0f}"
                   f"{r['ratio']:>7.2f}{r['ratio_sync']:>10.2f}{r['ingest_checksum_rows_s']:>11,.0f}{r['ratio_with_checksum']:>10.2f}")
 
-        print("\npeak resident memory of a fresh process ingesting an .npz (28x28 grey); the bound is a few shards'"
-              f" worth (data.shard_mb = {data.WriteOptions().shard_mb:g} MiB of pixels, {int(data.WriteOptions().shard_mb * 2**20) // 784} rows)")
+        group = data.WriteOptions().row_group_mb
+        print("\npeak resident memory of a fresh process ingesting an .npz (28x28 grey); the writer buffers a row group per"
+              f" split (row_group_mb = {group:g} MiB of pixels, {int(group * 2**20) // 784} rows)")
         for count in (6_000, 60_000, 240_000, 480_000):
             images, labels = arrays(count, (28, 28))
             np.savez(tmp / f"mem-{count}.npz", images=images, labels=labels)
