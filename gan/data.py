@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +132,7 @@ class Shards:
         self.buffered, self.rows, self.files = 0, 0, []
         self.labels: list[np.ndarray] = []
         self.digest = hashlib.sha256()
-        self.writer, self.path = None, folder  # the open shard's writer and file
+        self.writer, self.sink, self.path = None, None, folder  # the open shard's writer, file and path
         self.open_rows: list[tuple[np.ndarray, np.ndarray]] = []  # labels and indices of the open shard's row groups
         folder.mkdir()
 
@@ -159,7 +159,8 @@ class Shards:
         self.buffer, self.buffered = ([rest], len(rest[0])) if len(rest[0]) else ([], 0)
         if self.writer is None:
             self.path = self.folder / f"part-{len(self.files):05d}.parquet"
-            self.writer = pq.ParquetWriter(self.path, SCHEMA)
+            self.sink = pa.OSFile(str(self.path), "wb")
+            self.writer = pq.ParquetWriter(self.sink, SCHEMA)
         self.writer.write_table(to_table(images[:count], labels[:count], index[:count]), row_group_size=count)
         self.digest.update(np.ascontiguousarray(images[:count]).tobytes())
         self.open_rows.append((labels[:count], index[:count]))
@@ -170,6 +171,7 @@ class Shards:
         if self.writer is None:
             return
         self.writer.close()
+        self.sink.close()
         sync(self.path)
         labels, index = (np.concatenate(parts) for parts in zip(*self.open_rows))
         for array in (labels, index):
@@ -180,6 +182,17 @@ class Shards:
         self.rows += len(labels)
         if self.on_shard is not None:
             self.on_shard(self.files[-1], self.rows)
+
+    def __enter__(self) -> "Shards":
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        """After a failure, let go of the open shard's file unfinished (its folder is about to be removed): an open
+        descriptor would keep a deleted file's space taken, and a full disk full, for as long as this process runs."""
+        if kind is not None and self.writer is not None:
+            self.writer.is_open = False  # no footer: the file is abandoned, not finished
+            self.sink.close()
+            self.writer = None
 
 
 def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float, seed: int, checksum: str,
@@ -197,7 +210,7 @@ def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float,
     # run of rows, so a sorted dataset would give each rank only some of the classes.
     order = np.random.default_rng(seed).permutation(len(rows))
     order = order[rows.labels[order] >= 0]  # -1: a label outside the declared classes, already a problem
-    with written_aside(out_dir) as tmp:
+    with written_aside(out_dir) as tmp, ExitStack() as open_shards:
         splits, first = None, None
         seen = SeenImages()
         for images, good, bad in read_rows(rows, order, options.workers):
@@ -212,7 +225,8 @@ def write_dataset(source: Source | Rows, out_dir: Path, holdout_fraction: float,
             if splits is None:
                 pixels = int(np.prod(image_shape))
                 per_shard, per_group = (max(1, int(mb * 2**20) // pixels) for mb in (options.shard_mb, options.row_group_mb))
-                splits = {name: Shards(tmp / name, per_shard, options.on_shard, per_group) for name in SPLITS}
+                splits = {name: open_shards.enter_context(Shards(tmp / name, per_shard, options.on_shard, per_group))
+                          for name in SPLITS}
             for name, mask in zip(SPLITS, (~heldout[good] & keep, heldout[good] & keep)):
                 splits[name].add(images[mask], rows.labels[good[mask]], good[mask])
         if problems and options.on_bad_input == "fail":

@@ -6,6 +6,7 @@ open() and an ENOSPC from the dataset's shard writer, and the tests of the other
 upload, the local copy) are skipped.
 """
 
+import contextlib
 import errno
 import io
 import os
@@ -65,6 +66,15 @@ class QuotaDisk:
                 return super().write(b)
 
         return Quota(path, mode)
+
+
+def open_files() -> list[str]:
+    """What this process's file descriptors point at."""
+    links = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed since the listing
+            links.append(os.readlink(fd))
+    return links
 
 
 @pytest.fixture
@@ -220,15 +230,20 @@ def test_an_ingest_on_a_full_disk_fails_naming_the_dataset_and_writes_it_whole_o
     cfg = load_config(SMOKE, [*settings, f"runtime.workdir={small_disk.folder / 'gan-work'}"])
     if small_disk.real:
         small_disk.fill(leave=size // 2)
-    else:  # the shard writer's disk fills at its fourth shard
-        written = data.pq.write_table
+    else:  # the disk fills as the fourth shard's first row group is written, its file open
+        opened = []
 
-        def write_table(table, where, **options) -> None:  # noqa: ANN001
-            if "/part-" in str(where) and len(list(Path(where).parent.glob("part-*"))) >= 3 and small_disk.left == 0:
-                raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
-            written(table, where, **options)
+        class FullDiskWriter(data.pq.ParquetWriter):
+            def __init__(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+                super().__init__(*args, **options)
+                opened.append(self)
 
-        monkeypatch.setattr(data.pq, "write_table", write_table)
+            def write_table(self, table, row_group_size=None) -> None:  # noqa: ANN001
+                if len(opened) >= 4 and small_disk.left == 0:
+                    raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+                super().write_table(table, row_group_size=row_group_size)
+
+        monkeypatch.setattr(data.pq, "ParquetWriter", FullDiskWriter)
         small_disk.fill(leave=0)
 
     with pytest.raises(OSError) as failed:
@@ -238,6 +253,8 @@ def test_an_ingest_on_a_full_disk_fails_naming_the_dataset_and_writes_it_whole_o
     assert failed.value.errno == errno.ENOSPC and failed.value.filename == str(out)
     assert not out.exists() and not list(out.parent.glob(".tmp-*"))  # no dataset, not even half of one
     assert not list((small_disk.folder / "gan-work" / "scratch").glob("*"))
+    # Nothing left open on that disk: a descriptor of the half-written shard would keep its space taken.
+    assert not [link for link in open_files() if link.startswith(str(small_disk.folder))]
     message, code = _failure(failed.value)
     assert code == 2 and message.startswith(f"error: no space left on device writing {out}: free some space there (df -h {out.parent}")
 
