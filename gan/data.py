@@ -164,7 +164,7 @@ class Shards:
         self.writer.write_table(to_table(images[:count], labels[:count], index[:count]), row_group_size=count)
         self.digest.update(np.ascontiguousarray(images[:count]).tobytes())
         self.open_rows.append((labels[:count], index[:count]))
-        if sum(len(labels) for labels, _ in self.open_rows) == self.rows_per_shard:
+        if not self.room():  # the shard is full
             self.close_shard()
 
     def close_shard(self) -> None:
