@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pyarrow as pa
@@ -183,10 +184,10 @@ class Shards:
         if self.on_shard is not None:
             self.on_shard(self.files[-1], self.rows)
 
-    def __enter__(self) -> "Shards":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type | None, *_: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         """After a failure, let go of the open shard's file unfinished (its folder is about to be removed): an open
         descriptor would keep a deleted file's space taken, and a full disk full, for as long as this process runs."""
         if kind is not None and self.writer is not None:
