@@ -1,5 +1,7 @@
 """Complete, self-describing training checkpoints, loaded without unpickling arbitrary objects."""
 
+import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -14,6 +16,7 @@ from gan.state import STATE_KEYS
 FORMAT_VERSION = 4  # 2: training state named by gan.state, class count, quick-FID snapshots; 3: epoch log, watchdog events and
 # learning-rate scale; 4: fp16 loss scalers
 STATE_FILE = "state.pt"
+LINEAGE_FILE = "lineage.json"  # beside state.pt, written by whoever trained it: its run, its training key, its parent
 REQUIRED = (*STATE_KEYS, "rng", "config_json", "image_shape", "num_classes")
 
 
@@ -46,13 +49,33 @@ def load(directory: Path) -> dict:
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {STATE_FILE}; expected a training checkpoint folder")
-    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+    return _checked(torch.load(path, map_location="cpu", weights_only=True), path)  # tensors and plain containers only
+
+
+def load_bytes(blob: bytes, where: str) -> dict:
+    """A checkpoint state from the bytes of its state.pt (as a Ray worker gets a warm start's parent); `where` names it."""
+    return _checked(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True), where)
+
+
+def _checked(state: dict, path: object) -> dict:
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {state.get('format_version')!r}, expected {FORMAT_VERSION}")
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")
     return state
+
+
+def digest(directory: Path) -> str:
+    """sha256 of a checkpoint's state.pt: what names it as a warm start's parent."""
+    with (Path(directory) / STATE_FILE).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def lineage_of(directory: Path) -> dict:
+    """What the checkpoint's trainer recorded beside it (LINEAGE_FILE); {} when it recorded nothing."""
+    path = Path(directory) / LINEAGE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def config_of(state: dict) -> dict:
@@ -72,8 +95,19 @@ def snapshots_of(state: dict) -> list[dict]:
 
 def ema_generator(state: dict) -> tuple[torch.nn.Module, ModelConfig, Latent]:
     """The EMA generator of a checkpoint state, in eval mode, with its model config and latent layout."""
-    model_cfg = ModelConfig.model_validate(config_of(state)["model"])
-    latent = Latent.of(model_cfg, int(state["num_classes"]))
-    G = build_generator(model_cfg, tuple(state["image_shape"]), latent)
-    G.load_state_dict(state["G_ema"])
+    return generator_of(generator_blob(state))
+
+
+def generator_blob(state: dict) -> dict:
+    """What the served model keeps of a checkpoint state: the EMA generator's weights and what rebuilds its network."""
+    model_json = ModelConfig.model_validate(config_of(state)["model"]).model_dump_json()
+    return {"state": state["G_ema"], "model_json": model_json, "image_shape": list(state["image_shape"]), "num_classes": int(state["num_classes"])}
+
+
+def generator_of(blob: dict) -> tuple[torch.nn.Module, ModelConfig, Latent]:
+    """The generator of a `generator_blob`, in eval mode, with its model config and latent layout."""
+    model_cfg = ModelConfig.model_validate_json(blob["model_json"])
+    latent = Latent.of(model_cfg, int(blob["num_classes"]))
+    G = build_generator(model_cfg, tuple(blob["image_shape"]), latent)
+    G.load_state_dict(blob["state"])
     return G.eval(), model_cfg, latent

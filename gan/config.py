@@ -13,11 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+import math
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 AUGMENTS = ("translation", "cutout", "color")  # the keys of gan.augment.AUGMENTATIONS (a test keeps them equal)
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inception weights, a plain state dict
 INCEPTION_FEATURE_DIM = 2048  # gan.metrics.inception.FEATURE_DIM (a test keeps them equal)
+# A registered model version as `train.init_from` names it (the pipeline resolves it in its registry).
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<number>\d+))")
 
 
 class ConfigError(ValueError):
@@ -137,6 +142,31 @@ class TrainConfig(Section):
     fid_samples: int = Field(
         1000, ge=10, le=100_000, description="generated images per quick FID (as many as eval.num_samples, so both share the small-sample bias)"
     )
+    init_from: str = Field(
+        "", description="warm start: 'models:/NAME@ALIAS' or 'models:/NAME/VERSION' (a registered version's training state, "
+        "kept with its MLflow run) or a checkpoint folder; G, D and the EMA generator start from it (the optimisers too with "
+        "train.init_optimizer), while the step count, the learning-rate and instance-noise schedules, the EMA warm-up, the time "
+        "budget and the watchdog's record start again from zero; '': a cold start",
+    )
+    init_optimizer: bool = Field(
+        False, description="warm start: also take the parent's optimiser moments and fp16 loss scales (their learning rates and "
+        "other settings stay this config's); false: fresh optimisers, as StyleGAN2-ADA's --resume",
+    )
+    init_missing: Literal["error", "cold"] = Field(
+        "error", description="warm start from an alias that no version holds yet (the first run of a schedule): 'error', or "
+        "'cold' to train from scratch",
+    )
+    init_budget: float = Field(
+        1.0, gt=0, le=1, description="warm start: the share of train.epochs and train.max_minutes that a warm-started run "
+        "trains for (its schedules run over that share)",
+    )
+
+    @field_validator("init_from")
+    @classmethod
+    def _registry_form(cls, value: str) -> str:
+        if value.startswith("models:/") and not MODEL_URI.fullmatch(value):
+            raise ValueError("expected models:/NAME@ALIAS, models:/NAME/VERSION or a checkpoint folder")
+        return value
 
 
 class RegConfig(Section):
@@ -230,6 +260,12 @@ class Recipe(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
 
+def warm_started(train: TrainConfig) -> TrainConfig:
+    """The training settings of a warm-started run: train.init_budget of the epochs and of the time budget."""
+    share = train.init_budget
+    return train.model_copy(update={"epochs": max(1, math.ceil(train.epochs * share)), "max_minutes": train.max_minutes * share})
+
+
 def policy(diffaugment: str) -> list[str]:
     """'translation, cutout' -> ['translation', 'cutout']."""
     return [p.strip() for p in diffaugment.split(",") if p.strip()]
@@ -247,6 +283,9 @@ DEPENDENT_SETTINGS: list[tuple[str, str, Callable[["Recipe"], bool], str]] = [
     ("optim", "step_every", lambda r: r.optim.schedule == "step", "optim.schedule 'step'"),
     ("optim", "step_gamma", lambda r: r.optim.schedule == "step", "optim.schedule 'step'"),
     ("optim", "decay_start", lambda r: r.optim.schedule == "linear", "optim.schedule 'linear'"),
+    ("train", "init_optimizer", lambda r: bool(r.train.init_from), "a warm start (train.init_from)"),
+    ("train", "init_missing", lambda r: bool(r.train.init_from), "a warm start (train.init_from)"),
+    ("train", "init_budget", lambda r: bool(r.train.init_from), "a warm start (train.init_from)"),
 ]
 
 

@@ -510,6 +510,17 @@ def load_split(dataset_dir: Path, split: str, rows: np.ndarray | None = None) ->
     return (images, labels) if order is None else (images[order], labels[order])
 
 
+def pixel_stats(dataset_dir: Path, split: str) -> dict[str, list[float]]:
+    """Each channel's pixel mean and standard deviation over a split, in [0, 1], read a record batch at a time."""
+    total, sums, squares = 0, 0.0, 0.0
+    for images, _ in iter_split(dataset_dir, split):
+        x = images.reshape(len(images), images.shape[1] if images.ndim == 4 else 1, -1).astype(np.float64) / 255.0  # [N, C, H*W]
+        total, sums, squares = total + x.shape[0] * x.shape[2], sums + x.sum(axis=(0, 2)), squares + (x**2).sum(axis=(0, 2))
+    mean = sums / max(total, 1)
+    std = np.sqrt(np.maximum(squares / max(total, 1) - mean**2, 0.0))
+    return {"mean": [round(float(m), 5) for m in np.atleast_1d(mean)], "std": [round(float(s), 5) for s in np.atleast_1d(std)]}
+
+
 def sample_rows(total: int, count: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of a seeded sample of `count` of `total` rows; every row when count is 0 or not below total."""
     if not count or count >= total:

@@ -105,7 +105,10 @@ def save_labelled_rows(rows: dict[str, np.ndarray], path: Path) -> Path:
     return Path(path)
 
 
-def save_class_histograms(histograms: dict[str, np.ndarray | list[float]], path: Path) -> Path:
+def save_class_histograms(
+    histograms: dict[str, np.ndarray | list[float]], path: Path, xlabel: str = "class (as the feature classifier assigns it)",
+    ticks: list[str] | None = None,
+) -> Path:
     """Side-by-side bars of class shares, one colour per named histogram [K] (e.g. training, held-out, generated)."""
     plt = _pyplot()
     num_classes = len(next(iter(histograms.values())))
@@ -113,8 +116,8 @@ def save_class_histograms(histograms: dict[str, np.ndarray | list[float]], path:
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * num_classes), 3.5))
     for i, (name, hist) in enumerate(histograms.items()):
         ax.bar(np.arange(num_classes) + (i - (len(histograms) - 1) / 2) * width, hist, width, label=name)
-    ax.set_xticks(np.arange(num_classes))
-    ax.set_xlabel("class (as the feature classifier assigns it)")
+    ax.set_xticks(np.arange(num_classes), ticks)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("share of images")
     ax.set_ylim(0, 1.3 * max(max(h) for h in histograms.values()))  # room for the legend above the bars
     ax.legend(fontsize=8, ncol=len(histograms), loc="upper center")

@@ -58,6 +58,24 @@ def _key(f: Field) -> str:
 
 
 STATE_KEYS = tuple(_key(f) for f in fields(TrainingState))  # what every checkpoint holds besides its metadata
+NETWORKS = ("G", "D", "G_ema")  # what a warm start always takes from its parent
+OPTIMISERS = ("opt_G", "opt_D", "scaler_G", "scaler_D")  # ... and with its optimisers
+
+
+def warm_start(s: TrainingState, parent: dict, optimisers: bool) -> None:
+    """Start from a parent checkpoint state: its networks (and with `optimisers` the optimisers' moments and fp16 loss
+    scales), while the step, epoch, clock, schedules, logs and the watchdog's record stay at zero."""
+    for name in NETWORKS:
+        getattr(s, name).load_state_dict(parent[name])
+    for name in OPTIMISERS if optimisers else ():
+        part = getattr(s, name)
+        if not parent[name]:  # the loss scale of a parent that trained without fp16: this run's own starts afresh
+            continue
+        # An optimiser's state dict carries its settings too (lr, betas, weight decay): keep this run's, take the moments.
+        own = [{k: v for k, v in group.items() if k != "params"} for group in getattr(part, "param_groups", [])]
+        part.load_state_dict(parent[name])
+        for group, settings in zip(getattr(part, "param_groups", []), own):
+            group.update(settings)
 
 
 def build_state(recipe: Recipe, image_shape: tuple[int, ...], latent: Latent, device: torch.device) -> TrainingState:

@@ -24,7 +24,7 @@ from gan.loss import GANLoss
 from gan.objectives import LOSSES
 from gan.regularizers import clip_weights
 from gan.sampling import generate
-from gan.state import TrainingState, build_state
+from gan.state import TrainingState, build_state, warm_start
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images [N, C, H, W] (uint8, or float for vector data), labels [N] int64
 BN_BATCH = 256  # latents per batch when recomputing the EMA generator's BatchNorm statistics
@@ -248,11 +248,14 @@ def train(
     config_snapshot: dict | None = None,
     steps_per_epoch: int | None = None,
     quick_fid: Callable[[nn.Module, Latent], float] | None = None,
+    init: dict | None = None,
 ) -> dict[str, float]:
-    """Train for `recipe.train.epochs` epochs (or its time budget), resuming from a checkpoint state if given.
+    """Train for `recipe.train.epochs` epochs (or its time budget), resuming from a checkpoint state if given, else
+    warm-started from `init` (a parent's checkpoint state: `state.warm_start`) if given.
 
     `steps_per_epoch` sizes the schedules (learning rate, instance noise); by default it is measured in
-    the first epoch. `quick_fid(G_ema, latent)` is called on rank 0 every `fid_every_epochs`.
+    the first epoch. `quick_fid(G_ema, latent)` is called on rank 0 every `fid_every_epochs`, and before the first
+    step of a warm start (the parent's quality, at 0 s).
     """
     check_recipe(recipe, image_shape)
     t, device = recipe.train, ctx.device
@@ -265,6 +268,12 @@ def train(
         torch.set_rng_state(resume["rng"]["torch"])
         if ctx.is_main:
             print(f"[train] resumed from epoch {s.epoch}, step {s.step}", flush=True)
+    elif init is not None:
+        assert tuple(init["image_shape"]) == tuple(image_shape), f"parent image shape {init['image_shape']} != data {image_shape}"
+        warm_start(s, init, t.init_optimizer)
+        if ctx.is_main:
+            carried = "networks and optimisers" if t.init_optimizer else "networks (fresh optimisers)"
+            print(f"[train] warm start from a parent at step {int(init['step'])}: its {carried}; step, schedules and budget from zero", flush=True)
     s.schedule_steps = s.schedule_steps or (steps_per_epoch or 0) * t.epochs  # 0: measured in the first epoch
 
     # 2. DDP, in this one block; s.G and s.D stay the plain modules underneath.
@@ -292,6 +301,8 @@ def train(
 
     # 3. Epochs. Latents come from a per-(rank, epoch) generator, so a resumed run redraws the same ones.
     metrics: dict[str, float] = {}
+    if init is not None and resume is None and quick_fid is not None and t.fid_every_epochs and ctx.is_main:
+        s.snapshots.append({"epoch": 0, "step": 0, "seconds": 0.0, "fid": quick_fid(ema_ready(), latent), "yardstick": getattr(quick_fid, "key", "")})
     budget = 60.0 * t.max_minutes
     while s.epoch < t.epochs and not (budget and s.train_seconds >= budget):
         gen = torch.Generator(device=device).manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch, distributed.LATENTS))

@@ -82,7 +82,11 @@ def _preflight(cfg: PipelineConfig) -> None:
     check_stores(cfg)
     from pipelines.ingest import preflight  # noqa: PLC0415 - imports Prefect: after the checks that need nothing
 
-    preflight(cfg)
+    image_shape = preflight(cfg)
+    if cfg.train.init_from:  # a warm start's parent found and fitting the networks and the data's images
+        from pipelines.warm_start import resolve  # noqa: PLC0415
+
+        resolve(cfg, image_shape, say=False)
 
 
 @app.command()
@@ -94,18 +98,12 @@ def run(
     cfg = _prepare(preset, config, set, dry_run, verbose)  # waits while another run holds the working folder
     cli_started = time.time()
     _preflight(cfg)
-    from pipelines.flow import gan_pipeline  # noqa: PLC0415
+    from pipelines.flow import gan_pipeline, write_summary  # noqa: PLC0415
 
     imported = time.time()
-    runs = Workspace.of(cfg.runtime.workdir).root / "runs"
-    try:
-        summary = gan_pipeline(cfg.model_dump(mode="json"))
-    except Exception as err:  # the stages so far, and the one that failed, as this run's summary
-        if hasattr(err, "run_summary"):
-            _write_summary(runs, {**err.run_summary, "failed": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"})
-        raise
+    summary = gan_pipeline(cfg.model_dump(mode="json"))  # a failed run has written its summary: the stages so far and the failure
     summary["overhead"] = _overhead(summary, cli_started, imported)
-    _print_summary(summary, _write_summary(runs, summary))
+    _print_summary(summary, write_summary(cfg, summary))
     if "refused" in summary["registered"]:
         raise RegistrationRefused(summary["registered"]["refused"])
 
@@ -142,14 +140,6 @@ def schedule(
     scheduling.serve(cfg, name, cron, timezone)
 
 
-def _write_summary(runs: Path, summary: dict) -> Path:
-    """gan-work/runs/<flow run id>.json: what each stage did (ran, cached or failed; seconds) and what it made."""
-    runs.mkdir(parents=True, exist_ok=True)
-    path = runs / f"{summary['flow_run_id']}.json"
-    path.write_text(json.dumps(summary, indent=2))
-    return path
-
-
 def _overhead(summary: dict, cli_started: float, imported: float) -> dict:
     """The fixed costs every user waits for, as far as this run paid them (cached stages pay none)."""
     trained = summary["train"] if summary["stages"]["train"]["status"] == "ran" else {}
@@ -160,6 +150,12 @@ def _overhead(summary: dict, cli_started: float, imported: float) -> dict:
         "to_first_step_seconds": trained.get("to_first_step_seconds"),
         "model_logging_seconds": summary["registered"].get("model_logging_seconds"),
     }
+
+
+def _parent_label(parent: dict) -> str:
+    from pipelines.warm_start import Parent  # noqa: PLC0415
+
+    return f"{Parent.of_dict(parent).label()} (step {parent['step']}, named by {parent['source']})"
 
 
 def _print_summary(summary: dict, path: Path) -> None:
@@ -182,6 +178,7 @@ def _print_summary(summary: dict, path: Path) -> None:
         f"NOT registered: {summary['registered']['refused']}" if "refused" in summary["registered"] else
         f"registered {summary['registered']['model_name']} v{summary['registered']['version']}"
         f" (champion: {'yes' if summary['registered']['champion'] else 'no'}, {summary['registered']['reason']})",
+        *([f"warm-started from {_parent_label(summary['warm_start'])}"] if summary.get("warm_start") else []),
         f"samples: {Path(summary['report']).parent / 'samples.png'}",
         f"summary: {path}",
     ]
@@ -207,9 +204,10 @@ def train(
     """Stage 2: dataset -> checkpoint on Ray Train. Prints the checkpoint folder."""
     cfg = _prepare(preset, config, set, dry_run, verbose)
     dataset = _existing(dataset, "--dataset")
-    from pipelines.train import train_task  # noqa: PLC0415
+    from pipelines.train import train_task, warm_start_task  # noqa: PLC0415
 
-    typer.echo(train_task(cfg, str(dataset))["checkpoint"])
+    parent = warm_start_task(cfg, str(dataset)) if cfg.train.init_from else None
+    typer.echo(train_task(cfg, str(dataset), parent)["checkpoint"])
 
 
 @app.command()
@@ -314,22 +312,30 @@ def models(
     from pipelines import lineage  # noqa: PLC0415
 
     if version is None:
-        _print_table(_versions_table(name, lineage.versions_table(cfg, name)))
+        _print_table(_versions_table(name, lineage.versions_table(cfg, name), lineage.yardstick_of(cfg, name)))
     else:
         _print_table(_chain_table(lineage.chain(cfg, name, version)))
 
 
-def _versions_table(name: str, rows: list["VersionRow"]) -> Table:
+def _versions_table(name: str, rows: list["VersionRow"], yardstick: dict | None) -> Table:
+    """One row per version: its aliases, the data it was trained on, what it was warm-started from, its FID on its own
+    data (beside that data's floor) and on the model's yardstick (fixed by the first version, so the column compares)."""
     title = f"{name}: {len(rows)} version{'s' * (len(rows) != 1)}"
-    table = Table("version", "aliases", "FID ± std", "floor", "memorised", "created", Column("run", overflow="fold"), title=title)
+    on = "on yardstick" + (f" (v{yardstick['version']}'s data {yardstick['dataset'][:8]})" if yardstick else "")
+    table = Table("version", "aliases", "data", "from", "FID ± std", "floor", on, "memorised", "created", Column("run", overflow="fold"),
+                  title=title)
 
     def number(value: float | None, spec: str) -> str:
         return "—" if value is None else format(value, spec)
 
+    def fid(value: float | None, std: float | None) -> str:
+        return "—" if value is None else f"{value:.2f} ± {number(std, '.2f')}"
+
     for r in rows:
-        fid = "—" if r.fid is None else f"{r.fid:.2f} ± {number(r.fid_std, '.2f')}"
-        table.add_row(f"v{r.version}", ", ".join(r.aliases), fid, number(r.floor_fid, ".2f"), number(r.memorised_share, ".1%"),
-                      f"{r.created:%Y-%m-%d %H:%M}", r.run_id)
+        model, _, number_ = (r.parent or "").rpartition("/")
+        parent = "—" if r.parent is None else f"v{number_}" if model == name else r.parent
+        table.add_row(f"v{r.version}", ", ".join(r.aliases), (r.data or "—")[:12], parent, fid(r.fid, r.fid_std), number(r.floor_fid, ".2f"),
+                      fid(r.yardstick_fid, r.yardstick_fid_std), number(r.memorised_share, ".1%"), f"{r.created:%Y-%m-%d %H:%M}", r.run_id)
     return table
 
 

@@ -4,7 +4,6 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,13 @@ from gan import data, metrics, sampling, watchdog
 from gan.config import ConfigError, check_eval, unreadable
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
 from gan.latent import Latent
-from pipelines import console
+from pipelines import console, yardstick
 from pipelines.codebase import stage_code
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.ray_embed import embed_images
 from pipelines.runtime import Workspace
 from pipelines.stages import cache_key, maybe_fail, maybe_kill, retry_unless_user_error
+from pipelines.yardstick import BUNDLE, Instrument, Yardstick
 
 REPORT = "report.json"
 
@@ -96,24 +96,6 @@ def check_sample_count(n: int, extractor: metrics.Extractor, cfg: PipelineConfig
         ) from None
 
 
-@dataclass(frozen=True)
-class Embedded:
-    """One image set as the evaluation reads it."""
-
-    feats: np.ndarray  # [N, D] the extractor's features: FID, KID, the k-NN metrics, feature memorisation
-    probs: np.ndarray  # [N, K'] the extractor's softmax: the Inception Score
-    classes: np.ndarray  # [N, K] the domain classifier's probabilities: class coverage, collapse, InfoGAN agreement
-
-
-def embed_set(
-    extractor: metrics.Extractor, classifier: metrics.Classifier, images: np.ndarray | torch.Tensor, cfg: PipelineConfig
-) -> Embedded:
-    """An image set through the extractor (in Ray tasks when large) and, for the class metrics, the domain classifier."""
-    feats, probs = embed_images(extractor, images, cfg.eval.ray_embed_min_images)
-    classes = probs if extractor.network is classifier else metrics.embed(classifier, images)[1]
-    return Embedded(feats, probs, classes)
-
-
 def reference_of(
     cfg: PipelineConfig, extractor: metrics.Extractor, classifier: metrics.Classifier, classifier_key: str, manifest: dict,
     dataset_dir: Path,
@@ -123,27 +105,14 @@ def reference_of(
     key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"], *sample_tag(cfg, manifest))
     folder = Workspace.of(cfg.runtime.workdir).features / f"train-{key}"
     if not folder.is_dir():
-        embedded = embed_set(extractor, classifier, data.load_split(dataset_dir, "train", train_rows(cfg, manifest))[0], cfg)
+        images = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))[0]
+        embedded = yardstick.embed(extractor, classifier, images, cfg.eval.ray_embed_min_images)
         data.remove_stale_temporaries(folder.parent)
-        with data.written_aside(folder) as tmp:  # both arrays appear together
-            save_features(tmp / "feats.npy", embedded.feats)
-            save_features(tmp / "classes.npy", embedded.classes)
+        with data.written_aside(folder) as tmp:  # both arrays appear together, as float32 when that loses nothing
+            np.save(tmp / "feats.npy", yardstick.narrowed(embedded.feats))
+            np.save(tmp / "classes.npy", yardstick.narrowed(embedded.classes))
     feats, classes = (np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float64) for name in ("feats", "classes"))
     return metrics.Reference.of(feats, metrics.class_histogram(classes), extractor.kid_rescale)
-
-
-def save_features(path: Path, values: np.ndarray) -> None:
-    """Float64 values as float32 when that loses nothing (the networks compute in float32 and `embed` widens): half
-    the file, and the very same values loaded back."""
-    narrow = values.astype(np.float32)
-    np.save(path, narrow if np.array_equal(narrow, values) else values)
-
-
-def scores_of(embedded: Embedded, reference: metrics.Reference, cfg: PipelineConfig) -> metrics.Scores:
-    """Every metric of one embedded image set against the training images'."""
-    return metrics.score(
-        embedded.feats, embedded.probs, reference, cfg.eval.coverage_min_fraction, cfg.eval.seed, classes=embedded.classes
-    )
 
 
 def write_pictures(
@@ -181,16 +150,14 @@ def infogan_scores(G: torch.nn.Module, latent: Latent, codes: np.ndarray, predic
 
 
 def fids_of_draws(
-    G: torch.nn.Module, latent: Latent, extractor: metrics.Extractor, reference: metrics.Reference, n: int, cfg: PipelineConfig,
-    mix: np.ndarray, on_draw: Callable[[int], None] | None = None,
+    G: torch.nn.Module, latent: Latent, instrument: Instrument, cfg: PipelineConfig, on_draw: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """The FID on `eval.fid_draws` further draws of n latents (seeds seed+1, ...): with 1000 samples one draw
-    moves by about a tenth either way, which a single number hides."""
+    """The FID on `eval.fid_draws` further draws of the yardstick's sample count (seeds seed+1, ...): with 1000 samples
+    one draw moves by about a tenth either way, which a single number hides."""
     fids = []
     for k in range(1, cfg.eval.fid_draws + 1):
-        inputs = sampling.random_inputs(latent, n, cfg.eval.seed + k, class_probs=mix)
-        feats, _ = embed_images(extractor, inputs.generate(G, latent), cfg.eval.ray_embed_min_images)
-        fids.append(reference.fid(feats))
+        feats, _ = embed_images(instrument.extractor, instrument.draw(G, latent, cfg.eval.seed + k)[1], cfg.eval.ray_embed_min_images)
+        fids.append(instrument.reference.fid(feats))
         if on_draw is not None:
             on_draw(k)
     return fids
@@ -222,34 +189,33 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     check_sample_count(n, extractor, cfg, heldout)
     bar.update(1, note=f"feature classifier and {extractor.name} features ready")
 
-    # Reference: features and class histogram of the training images (what the GAN learnt from), embedded once per
-    # extractor and dataset, and summarised once for the model, the floor and every draw.
+    # The yardstick: the training images' features and class histogram (what the GAN learnt from), embedded once per
+    # extractor and dataset, and summarised once for the model, the floor and every draw; kept beside the report, so
+    # that other generators (a champion trained on other data) can be measured on it too.
     reference = reference_of(cfg, extractor, classifier, classifier_key, manifest, dataset_dir)
+    measure = Yardstick(extractor.key, manifest["fingerprint"], n, cfg.eval.seed, tuple(manifest["image_shape"]), tuple(manifest["class_names"]))
+    instrument = Instrument(measure, extractor, classifier, reference, class_mix(manifest))  # conditional labels drawn in the data's mix
     bar.update(2, note="training images embedded")
 
-    # Conditional models draw their labels in the training data's class mix.
     state = ckpt.load(checkpoint_dir)
     G, _, latent = ckpt.ema_generator(state)
-    mix = class_mix(manifest)
-    inputs = sampling.random_inputs(latent, n, cfg.eval.seed, class_probs=mix)
-    fake_images = inputs.generate(G, latent)  # [n, C, H, W] in [0, 1]
+    inputs, fake_images = instrument.draw(G, latent)  # [n, C, H, W] in [0, 1]
     real_images, _ = data.load_split(dataset_dir, "heldout", np.random.default_rng(cfg.eval.seed).choice(heldout, n, replace=False))
-    fake, real = embed_set(extractor, classifier, fake_images, cfg), embed_set(extractor, classifier, real_images, cfg)
-    model_scores, floor_scores = scores_of(fake, reference, cfg), scores_of(real, reference, cfg)
+    fake, real = (instrument.embed(images, cfg.eval.ray_embed_min_images) for images in (fake_images, real_images))
+    model_scores, floor_scores = (instrument.score(embedded, cfg.eval.coverage_min_fraction) for embedded in (fake, real))
     # Memorisation: generated images' nearest training image, against held-out reals': in pixels among every training
     # image (read from disk a record batch at a time; uint8 read in [0, 1], like the samples), in features among the sample's.
     pixels = metrics.find_memorisation(lambda: (images for images, _ in data.iter_split(dataset_dir, "train")), fake_images, real_images)
     features = metrics.find_memorisation(reference.feats, fake.feats, real.feats)
 
     bar.update(3, note="samples scored")
-    draws = [model_scores.fid] + fids_of_draws(
-        G, latent, extractor, reference, n, cfg, mix, lambda k: bar.update(3 + k, note=f"draw {k}")
-    )
+    draws = [model_scores.fid] + fids_of_draws(G, latent, instrument, cfg, lambda k: bar.update(3 + k, note=f"draw {k}"))
+    changes = data_change(cfg, manifest, dataset_dir, instrument, classifier_key)
     report = {
         "fid_draws": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "values": draws},
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
         "train_seconds": float(state["train_seconds"]), "num_images": n, "dataset_fingerprint": manifest["fingerprint"],
-        "feature_extractor": extractor.key, "feature_network": extractor.name,
+        "feature_extractor": extractor.key, "feature_network": extractor.name, "yardstick": measure.as_dict(),
         "classifier_test_accuracy": accuracy,
         "model": model_scores.__dict__, "real_vs_real": floor_scores.__dict__,
         "reference_class_histogram": [round(float(h), 4) for h in reference.hist],
@@ -257,6 +223,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == classifier_key],
         "memorisation": {space: memorisation_summary(m) for space, m in (("pixels", pixels), ("features", features))},
         "collapsed": watchdog.class_collapse(model_scores.effective_classes, floor_scores.effective_classes, cfg.eval.collapse_ratio),
+        **({"data_change": changes} if changes else {}),
     }
     data.remove_stale_temporaries(out.parent)
     if out.exists():  # a folder without its report was not published by this code: replace it
@@ -273,6 +240,12 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
             report["conditional"] = conditional_scores(G, latent, classifier, tmp, cfg.eval.seed)
         if latent.info_categorical:
             report["infogan"] = infogan_scores(G, latent, inputs.code, fake.classes.argmax(1), manifest["num_classes"], tmp, cfg.eval.seed)
+        if changes and "class_mix" in changes:
+            mixes = changes["class_mix"]
+            save_class_histograms({f"training images before ({changes['parent'][:8]})": list(mixes["before"].values()),
+                                   f"after ({manifest['fingerprint'][:8]})": list(mixes["after"].values())},
+                                  tmp / "data_change.png", xlabel="class (by label)", ticks=list(mixes["after"]))
+        instrument.save(tmp / BUNDLE)
         report["seconds"] = round(time.time() - started, 2)
         maybe_kill("evaluate", cfg.runtime.workdir, "with its pictures written aside and its report not yet published")
         (tmp / REPORT).write_text(json.dumps(report, indent=2))
@@ -292,6 +265,8 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         + (f"; code-class agreement {report['infogan']['code_class_agreement']:.3f}" if "infogan" in report else "")
         + (f"; {report['collapsed']}" if report["collapsed"] else "")
     )
+    if changes:
+        print(f"[evaluate] {changes['summary']}")
 
 
 def fid_line(report: dict) -> str:
@@ -307,6 +282,51 @@ def memorisation_summary(m: metrics.Memorisation) -> dict:
         "memorised_share": m.share, "threshold": m.threshold,
         "nearest_train_median": float(np.median(m.fake_distances)), "heldout_nearest_train_median": float(np.median(m.heldout_distances)),
     }
+
+
+def data_change(cfg: PipelineConfig, manifest: dict, dataset_dir: Path, instrument: Instrument, classifier_key: str) -> dict | None:
+    """What changed since the dataset's parent version (the one before it from the same source and settings): input
+    files added, changed and removed, rows, the class mix and the pixels' mean and std before and after, and the FID
+    between the old and the new training images on this evaluation's yardstick. None for a dataset without a parent."""
+    parent = manifest.get("parent")
+    if not parent:
+        return None
+    section = {"parent": parent["fingerprint"], "files": manifest.get("changes", {}), "first_files": manifest.get("changes_first", {}),
+               "rows": {"before": parent["rows"], "after": manifest["rows"]}}
+    folder = Workspace.of(cfg.runtime.workdir).datasets / parent["folder"]
+    if not data.is_complete(folder):
+        section["missing"] = f"the parent dataset {folder} is no longer in this working folder"
+        return {**section, "summary": change_line(section)}
+    before = data.read_manifest(folder)
+    names = list(dict.fromkeys(before["class_names"] + manifest["class_names"]))  # the union, in order of first appearance
+    section["class_mix"] = {when: {name: round(share, 4) for name, share in zip(names, label_shares(m, names))}
+                            for when, m in (("before", before), ("after", manifest))}
+    section["pixels"] = {"before": data.pixel_stats(folder, "train"), "after": data.pixel_stats(dataset_dir, "train")}
+    if tuple(before["image_shape"]) == instrument.yardstick.image_shape:
+        old = reference_of(cfg, instrument.extractor, instrument.classifier, classifier_key, before, folder)
+        section["fid"] = instrument.reference.fid(old.feats)
+    return {**section, "summary": change_line(section)}
+
+
+def label_shares(manifest: dict, names: list[str]) -> list[float]:
+    """The training split's share of each named class, by label (0 for a class the dataset lacks)."""
+    counts = manifest["class_counts"]["train"]
+    by_name = {name: counts.get(str(k), 0) for k, name in enumerate(manifest["class_names"])}
+    total = sum(by_name.values())
+    return [by_name.get(name, 0) / total for name in names]
+
+
+def change_line(changes: dict) -> str:
+    """The data-change section in one line: files, rows, pixels and the old-vs-new FID."""
+    files = changes["files"]
+    line = (f"data changed since {changes['parent'][:12]}: {files.get('added', 0)} file(s) added, {files.get('changed', 0)} changed, "
+            f"{files.get('removed', 0)} removed; training rows {changes['rows']['before']['train']} -> {changes['rows']['after']['train']}")
+    if "missing" in changes:
+        return f"{line}; {changes['missing']}"
+    pixels = changes["pixels"]
+    mean = "/".join(f"{m:.3f}" for m in pixels["before"]["mean"]), "/".join(f"{m:.3f}" for m in pixels["after"]["mean"])
+    line += f"; pixel mean {mean[0]} -> {mean[1]}"
+    return line + (f"; FID old vs new training images {changes['fid']:.2f}" if "fid" in changes else "")
 
 
 def class_mix(manifest: dict) -> np.ndarray:
@@ -354,5 +374,6 @@ def report_markdown(report_path: Path) -> str:
         f"`{report['feature_extractor']}`"
         + (f"; **{report['collapsed']}**" if report.get("collapsed") else ""), "",
         "| metric | model | real vs real (floor) |", "|---|---:|---:|", *(f"| {a} | {b} | {c} |" for a, b, c in rows), "",
+        *([f"**Data**: {report['data_change']['summary']}", ""] if "data_change" in report else []),
         "Pictures: " + ", ".join(f"[{name}]({(report_path.parent / name).as_uri()})" for name in pictures),
     ])

@@ -1,5 +1,6 @@
 """The Prefect flow: ingest -> train -> evaluate -> register, passing paths and ids, never big objects."""
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from pipelines.evaluate import evaluate_task
 from pipelines.ingest import ingest_task
 from pipelines.register import register_task
 from pipelines.runtime import Workspace, workspace_lock
-from pipelines.train import train_task
+from pipelines.train import train_task, warm_start_task
 
 
 def run_stage(stage, timings: dict, output_exists: Callable[[object], bool], *args: object) -> object:  # noqa: ANN001
@@ -38,7 +39,9 @@ def gan_pipeline(config: dict) -> dict:
     with workspace_lock(Workspace.of(cfg.runtime.workdir)):  # one run at a time per working folder (held already under the CLI)
         try:
             run["dataset"] = dataset = run_stage(ingest_task, stages, lambda path: Path(path, "manifest.json").is_file(), cfg)
-            run["train"] = trained = run_stage(train_task, stages, lambda out: Path(out["checkpoint"]).is_dir(), cfg, dataset)
+            # A warm start's parent, resolved at each run: @champion names another version once the champion moves.
+            run["warm_start"] = parent = warm_start_task(cfg, dataset) if cfg.train.init_from else None
+            run["train"] = trained = run_stage(train_task, stages, lambda out: Path(out["checkpoint"]).is_dir(), cfg, dataset, parent)
             run["report"] = report = run_stage(
                 evaluate_task, stages, lambda path: Path(path).is_file(), cfg, dataset, trained["checkpoint"]
             )
@@ -46,6 +49,18 @@ def gan_pipeline(config: dict) -> dict:
                 register_task, stages, lambda _: True, cfg, dataset, trained["checkpoint"], report, str(flow_run.id)
             )
         except Exception as err:
-            err.run_summary = run  # what ran, came from cache or failed, and what it made: the CLI keeps it as the run's summary
+            # What ran, came from cache or failed, and what it made; and the error's first line.
+            write_summary(cfg, run | {"failed": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"})
             raise
+    write_summary(cfg, run)
     return run
+
+
+def write_summary(cfg: PipelineConfig, summary: dict) -> Path:
+    """<workdir>/runs/<flow run id>.json: what each stage did (ran, cached or failed; seconds) and what it made; written by
+    every run, a scheduled one too (the CLI adds its overhead figures to its own runs')."""
+    runs = Workspace.of(cfg.runtime.workdir).root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    path = runs / f"{summary['flow_run_id']}.json"
+    path.write_text(json.dumps(summary, indent=2))
+    return path

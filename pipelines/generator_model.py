@@ -22,16 +22,10 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:  # noqa: ANN001
-        from gan.config import ModelConfig  # noqa: PLC0415 - resolved from the model's code path
-        from gan.latent import Latent  # noqa: PLC0415
-        from gan.networks import build_generator  # noqa: PLC0415
+        from gan.checkpoint import generator_of  # noqa: PLC0415 - resolved from the model's code path
 
         blob = torch.load(context.artifacts["generator"], map_location="cpu", weights_only=True)
-        model_cfg = ModelConfig.model_validate_json(blob["model_json"])
-        self.latent = Latent.of(model_cfg, int(blob["num_classes"]))
-        self.G = build_generator(model_cfg, tuple(blob["image_shape"]), self.latent)
-        self.G.load_state_dict(blob["state"])
-        self.G.eval()
+        self.G, _, self.latent = generator_of(blob)
 
     # model_input: a dict of named arrays, or one array taken as z. Left unannotated: MLflow would read a type
     # hint as a schema of its own; the explicit signature logged with the model does the validation.

@@ -117,14 +117,16 @@ def shard_written(cfg: PipelineConfig) -> Callable[[str, int], None]:
     return written
 
 
-def preflight(cfg: PipelineConfig) -> None:
-    """Fail fast on bad input before any service starts: unreadable source, a model that cannot fit it."""
+def preflight(cfg: PipelineConfig) -> tuple[int, ...]:
+    """Fail fast on bad input before any service starts: unreadable source, a model that cannot fit it. Returns the shape
+    the source's images will have."""
     image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction, shaping(cfg),
                                                (cfg.data.image_column, cfg.data.label_column), cfg.data.on_bad_input,
                                                tuple(cfg.data.classes))
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, train_rows)
     check_local_cpus(cfg)
+    return tuple(image_shape)
 
 
 def check_local_cpus(cfg: PipelineConfig) -> None:

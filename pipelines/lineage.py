@@ -6,6 +6,7 @@ that it still exists (a folder on disk, a run in its store, a commit in this che
 """
 
 import contextvars
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ class VersionRow:
     memorised_share: float | None
     created: datetime
     run_id: str
+    data: str | None = None  # the fingerprint of the data it was trained on
+    parent: str | None = None  # what it was warm-started from (NAME/VERSION, a checkpoint folder), None for a cold start
+    yardstick_fid: float | None = None  # its FID on the model's yardstick (fixed by the first version)
+    yardstick_fid_std: float | None = None
 
 
 def versions_table(cfg: PipelineConfig, name: str) -> list[VersionRow]:
@@ -57,9 +62,19 @@ def versions_table(cfg: PipelineConfig, name: str) -> list[VersionRow]:
     versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version), reverse=True)
     return [
         VersionRow(int(v.version), aliases.get(str(v.version), ()), _number(v.tags, "fid"), _number(v.tags, "fid_std"),
-                   _number(v.tags, "floor_fid"), _number(v.tags, "memorised_share"), _when(v.creation_timestamp), v.run_id or "")
+                   _number(v.tags, "floor_fid"), _number(v.tags, "memorised_share"), _when(v.creation_timestamp), v.run_id or "",
+                   v.tags.get("dataset_fingerprint"), None if v.tags.get("parent_version", "none") == "none" else v.tags["parent_version"],
+                   _number(v.tags, "yardstick_fid"), _number(v.tags, "yardstick_fid_std"))
         for v in versions
     ]
+
+
+def yardstick_of(cfg: PipelineConfig, name: str) -> dict | None:
+    """The model's yardstick, as its first version fixed it (None for a model registered before yardsticks were)."""
+    from pipelines.register import YARDSTICK_TAG  # noqa: PLC0415
+
+    fixed = registered_model(connect(cfg), name).tags.get(YARDSTICK_TAG)
+    return None if fixed is None else json.loads(fixed)
 
 
 def chain(cfg: PipelineConfig, name: str, version_or_alias: str, prefect_timeout: float = PREFECT_TIMEOUT_S) -> list[Link]:
@@ -74,7 +89,9 @@ def chain(cfg: PipelineConfig, name: str, version_or_alias: str, prefect_timeout
         mlflow_run_link(client, version.run_id),
         prefect_link(tags.get("prefect_flow_run_id"), prefect_timeout),
         *training_links(tags.get("checkpoint")),
+        warm_start_link(client, name, tags),
         dataset_link(cfg, tags.get("dataset_fingerprint")),
+        data_change_link(cfg, tags),
         config_link(version.run_id, tags.get("config_hash")),
         code_link(tags),
     ]
@@ -144,6 +161,44 @@ def checkpoint_link(folder: Path) -> Link:
         return Link("checkpoint", str(folder), False, f"missing: no {STATE_FILE} in it" if folder.is_dir() else "missing: no such folder")
     size, written = state.stat().st_size / 1e6, _when(state.stat().st_mtime * 1000)
     return Link("checkpoint", str(folder), True, f"{STATE_FILE} {size:.1f} MB, written {written:{MINUTE}}")
+
+
+def warm_start_link(client, name: str, tags: dict[str, str]) -> Link:  # noqa: ANN001
+    """The version it was warm-started from: a registered version (checked in the registry) or a checkpoint folder."""
+    what = "warm start"
+    if "warm_start" not in tags:
+        return _untagged(what, "warm_start")
+    parent = json.loads(tags["warm_start"])
+    if parent is None:
+        return Link(what, "none", True, "a cold start: trained from scratch")
+    detail = f"from step {parent['step']}, state {parent['digest'][:12]}"
+    if parent.get("folder"):
+        there = (Path(parent["folder"]) / STATE_FILE).is_file()
+        return Link(what, f"checkpoint {parent['folder']}", there, detail if there else f"missing: no {STATE_FILE} there any more")
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    model, _, number = parent["version"].rpartition("/")
+    try:
+        client.get_model_version(model, number)
+    except MlflowException:
+        return Link(what, f"{model} v{number}", False, f"missing: {model} has no version {number} in the registry; {detail}")
+    same = "" if model == name else f" of {model}"
+    return Link(what, f"{model} v{number}", True, f"v{number}{same} (named by {parent['source']}), {detail}")
+
+
+def data_change_link(cfg: PipelineConfig, tags: dict[str, str]) -> Link:
+    """The data version before this one (the dataset's parent) and what changed, as the evaluation reported it."""
+    what = "data change"
+    parent = tags.get("data_parent")
+    if parent is None:
+        return _untagged(what, "data_parent")
+    if parent == "none":
+        return Link(what, "none", True, "the first version of this data source in the working folder")
+    held = find_dataset(cfg, parent)
+    summary = tags.get("data_change", "")
+    if held is None:
+        return Link(what, parent, False, f"missing: the parent data version is not in {Workspace.of(cfg.runtime.workdir).datasets}; {summary}")
+    return Link(what, parent, True, summary or f"parent data version in {held}")
 
 
 def dataset_link(cfg: PipelineConfig, fingerprint: str | None) -> Link:

@@ -1,10 +1,11 @@
 """The promotion gate: `champion` moves only when a challenger beats it by more than the noise.
 
-Each registered version carries its FID, the FID's bootstrap spread, the sample count, the feature extractor
-and its memorised share as tags. A challenger becomes champion when its 95 % interval (FID ± 1.96 × bootstrap
-std) lies wholly below the champion's, both were scored by the same extractor on the same number of samples,
-and it does not hand back training images. Every move of `champion` (the gate's or a person's) is appended to
-the model's `champion_history` tag, which `rollback` reads.
+Each registered version carries its FID, the FID's bootstrap spread, the sample count, the feature extractor, the
+yardstick (extractor, reference data, sample count, seed) and its memorised share as tags. A challenger becomes champion
+when its 95 % interval (FID ± 1.96 × bootstrap std) lies wholly below the champion's, both measured on the same
+yardstick, and it does not hand back training images. A champion measured on other data than the challenger is measured
+again on the challenger's yardstick before the gate decides (pipelines/register.py: head to head). Every move of
+`champion` (the gate's or a person's) is appended to the model's `champion_history` tag, which `rollback` reads.
 """
 
 import getpass
@@ -27,33 +28,44 @@ class Standing:
     extractor: str
     num_images: int
     memorised_share: float
+    yardstick: str = ""  # the yardstick's key ('' for a version measured before yardsticks were kept)
+    dataset: str = ""  # the fingerprint of the data the FID's reference is (the version's own training data, or re-scored on another's)
 
     def tags(self) -> dict[str, str]:
         return {"fid": str(self.fid), "fid_std": str(self.fid_std), "feature_extractor": self.extractor,
-                "num_images": str(self.num_images), "memorised_share": str(self.memorised_share)}
+                "num_images": str(self.num_images), "memorised_share": str(self.memorised_share), "yardstick": self.yardstick}
 
     @classmethod
     def of_report(cls, version: str, report: dict) -> "Standing":
         model = report["model"]
         return cls(str(version), float(model["fid"]), float(model["fid_bootstrap_std"]), report["feature_extractor"],
-                   int(report["num_images"]), float(report["memorisation"]["pixels"]["memorised_share"]))
+                   int(report["num_images"]), float(report["memorisation"]["pixels"]["memorised_share"]),
+                   report.get("yardstick", {}).get("key", ""), report.get("dataset_fingerprint", ""))
 
     @classmethod
     def of_tags(cls, version: str, tags: dict[str, str]) -> "Standing | None":
         """None for a version registered before the gate (no bootstrap spread or sample count among its tags)."""
         try:
             return cls(str(version), float(tags["fid"]), float(tags["fid_std"]), tags["feature_extractor"],
-                       int(tags["num_images"]), float(tags["memorised_share"]))
+                       int(tags["num_images"]), float(tags["memorised_share"]), tags.get("yardstick", ""), tags.get("dataset_fingerprint", ""))
         except (KeyError, ValueError):
             return None
+
+
+def measured(s: Standing) -> str:
+    """How a standing was measured, in words: extractor, sample count and, where known, the reference data."""
+    return f"{s.extractor} on {s.num_images} samples" + (f" against data {s.dataset[:12]}" if s.dataset else "")
 
 
 def interval(s: Standing) -> str:
     return f"{s.fid:.2f} ± {Z * s.fid_std:.2f}"
 
 
-def decide(challenger: Standing, champion: Standing | None, champion_version: str | None, max_memorised: float) -> tuple[bool, str]:
-    """(move champion to the challenger?, why). `champion` None with a version: a champion the gate cannot read."""
+def decide(
+    challenger: Standing, champion: Standing | None, champion_version: str | None, max_memorised: float, how: str = "",
+) -> tuple[bool, str]:
+    """(move champion to the challenger?, why). `champion` None with a version: a champion the gate cannot read. `how`
+    says how the champion's standing was measured when not by its own evaluation (re-scored head to head)."""
     if challenger.memorised_share > max_memorised:
         return False, (f"v{challenger.version} hands back training images: {challenger.memorised_share:.1%} of its samples are closer to "
                        f"a training image than 95 % of held-out images are (registry.max_memorised_share {max_memorised:.1%})")
@@ -61,10 +73,10 @@ def decide(challenger: Standing, champion: Standing | None, champion_version: st
         return True, "no champion yet"
     if champion is None:
         return False, f"champion v{champion_version} carries no FID interval (registered before the gate); move it with `gan-pipeline promote`"
-    if (champion.extractor, champion.num_images) != (challenger.extractor, challenger.num_images):
-        return False, (f"champion v{champion.version} was scored by {champion.extractor} on {champion.num_images} samples, v{challenger.version} "
-                       f"by {challenger.extractor} on {challenger.num_images}: not comparable; move it with `gan-pipeline promote`")
-    verdict = f"FID {interval(challenger)} against champion v{champion.version}'s {interval(champion)}"
+    if (champion.extractor, champion.num_images, champion.yardstick) != (challenger.extractor, challenger.num_images, challenger.yardstick):
+        return False, (f"champion v{champion.version} was scored by {measured(champion)}, v{challenger.version} by {measured(challenger)}: "
+                       "not comparable; move it with `gan-pipeline promote`")
+    verdict = f"FID {interval(challenger)} against champion v{champion.version}'s {interval(champion)}" + (f" {how}" if how else "")
     if challenger.fid + Z * challenger.fid_std < champion.fid - Z * champion.fid_std:
         return True, f"{verdict}: better beyond the noise"
     if challenger.fid < champion.fid:

@@ -21,7 +21,7 @@ from pipelines.config import PipelineConfig
 from pipelines.runtime import Workspace, check_driver, cluster_runtime_env, ray_storage
 from pipelines.stages import FAIL_HOOK, USER_ERRORS
 
-SPEC_ENV = "GAN_PIPELINE_TRAIN_JOB"  # the job's input: {"config": ..., "dataset_dir": ...}
+SPEC_ENV = "GAN_PIPELINE_TRAIN_JOB"  # the job's input: {"config": ..., "dataset_dir": ..., "parent": a warm start's or null}
 RESULT = "[train-job] result "  # the job's last line: the train stage's output, as JSON
 USER_ERROR = "[train-job] user error "  # a user's mistake found on the cluster: {"type": ..., "message": ...}
 # What Ray puts before a line it forwards from one of its processes: "(RayTrainWorker pid=123, ip=10.0.0.2) ", coloured.
@@ -30,7 +30,7 @@ POLL_S = 1.0
 STOP_WAIT_S = 60
 
 
-def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str) -> dict:
+def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str, parent: dict | None = None) -> dict:
     """Submit the train stage to the cluster at RAY_ADDRESS, follow it to the end, and return its output."""
     from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: PLC0415
 
@@ -41,7 +41,7 @@ def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str) -> dict:
         "runtime": cfg.runtime.model_copy(update={"workdir": str(workspace.root)}),
         "ray": cfg.ray.model_copy(update={"storage_path": ray_storage(cfg.ray.storage_path, workspace)}),
     })
-    spec = {"config": config.model_dump(mode="json"), "dataset_dir": str(Path(dataset_dir).resolve())}
+    spec = {"config": config.model_dump(mode="json"), "dataset_dir": str(Path(dataset_dir).resolve()), "parent": parent}
     env = {SPEC_ENV: json.dumps(spec), **({FAIL_HOOK: os.environ[FAIL_HOOK]} if os.environ.get(FAIL_HOOK) else {})}
     client = JobSubmissionClient()  # RAY_ADDRESS, in any of its forms
     job_id = client.submit_job(
@@ -112,7 +112,7 @@ def main() -> None:
     spec = json.loads(os.environ[SPEC_ENV])
     ray.init()  # joins the job's cluster with the job's runtime environment (ensure_ray's would clash with it)
     try:
-        result = train(PipelineConfig.model_validate(spec["config"]), spec["dataset_dir"])
+        result = train(PipelineConfig.model_validate(spec["config"]), spec["dataset_dir"], spec.get("parent"))
     except USER_ERRORS as err:
         print(USER_ERROR + json.dumps({"type": type(err).__name__, "message": str(err)}), flush=True)
         sys.exit(2)

@@ -32,10 +32,11 @@ KILL_AT_BATCH = 20
 
 
 class RayTrainSink:
-    """Rank 0's samples go to a staging folder; every epoch each rank reports, rank 0 with the checkpoint."""
+    """Rank 0's samples go to a staging folder; every epoch each rank reports, rank 0 with the checkpoint (and beside it
+    the run's lineage: its name, training key, data and parent)."""
 
-    def __init__(self, ctx: WorkerContext, staging: Path, hooks: dict[str, int | str | None], resumed_epoch: int):
-        self.ctx, self.staging = ctx, staging
+    def __init__(self, ctx: WorkerContext, staging: Path, hooks: dict[str, int | str | None], resumed_epoch: int, lineage: dict):
+        self.ctx, self.staging, self.lineage = ctx, staging, lineage
         epochs = {name: arg for name, arg in hooks.items() if isinstance(arg, int)}  # `train`, `train:once`: the driver's, at the start
         self.fail_after_epoch, self.kill_after_epoch = epochs.get("train"), epochs.get("kill-worker")
         self.resumed_epoch = resumed_epoch
@@ -56,6 +57,7 @@ class RayTrainSink:
                 ckpt.save(state(), Path(tmp))
                 shutil.copytree(self.staging / SAMPLES, Path(tmp) / SAMPLES, dirs_exist_ok=True)
                 (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+                (Path(tmp) / ckpt.LINEAGE_FILE).write_text(json.dumps(self.lineage, indent=2))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_upload_fn=upload_whole)
         else:
             ray.train.report(metrics, checkpoint=None)  # every rank reports equally often, or the run hangs
@@ -144,7 +146,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if (Path(directory) / SAMPLES).is_dir():
                 shutil.copytree(Path(directory) / SAMPLES, staging / SAMPLES, dirs_exist_ok=True)
         resumed_epoch = int(resume["epoch"])
-    sink = RayTrainSink(ctx, staging, loop_config["failure_hooks"], resumed_epoch)
+    sink = RayTrainSink(ctx, staging, loop_config["failure_hooks"], resumed_epoch, loop_config["lineage"])
+    # A warm start's parent, unless the run resumes from its own checkpoint (which carries on from it already).
+    init = ckpt.load_bytes(loop_config["init"], "the warm start's parent state") if loop_config["init"] and resume is None else None
 
     batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx.rank)
 
@@ -158,7 +162,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     try:
         train_loop(
             cfg.recipe, image_shape, loop_config["num_classes"], epoch_batches, sink, ctx, resume, cfg.model_dump(mode="json"),
-            steps_per_epoch=loop_config["steps_per_epoch"], quick_fid=quick_fid,
+            steps_per_epoch=loop_config["steps_per_epoch"], quick_fid=quick_fid, init=init,
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import math
-import re
 import tempfile
 import time
 import warnings
@@ -15,18 +14,23 @@ from prefect import task
 
 from gan import checkpoint as ckpt
 from gan import data, sampling, watchdog
-from gan.config import ModelConfig
+from gan.config import MODEL_URI, ModelConfig
 from gan.latent import Latent
 from pipelines import promotion
 from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.ingest import find_dataset
 from pipelines.runtime import GAN_DIR, Workspace, code_tags, tracking_uri
 from pipelines.stages import maybe_fail, maybe_kill, retry_unless_user_error
+from pipelines.yardstick import BUNDLE, Instrument, Yardstick, shape
 
 MODEL_CODE = Path(__file__).with_name("generator_model.py")
 CHAMPION, CHALLENGER = "champion", "challenger"
 PROMOTION_TAG = "promotion"  # the gate's reason, on each version it has decided
 RESOLVED_CONFIG = "config/resolved.json"  # the run's artifact of the resolved config; `config_hash` is its hash
+TRAINING_STATE = "training_state"  # the run's artifact folder of the full training state (state.pt): warm starts take it
+STATE_DIGEST_TAG = "training_state_sha256"  # on the version: that state.pt's sha256, which a warm start checks
+YARDSTICK_TAG = "yardstick"  # on the registered model: the yardstick its first version fixed (JSON, with its bundle's URI)
+SCORE_TAG = "score."  # + a yardstick's key, on a version: its scores measured again on that yardstick (JSON), computed once
 
 
 def connect(cfg: PipelineConfig) -> "mlflow.MlflowClient":  # noqa: F821
@@ -80,9 +84,10 @@ def _existing_version(client, name: str, lineage_key: str):  # noqa: ANN001, ANN
     return next((v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("lineage_key") == lineage_key), None)
 
 
-def _promote(client, name: str, version, report: dict, max_memorised: float) -> tuple[bool, str]:  # noqa: ANN001
-    """challenger -> this version; champion -> this version if the gate says so (pipelines/promotion.py). The reason
-    becomes the version's `promotion` tag."""
+def _promote(client, cfg: PipelineConfig, name: str, version, report: dict, bundle: Path, refused: str | None = None) -> tuple[bool, str]:  # noqa: ANN001
+    """challenger -> this version; champion -> this version if the gate says so (pipelines/promotion.py), with a champion
+    measured on other data measured again on this version's yardstick (`bundle`) first. `refused`: why the gate may not
+    even compare (this version's data does not fit the model's yardstick). The reason becomes the version's `promotion` tag."""
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
     client.set_registered_model_alias(name, CHALLENGER, version.version)
@@ -94,12 +99,134 @@ def _promote(client, name: str, version, report: dict, max_memorised: float) -> 
         client.set_model_version_tag(name, version.version, PROMOTION_TAG, "already champion")
         return True, "already champion"
     standing = promotion.Standing.of_report(version.version, report)
-    held = None if champion is None else promotion.Standing.of_tags(champion.version, champion.tags)
-    promoted, why = promotion.decide(standing, held, None if champion is None else str(champion.version), max_memorised)
+    held, how = None if champion is None else promotion.Standing.of_tags(champion.version, champion.tags), ""
+    if refused is None and champion is not None and (held is None or held.yardstick != standing.yardstick) and bundle.is_file():
+        held, how = head_to_head(client, cfg, name, champion, bundle, str(version.version))
+        refused = how if held is None else None
+    if refused is not None:
+        promoted, why = False, refused
+    else:
+        champion_version = None if champion is None else str(champion.version)
+        promoted, why = promotion.decide(standing, held, champion_version, cfg.registry.max_memorised_share, how)
     if promoted:
         move_champion(client, name, str(version.version), why, by="promotion gate")
     client.set_model_version_tag(name, version.version, PROMOTION_TAG, why)
     return promoted, why
+
+
+def head_to_head(client, cfg: PipelineConfig, name: str, champion, bundle: Path, challenger: str) -> tuple[promotion.Standing | None, str]:  # noqa: ANN001
+    """The champion measured again on the challenger's yardstick (its reference data, sample count and seeds), from its
+    generator as the registry keeps it: its standing and how it was measured, or (None, why it cannot be)."""
+    instrument = Instrument.load(bundle, cfg.eval.inception_weights)
+    measure, trained_on = instrument.yardstick, champion.tags.get("dataset_fingerprint", "unknown")
+    scores = measured_again(client, cfg, name, champion, instrument)
+    if isinstance(scores, str):
+        return None, (f"champion v{champion.version} cannot be measured on v{challenger}'s yardstick: {scores}; "
+                      f"move it with `gan-pipeline promote`")
+    held = promotion.Standing(str(champion.version), scores["fid"], scores["fid_std"], measure.extractor, measure.num_images,
+                              float(champion.tags.get("memorised_share", 0.0)), measure.key, measure.dataset)
+    return held, f"head to head on v{challenger}'s data {measure.dataset[:12]} (v{champion.version} was trained on {trained_on[:12]})"
+
+
+def measured_again(client, cfg: PipelineConfig, name: str, version, instrument: Instrument, G: torch.nn.Module | None = None,  # noqa: ANN001
+                   latent: Latent | None = None) -> dict | str:
+    """A registered version's FID (and its bootstrap spread) on another yardstick: kept as its `score.<key>` tag, computed
+    once (from `G` if given, else its generator downloaded from the registry); a string says why it cannot be measured."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    measure = instrument.yardstick
+    tag = SCORE_TAG + measure.key
+    if tag in version.tags:
+        return json.loads(version.tags[tag])
+    if G is None:
+        try:
+            G, latent, image_shape = registered_generator(name, str(version.version))
+        except (MlflowException, OSError, KeyError) as err:
+            return f"its generator cannot be read from the registry ({(str(err).splitlines() or [''])[0]})"
+        if image_shape != measure.image_shape:
+            return f"it draws {shape(image_shape)} images, the yardstick's are {shape(measure.image_shape)}"
+    if latent.num_classes and latent.num_classes != len(measure.class_names):
+        return f"it draws {latent.num_classes} classes, the yardstick's data has {len(measure.class_names)}"
+    scores = instrument.measure(G, latent, cfg.eval.ray_embed_min_images, cfg.eval.coverage_min_fraction)
+    kept = {"fid": scores.fid, "fid_std": scores.fid_bootstrap_std, "kid": scores.kid, "num_images": measure.num_images, "dataset": measure.dataset}
+    client.set_model_version_tag(name, version.version, tag, json.dumps(kept))
+    print(f"[register] {name} v{version.version} on the yardstick of data {measure.dataset[:12]}: FID {kept['fid']:.2f} ± {kept['fid_std']:.2f}")
+    return kept
+
+
+def model_yardstick(client, cfg: PipelineConfig, name: str, version, report: dict, G: torch.nn.Module, latent: Latent) -> str | None:  # noqa: ANN001
+    """The model's yardstick, fixed by the first version registered with one (tag `yardstick` on the registered model),
+    and this version measured on it (tags `yardstick_fid`, `yardstick_fid_std`), so that every version of the model reads
+    on one scale whatever data it was trained on. Returns why this version cannot be measured on it, if it cannot."""
+    own = report.get("yardstick")
+    if own is None:  # evaluated before yardsticks were kept
+        return None
+    fixed = client.get_registered_model(name).tags.get(YARDSTICK_TAG)
+    if fixed is None:
+        fixed = {**own, "version": str(version.version), "bundle": f"runs:/{version.run_id}/evaluation/{BUNDLE}",
+                 "floor_fid": report["real_vs_real"]["fid"]}
+        client.set_registered_model_tag(name, YARDSTICK_TAG, json.dumps(fixed))
+        print(f"[register] {name}'s yardstick is v{version.version}'s: {own['extractor']} on {own['num_images']} samples of data {own['dataset'][:12]}")
+    else:
+        fixed = json.loads(fixed)
+    measure = Yardstick.of_dict(fixed)
+    problem = measure.mismatch(tuple(own["image_shape"]), tuple(own["class_names"]))
+    if problem is not None:
+        return (f"v{version.version}'s data {problem} (the yardstick of {name}, fixed by v{fixed['version']}): it cannot be compared with "
+                f"{name}'s versions; register it under another registry.model_name, or make it champion with "
+                f"`gan-pipeline promote {name} {version.version}`")
+    if measure.key == own["key"]:
+        scores = {"fid": report["model"]["fid"], "fid_std": report["model"]["fid_bootstrap_std"]}
+    else:
+        try:
+            scores = measured_again(client, cfg, name, version, Instrument.load(yardstick_bundle(cfg, fixed), cfg.eval.inception_weights), G, latent)
+        except (ValueError, OSError) as err:  # the bundle is gone, or its Inception weights are not here
+            scores = f"{err}"
+    if isinstance(scores, str):
+        print(f"[register] {name} v{version.version} not measured on {name}'s yardstick: {scores}")
+        client.set_model_version_tag(name, version.version, "yardstick_fid", f"n/a: {scores}"[:4000])
+        return None
+    client.set_model_version_tag(name, version.version, "yardstick_fid", str(scores["fid"]))
+    client.set_model_version_tag(name, version.version, "yardstick_fid_std", str(scores["fid_std"]))
+    return None
+
+
+def yardstick_bundle(cfg: PipelineConfig, fixed: dict) -> Path:
+    """The model's yardstick as its first version's run keeps it, downloaded once into <workdir>/yardsticks/<key>.pt."""
+    import mlflow  # noqa: PLC0415
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    path = Workspace.of(cfg.runtime.workdir).root / "yardsticks" / f"{fixed['key']}.pt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            try:
+                found = mlflow.artifacts.download_artifacts(artifact_uri=fixed["bundle"], dst_path=tmp)
+            except MlflowException as err:
+                raise OSError(f"the yardstick {fixed['bundle']} cannot be downloaded: {(str(err).splitlines() or [''])[0]}") from None
+            Path(found).replace(path)
+    return path
+
+
+def registered_generator(name: str, version: str) -> tuple[torch.nn.Module, Latent, tuple[int, ...]]:
+    """A registered version's generator as the registry keeps it (its model's generator.pt, downloaded), in eval mode,
+    with its latent layout and image shape."""
+    import mlflow  # noqa: PLC0415
+    from mlflow.models import Model  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
+        weights = Model.load(folder).flavors["python_function"]["artifacts"]["generator"]["path"]
+        blob = torch.load(folder / weights, map_location="cpu", weights_only=True)
+    G, _, latent = ckpt.generator_of(blob)
+    return G, latent, tuple(blob["image_shape"])
+
+
+def parent_label(parent: dict | None) -> str:
+    """A warm start's parent as the `parent_version` tag names it: NAME/VERSION, a checkpoint folder, or none."""
+    if parent is None:
+        return "none"
+    return parent["version"] or f"checkpoint {parent['folder']}"
 
 
 def move_champion(client, name: str, version: str, why: str, by: str | None = None, rollback: bool = False) -> str | None:  # noqa: ANN001
@@ -162,9 +289,6 @@ def registered_model(client, name: str) -> "RegisteredModel":  # noqa: ANN001, F
     return found[0]
 
 
-MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<number>\d+))")
-
-
 def evaluation_inputs(cfg: PipelineConfig, model_uri: str, dataset_dir: Path | None = None) -> tuple[Path, Path]:
     """(dataset, checkpoint) folders of a registered version, from its lineage tags: the checkpoint it was registered
     from, and the workspace's dataset with its data fingerprint unless `dataset_dir` is given (which must hold that data)."""
@@ -204,7 +328,8 @@ def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dic
     _log_history(client, run_id, ckpt.history_of(state) + snapshots)
     if (checkpoint_dir / "samples").is_dir():
         mlflow.log_artifacts(str(checkpoint_dir / "samples"), "samples")
-    mlflow.log_artifacts(str(report_path.parent), "evaluation")
+    mlflow.log_artifacts(str(report_path.parent), "evaluation")  # with yardstick.pt: the yardstick it was measured on
+    mlflow.log_artifact(str(checkpoint_dir / ckpt.STATE_FILE), TRAINING_STATE)  # the full training state: warm starts from it
     mlflow.log_metrics({f"eval_{k}": float(v) for k, v in report["model"].items() if k != "class_histogram"})
     mlflow.log_metrics({f"floor_{k}": float(v) for k, v in report["real_vs_real"].items() if k != "class_histogram"})
     mlflow.log_metric("classifier_test_accuracy", report["classifier_test_accuracy"])
@@ -212,6 +337,11 @@ def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dic
         mlflow.log_metrics({"eval_min_label_accuracy": report["conditional"]["min_accuracy"], "eval_mean_label_accuracy": report["conditional"]["mean_accuracy"]})
     if "infogan" in report:
         mlflow.log_metric("eval_code_class_agreement", report["infogan"]["code_class_agreement"])
+    if "data_change" in report:
+        changes = report["data_change"]
+        mlflow.log_metrics({f"data_files_{kind}": float(n) for kind, n in changes["files"].items()})
+        if "fid" in changes:
+            mlflow.log_metric("data_change_fid", changes["fid"])
 
 
 def input_schema(latent: Latent) -> "Schema":  # noqa: F821
@@ -228,17 +358,18 @@ def input_schema(latent: Latent) -> "Schema":  # noqa: F821
     return Schema(specs)
 
 
-def _log_generator(G: torch.nn.Module, model_cfg: ModelConfig, latent: Latent, image_shape: list[int]) -> str:
-    """The EMA generator as a pyfunc model from code: weights + config, no pickled classes. Returns its URI."""
+def _log_generator(blob: dict, latent: Latent) -> str:
+    """The EMA generator (a `checkpoint.generator_blob`) as a pyfunc model from code: weights + config, no pickled classes.
+    Returns its URI."""
     import mlflow  # noqa: PLC0415
     from mlflow.models import ModelSignature  # noqa: PLC0415
     from mlflow.types import Schema, TensorSpec  # noqa: PLC0415
 
+    image_shape = blob["image_shape"]
     signature = ModelSignature(inputs=input_schema(latent), outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]))
     requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pydantic>=2", f"mlflow=={mlflow.__version__}"]
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "generator.pt"
-        blob = {"state": G.state_dict(), "model_json": model_cfg.model_dump_json(), "image_shape": image_shape, "num_classes": latent.num_classes}
         torch.save(blob, weights)
         with warnings.catch_warnings():  # the explicit signature stands in for an input example
             warnings.filterwarnings("ignore", message=".*input example.*")
@@ -266,13 +397,20 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     if refused:  # a result, not an exception: the flow ends normally and the CLI exits non-zero with this one line
         print(f"[register] not registered: {refused}")
         return {"model_name": cfg.registry.model_name, "refused": f"{checkpoint_dir}: not registered: {refused}; the evaluation report {report_path} shows the samples"}
-    G, model_cfg, latent = ckpt.ema_generator(state)
+    blob = ckpt.generator_blob(state)
+    G, model_cfg, latent = ckpt.generator_of(blob)
     resolved_hash = config_hash(cfg.model_dump(mode="json"))
+    trained = ckpt.lineage_of(Path(checkpoint_dir))  # what the train stage recorded: its training key and warm start
+    parent = trained.get("warm_start")
     lineage = {
         "dataset_fingerprint": manifest["fingerprint"], "dataset_quarantined": str(manifest.get("quarantined", 0)),
+        "data_parent": (manifest.get("parent") or {}).get("fingerprint", "none"),
+        **({"data_change": report["data_change"]["summary"][:4000]} if "data_change" in report else {}),
         "config_hash": resolved_hash, **code_tags(),
         "prefect_flow_run_id": flow_run_id or "none", "checkpoint": str(checkpoint_dir),
         "lineage_key": fingerprint(str(checkpoint_dir), report_path),
+        "training_key": trained.get("training_key", "unknown"), STATE_DIGEST_TAG: ckpt.digest(Path(checkpoint_dir)),
+        "warm_start": json.dumps(parent), "parent_version": parent_label(parent),
     }
     client = connect(cfg)
     name = cfg.registry.model_name
@@ -287,7 +425,7 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
         with mlflow.start_run(experiment_id=_experiment_id(client, cfg), run_name=f"{model_cfg.arch}-{resolved_hash[:8]}") as run:
             _log_run(client, run.info.run_id, cfg, lineage, state, Path(checkpoint_dir), Path(report_path), report)
             logging_started = time.time()
-            model_uri = _log_generator(G, model_cfg, latent, list(state["image_shape"]))
+            model_uri = _log_generator(blob, latent)
         scores = {**promotion.Standing.of_report("", report).tags(), "floor_fid": str(report["real_vs_real"]["fid"])}
         version = mlflow.register_model(model_uri, name, tags={**lineage, **scores, **cfg.registry.tags})
         logging_seconds, run_id = round(time.time() - logging_started, 2), run.info.run_id
@@ -296,8 +434,9 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
         version, run_id = existing, existing.run_id
         print(f"[register] {name} v{version.version} was registered by a run that stopped before the promotion gate; deciding now")
 
-    # 3. The aliases; the `promotion` tag, written last, records that the gate has decided.
-    promoted, why = _promote(client, name, version, report, cfg.registry.max_memorised_share)
+    # 3. The model's yardstick, and the aliases; the `promotion` tag, written last, records that the gate has decided.
+    refused = model_yardstick(client, cfg, name, version, report, G, latent)
+    promoted, why = _promote(client, cfg, name, version, report, Path(report_path).parent / BUNDLE, refused)
     print(f"[register] {name} v{version.version} is challenger; champion: {why}")
     return {
         "model_name": name, "version": version.version, "run_id": run_id, "champion": promoted, "reason": why,

@@ -9,9 +9,9 @@ from pathlib import Path, PurePosixPath
 from prefect import task
 
 from gan import data, metrics
-from gan.config import check_recipe
+from gan.config import check_recipe, warm_started
 from gan.watchdog import TrainingDiverged
-from pipelines import console, ray_job
+from pipelines import console, ray_job, warm_start
 from pipelines.codebase import stage_code
 from pipelines.config import ClusterUnavailable, PipelineConfig, fingerprint, is_uri
 from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key, train_rows
@@ -19,6 +19,7 @@ from pipelines.ingest import check_batch_fits
 from pipelines.ray_worker import train_loop_per_worker
 from pipelines.runtime import RAY_RUN_RECORD, Workspace, ensure_ray, ray_storage, trains_as_job
 from pipelines.stages import cache_key, failure_hook, is_storage_error, maybe_fail, naming, raise_naming, retry_unless_user_error
+from pipelines.warm_start import Parent
 
 # On CPUs, a worker's OpenMP threads spin between parallel regions instead of sleeping: a sleeping thread is
 # woken late when Ray's own processes share the cores, and every op of the step waits for it (BENCHMARKS.md).
@@ -27,11 +28,22 @@ CPU_WORKER_ENV = {"OMP_WAIT_POLICY": "ACTIVE"}
 BLOCK_BYTES = 16 * 2**20  # Ray Data's largest block: a few of them per read task and per training worker
 
 
-def run_name(cfg: PipelineConfig, manifest: dict) -> str:
-    """Same data, same training config, same training code (`codebase.STAGES`): same run, so a re-run resumes its checkpoints."""
-    return "train-" + fingerprint(
-        manifest["fingerprint"], cfg.model, cfg.train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, stage_code("train")
-    )
+def training_key(cfg: PipelineConfig) -> str:
+    """What a run trains with besides its data and its parent: the recipe, the workers and the training code
+    (`codebase.STAGES`). Not how the parent was named (train.init_from, train.init_missing): the parent itself counts."""
+    train = cfg.train.model_dump(mode="json", exclude={"init_from", "init_missing"})
+    return fingerprint(cfg.model, train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, stage_code("train"))
+
+
+def run_name(cfg: PipelineConfig, manifest: dict, parent: dict | None = None) -> str:
+    """Same data, same training, same parent (its state's digest; none for a cold start): same run, so a re-run resumes
+    its checkpoints."""
+    return "train-" + fingerprint(manifest["fingerprint"], training_key(cfg), parent and parent["digest"])
+
+
+def run_config(cfg: PipelineConfig, parent: dict | None) -> PipelineConfig:
+    """The config the workers train with: a warm start trains train.init_budget of the epochs and the time budget."""
+    return cfg if parent is None else cfg.model_copy(update={"train": warm_started(cfg.train)})
 
 
 def failure_cause(
@@ -110,14 +122,18 @@ def local_copy(checkpoint, workspace: Workspace, run: str) -> Path:  # noqa: ANN
     return out
 
 
-def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
-    """Fit the GAN with a TorchTrainer on the dataset's train split; return the final checkpoint and timings
-    (with `ray.storage_path` a URI: a local copy of the checkpoint, and its URI as `checkpoint_uri`)."""
+def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> dict:
+    """Fit the GAN with a TorchTrainer on the dataset's train split, from scratch or warm-started from `parent` (a
+    `warm_start.Parent`); return the final checkpoint and timings (with `ray.storage_path` a URI: a local copy of the
+    checkpoint, and its URI as `checkpoint_uri`)."""
     import ray.data  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
     manifest = data.read_manifest(Path(dataset_dir))
+    name, key = run_name(cfg, manifest, parent), training_key(cfg)  # of the config as given, before a warm start's budget
+    init = None if parent is None else warm_start.state_file(cfg, Parent.of_dict(parent)).read_bytes()  # to every worker
+    cfg = run_config(cfg, parent)
     image_shape = tuple(manifest["image_shape"])
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, manifest["rows"]["train"])
@@ -133,7 +149,6 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
     # newer reader's grew by half. So their memory stops growing with the data set (BENCHMARKS.md, a whole run by size).
     data_context = ray.data.DataContext.get_current()
     data_context.target_max_block_size, data_context.use_datasource_v2 = BLOCK_BYTES, False
-    name = run_name(cfg, manifest)
     storage = ray_storage(cfg.ray.storage_path, workspace)
     run_dir = f"{storage.rstrip('/')}/{name}"  # Ray Train's run folder: <storage_path>/<name>/checkpoint_<time>
     print(f"[train] {cfg.model.arch} on {cfg.ray.num_workers} workers, run {name}")
@@ -142,7 +157,9 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
         train_loop_config={
             "config": cfg.model_dump(mode="json"), "image_shape": list(image_shape), "num_classes": manifest["num_classes"],
             "steps_per_epoch": manifest["rows"]["train"] // cfg.ray.num_workers // cfg.train.batch_size,
-            "quick_fid": quick_fid, "failure_hooks": failure_hook(),
+            "quick_fid": quick_fid, "failure_hooks": failure_hook(), "init": init,
+            # Kept beside every checkpoint (checkpoint.LINEAGE_FILE): the registry tags the version with it.
+            "lineage": {"run": name, "training_key": key, "dataset_fingerprint": manifest["fingerprint"], "warm_start": parent},
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -183,18 +200,27 @@ def train(cfg: PipelineConfig, dataset_dir: str) -> dict:
     }
 
 
+@task(name="warm-start", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
+def warm_start_task(cfg: PipelineConfig, dataset_dir: str) -> dict | None:
+    """train.init_from -> the parent to warm-start from (its training state on this machine), checked against the data;
+    None for a cold start. Not cached: an alias such as @champion names another version once the champion moves."""
+    manifest = data.read_manifest(Path(dataset_dir))
+    parent = warm_start.resolve(cfg, tuple(manifest["image_shape"]), manifest["num_classes"], manifest["fingerprint"], training_key(cfg))
+    return None if parent is None else parent.as_dict()
+
+
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
     manifest = data.read_manifest(Path(parameters["dataset_dir"]))
-    return cache_key("train", run_name(cfg, manifest), Workspace.of(cfg.runtime.workdir).root)
+    return cache_key("train", run_name(cfg, manifest, parameters.get("parent")), Workspace.of(cfg.runtime.workdir).root)
 
 
 @task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error,
       cache_key_fn=_key, persist_result=True, result_serializer="json")
-def train_task(cfg: PipelineConfig, dataset_dir: str) -> dict:
-    """Dataset -> trained checkpoint (cached on dataset fingerprint + train config + training code); the driver runs
-    here, or on the cluster as a Ray Job (`ray.driver`)."""
+def train_task(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> dict:
+    """Dataset (and a parent to warm-start from) -> trained checkpoint (cached on dataset fingerprint + train config +
+    training code + parent); the driver runs here, or on the cluster as a Ray Job (`ray.driver`)."""
     maybe_fail("train")
     if trains_as_job(cfg):
-        return ray_job.train_as_job(cfg, dataset_dir, run_name(cfg, data.read_manifest(Path(dataset_dir))))
-    return train(cfg, dataset_dir)
+        return ray_job.train_as_job(cfg, dataset_dir, run_name(cfg, data.read_manifest(Path(dataset_dir)), parent), parent)
+    return train(cfg, dataset_dir, parent)

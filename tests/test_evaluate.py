@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gan import data, metrics
-from pipelines import evaluate
+from pipelines import evaluate, yardstick
 from pipelines.config import load_config
 from pipelines.runtime import Workspace
 
@@ -47,6 +47,12 @@ def dataset(tmp_path: Path, count: int) -> tuple[Path, dict]:
     return tmp_path / "ds", data.write_dataset(source, tmp_path / "ds", 0.2, 0, "x")
 
 
+def instrument(extractor: metrics.Extractor, classifier: metrics.Classifier, reference: metrics.Reference) -> yardstick.Instrument:
+    """A yardstick of 200 samples (seed 0) on 8x8 images in ten classes, drawn evenly."""
+    measure = yardstick.Yardstick(extractor.key, "d" * 64, 200, 0, (1, 8, 8), tuple(map(str, range(10))))
+    return yardstick.Instrument(measure, extractor, classifier, reference, np.full(10, 0.1))
+
+
 def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     cfg = load_config(None, [f"runtime.workdir={tmp_path}"])
@@ -61,7 +67,7 @@ def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path:
         embedded.append(len(images))
         return extractor.embed(images)
 
-    monkeypatch.setattr(evaluate, "embed_images", counted)
+    monkeypatch.setattr(yardstick, "embed_images", counted)
 
     first = evaluate.reference_of(cfg, extractor, classifier, "c1", manifest, folder)
     again = evaluate.reference_of(cfg, extractor, classifier, "c1", manifest, folder)
@@ -70,10 +76,10 @@ def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path:
     assert np.load(kept / "feats.npy").dtype == np.float32  # as the network computed them: half the file
     feats, probs = extractor.embed(train)
     assert (first.feats == feats).all() and (again.feats == feats).all() and (again.hist == metrics.class_histogram(probs)).all()
-    samples = evaluate.embed_set(extractor, classifier, fake, cfg)
-    assert evaluate.scores_of(samples, again, cfg) == evaluate.scores_of(samples, first, cfg)
+    samples = yardstick.embed(extractor, classifier, fake, cfg.eval.ray_embed_min_images)
     embedded_now = metrics.Reference.of(feats, metrics.class_histogram(probs))
-    assert evaluate.scores_of(samples, again, cfg) == evaluate.scores_of(samples, embedded_now, cfg)
+    scores = [instrument(extractor, classifier, reference).score(samples, 0.01) for reference in (first, again, embedded_now)]
+    assert scores[0] == scores[1] == scores[2]
 
     # Another extractor, or another dataset, is embedded anew.
     embedded.clear()
@@ -91,7 +97,7 @@ def test_the_evaluation_holds_a_bounded_sample_of_a_large_training_split(tmp_pat
     classifier = metrics.Classifier((1, 8, 8), 10)
     extractor = metrics.build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
     embedded = []
-    monkeypatch.setattr(evaluate, "embed_images", lambda extractor, images, _: (embedded.append(images.copy()), extractor.embed(images))[1])
+    monkeypatch.setattr(yardstick, "embed_images", lambda extractor, images, _: (embedded.append(images.copy()), extractor.embed(images))[1])
     configs = {size: load_config(None, [f"runtime.workdir={tmp_path / 'work'}", f"eval.train_sample={size}"])
                for size in (0, 300, 1000, 120)}
     keys = {size: evaluate.feature_extractor_key(cfg, manifest) for size, cfg in configs.items()}

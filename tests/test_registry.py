@@ -15,7 +15,7 @@ import pytest
 from gan.data import read_manifest
 from pipelines import promotion
 from pipelines.cli import main
-from pipelines.config import UsageError
+from pipelines.config import PipelineConfig, UsageError
 from pipelines.ingest import ingest
 from pipelines.register import _promote, evaluation_inputs, move_champion, promote, rollback
 from tests import services
@@ -36,7 +36,9 @@ def aliases(client: mlflow.MlflowClient) -> dict[str, str]:
 
 
 def gate(client: mlflow.MlflowClient, *args: object, **kwargs: object) -> tuple[bool, str]:
-    return _promote(client, "m", *new_version(client, *args, **kwargs), MAX_MEMORISED)
+    """The gate on a version with these scores (and no yardstick kept: the champion cannot be measured again)."""
+    cfg = PipelineConfig.model_validate({"registry": {"max_memorised_share": MAX_MEMORISED}})
+    return _promote(client, cfg, "m", *new_version(client, *args, **kwargs), bundle=Path("no-yardstick.pt"))
 
 
 def test_champion_moves_only_beyond_the_noise_on_the_same_yardstick(client: mlflow.MlflowClient) -> None:

@@ -1,0 +1,155 @@
+"""Warm starts: `train.init_from` resolved to a parent's training state, checked against this run before it trains.
+
+A parent is a registered version (`models:/NAME@ALIAS`, `models:/NAME/VERSION`), whose full training state travels
+with it as an artifact of its MLflow run (`training_state/state.pt`, downloaded once into <workdir>/warm-starts/), or a
+checkpoint folder. What a warm start takes from its parent and what starts again is `gan.state.warm_start`'s rule;
+the run's identity (its Ray Train run name) includes the parent's state digest, and its checkpoints name the parent.
+"""
+
+import dataclasses
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gan import checkpoint as ckpt
+from gan import data
+from gan.config import MODEL_URI, ConfigError, ModelConfig
+from pipelines.config import PipelineConfig, UsageError
+from pipelines.register import STATE_DIGEST_TAG, TRAINING_STATE, connect, model_version
+from pipelines.runtime import Workspace
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A warm start's parent, as a run records it (in its checkpoints' lineage and its registered version's tags)."""
+
+    source: str  # what train.init_from named
+    digest: str  # sha256 of its state.pt: the warm-started run's identity includes it
+    step: int  # the steps it had trained
+    version: str | None = None  # "NAME/VERSION" of a registered parent
+    run_id: str | None = None  # its MLflow run, which keeps its training state
+    dataset: str | None = None  # the data fingerprint it was trained on (a registered parent's tag)
+    folder: str | None = None  # a checkpoint folder parent
+
+    def label(self) -> str:
+        if self.version:
+            name, _, number = self.version.rpartition("/")
+            return f"{name} v{number}"
+        return f"checkpoint {self.folder}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def of_dict(cls, d: dict | None) -> "Parent | None":
+        return None if d is None else cls(**d)
+
+
+def resolve(cfg: PipelineConfig, image_shape: tuple[int, ...] | None, num_classes: int | None = None,
+            data_fingerprint: str | None = None, training_key: str | None = None, say: bool = True) -> Parent | None:
+    """`train.init_from` as a parent whose training state is on this machine and fits this run (one-line ConfigErrors
+    otherwise); None for a cold start (no init_from, or an alias no version holds yet with train.init_missing 'cold').
+
+    With this run's data fingerprint and training key: a registered parent trained on this very data version with this
+    very training config and code is no new work, and its own parent is returned instead, so the run is the parent's run
+    again (its cached result, or a resume of its finished checkpoint: nothing trains)."""
+    ref = cfg.train.init_from
+    if not ref:
+        return None
+    if MODEL_URI.fullmatch(ref):
+        parent, tags = _registered(cfg, ref)
+        if parent is None:
+            return None
+        if data_fingerprint is not None and tags.get("dataset_fingerprint") == data_fingerprint and tags.get("training_key") == training_key:
+            own = Parent.of_dict(json.loads(tags.get("warm_start", "null")))
+            print(f"[warm-start] {parent.label()} was trained on this very data version ({data_fingerprint[:12]}) with this training "
+                  f"config and code: no new work to warm-start; its own run is taken again ({own.label() if own else 'a cold start'}), "
+                  "so nothing trains", flush=True)
+            return own
+    else:
+        parent = _folder(ref)
+    state = ckpt.load(state_file(cfg, parent).parent)
+    check(cfg, parent, state, image_shape, num_classes)
+    if say:
+        print(f"[warm-start] from {parent.label()} (step {parent.step}, state {parent.digest[:12]})", flush=True)
+    return parent
+
+
+def _problem(cfg: PipelineConfig, why: str) -> ConfigError:
+    return ConfigError(f"config error: train.init_from = {cfg.train.init_from!r}: {why}")
+
+
+def _registered(cfg: PipelineConfig, ref: str) -> tuple[Parent | None, dict]:
+    """The registered version `ref` names, with its training state downloaded; (None, {}) for an alias no version holds
+    yet (or a model not registered yet) under train.init_missing 'cold'."""
+    parsed = MODEL_URI.fullmatch(ref)
+    name = parsed["name"]
+    try:
+        version = model_version(connect(cfg), name, parsed["alias"] or parsed["number"])
+    except UsageError as err:
+        if parsed["alias"] and cfg.train.init_missing == "cold":
+            print(f"[warm-start] {err}: a cold start (train.init_missing 'cold')", flush=True)  # said once, by the check before the run too
+            return None, {}
+        more = "; train.init_missing 'cold' starts from scratch instead" if parsed["alias"] else ""
+        raise _problem(cfg, f"{err}{more}") from None
+    tags = version.tags
+    digest = tags.get(STATE_DIGEST_TAG)
+    if digest is None or not version.run_id:
+        folder = f"; its checkpoint folder was {tags['checkpoint']}: name that instead" if "checkpoint" in tags else ""
+        raise _problem(cfg, f"{name} v{version.version} keeps no training state with its run (registered before warm starts were){folder}")
+    parent = Parent(ref, digest, 0, f"{name}/{version.version}", version.run_id, tags.get("dataset_fingerprint"))
+    return dataclasses.replace(parent, step=int(ckpt.load(state_file(cfg, parent).parent)["step"])), tags
+
+
+def _folder(ref: str) -> Parent:
+    folder = Path(ref).expanduser().resolve()
+    state = folder / ckpt.STATE_FILE
+    if not state.is_file():
+        raise ConfigError(f"config error: train.init_from = {ref!r}: "
+                          + (f"{folder} holds no {ckpt.STATE_FILE}; expected a training checkpoint folder" if folder.is_dir() else
+                             f"no such folder {folder}; expected models:/NAME@ALIAS, models:/NAME/VERSION or a checkpoint folder"))
+    return Parent(ref, ckpt.digest(folder), int(ckpt.load(folder)["step"]), folder=str(folder))
+
+
+def state_file(cfg: PipelineConfig, parent: Parent) -> Path:
+    """The parent's state.pt on this machine: its checkpoint folder's, or its registered version's, downloaded once from
+    the run's artifacts into <workdir>/warm-starts/<run id>/ and checked against the digest the version recorded."""
+    if parent.folder is not None:
+        return Path(parent.folder) / ckpt.STATE_FILE
+    folder = Workspace.of(cfg.runtime.workdir).root / "warm-starts" / str(parent.run_id)
+    if not (folder / ckpt.STATE_FILE).is_file():
+        import mlflow  # noqa: PLC0415
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+        connect(cfg)
+        data.remove_stale_temporaries(folder.parent)
+        try:
+            with data.written_aside(folder) as tmp:
+                found = mlflow.artifacts.download_artifacts(run_id=parent.run_id, artifact_path=f"{TRAINING_STATE}/{ckpt.STATE_FILE}",
+                                                            dst_path=str(tmp / "download"))
+                Path(found).rename(tmp / ckpt.STATE_FILE)
+                shutil.rmtree(tmp / "download")
+        except (MlflowException, OSError) as err:
+            raise ConfigError(f"config error: train.init_from = {cfg.train.init_from!r}: cannot download {parent.label()}'s training state "
+                              f"from run {parent.run_id}: {str(err).splitlines()[0]}") from None
+    state = folder / ckpt.STATE_FILE
+    if ckpt.digest(folder) != parent.digest:
+        raise ConfigError(f"config error: train.init_from = {cfg.train.init_from!r}: {state} does not hash to the {parent.digest[:12]} "
+                          f"that {parent.label()} recorded; delete {folder} to download it again")
+    return state
+
+
+def check(cfg: PipelineConfig, parent: Parent, state: dict, image_shape: tuple[int, ...] | None, num_classes: int | None) -> None:
+    """A parent must have this run's networks, and have drawn this data's image shape (and its class count, when the
+    networks take a class): a ConfigError naming what differs."""
+    theirs, ours = ModelConfig.model_validate(ckpt.config_of(state)["model"]), cfg.model
+    differ = [f"model.{key} {getattr(theirs, key)!r} (this run: {getattr(ours, key)!r})"
+              for key in type(ours).model_fields if getattr(theirs, key) != getattr(ours, key)]
+    if differ:
+        raise _problem(cfg, f"{parent.label()} has other networks: {', '.join(differ)}; a warm start needs the same model section")
+    if image_shape is not None and tuple(state["image_shape"]) != tuple(image_shape):
+        raise _problem(cfg, f"{parent.label()} was trained on {tuple(state['image_shape'])} images; this data is {tuple(image_shape)} "
+                       "(data.channels, data.image_size)")
+    if num_classes is not None and ours.conditional and int(state["num_classes"]) != num_classes:
+        raise _problem(cfg, f"{parent.label()} draws {int(state['num_classes'])} classes; this data has {num_classes}")
