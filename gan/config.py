@@ -23,6 +23,7 @@ INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID 
 INCEPTION_FEATURE_DIM = 2048  # gan.metrics.inception.FEATURE_DIM (a test keeps them equal)
 # A registered model version as `train.init_from` names it (the pipeline resolves it in its registry).
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<number>\d+))")
+OWN_ALIAS = re.compile(r"@[^/@]+")  # an alias of the model the pipeline registers (registry.model_name)
 
 
 class ConfigError(ValueError):
@@ -144,7 +145,8 @@ class TrainConfig(Section):
     )
     init_from: str = Field(
         "", description="warm start: 'models:/NAME@ALIAS' or 'models:/NAME/VERSION' (a registered version's training state, "
-        "kept with its MLflow run) or a checkpoint folder; G, D and the EMA generator start from it (the optimisers too with "
+        "kept with its MLflow run), '@ALIAS' (that alias of registry.model_name, e.g. '@champion') or a checkpoint folder; G, D "
+        "and the EMA generator start from it (the optimisers too with "
         "train.init_optimizer), while the step count, the learning-rate and instance-noise schedules, the EMA warm-up, the time "
         "budget and the watchdog's record start again from zero; '': a cold start",
     )
@@ -164,8 +166,8 @@ class TrainConfig(Section):
     @field_validator("init_from")
     @classmethod
     def _registry_form(cls, value: str) -> str:
-        if value.startswith("models:/") and not MODEL_URI.fullmatch(value):
-            raise ValueError("expected models:/NAME@ALIAS, models:/NAME/VERSION or a checkpoint folder")
+        if (value.startswith("models:/") and not MODEL_URI.fullmatch(value)) or (value.startswith("@") and not OWN_ALIAS.fullmatch(value)):
+            raise ValueError("expected models:/NAME@ALIAS, models:/NAME/VERSION, @ALIAS or a checkpoint folder")
         return value
 
 

@@ -73,7 +73,7 @@ def warm_start(s: TrainingState, parent: dict, optimisers: bool) -> None:
             continue
         # An optimiser's state dict carries its settings too (lr, betas, weight decay): keep this run's, take the moments.
         own = [{k: v for k, v in group.items() if k != "params"} for group in getattr(part, "param_groups", [])]
-        part.load_state_dict(parent[name])
+        part.load_state_dict(copy.deepcopy(parent[name]))  # an optimiser keeps the tensors it is given: never the parent's own
         for group, settings in zip(getattr(part, "param_groups", []), own):
             group.update(settings)
 

@@ -56,8 +56,9 @@ class Phase:
     after_step: Callable[[], None] | None = None
 
 
-def build_phases(recipe: Recipe, s: TrainingState) -> list[Phase]:
-    """D (every batch), lazy Dreg (R1, when on), G (every n_critic batches, then the EMA update), in that order."""
+def build_phases(recipe: Recipe, s: TrainingState, ema_offset: int = 0) -> list[Phase]:
+    """D (every batch), lazy Dreg (R1, when on), G (every n_critic batches, then the EMA update), in that order.
+    `ema_offset`: G steps the EMA's warm-up counts before this run's own (a warm start's parent's)."""
     o, t = recipe.optim, recipe.train
     clip = LOSSES[t.loss].lipschitz == "clip"
     phases = [Phase("D", s.D, s.opt_D, o.lr_d, 1, s.scaler_D, o.clip_grad_d, o.l1_d, after_step=(lambda: clip_weights(s.D, t.clip_value)) if clip else None)]
@@ -65,7 +66,7 @@ def build_phases(recipe: Recipe, s: TrainingState) -> list[Phase]:
         phases.append(Phase("Dreg", s.D, s.opt_D, o.lr_d, recipe.reg.r1_every, s.scaler_D, o.clip_grad_d, weight_decay=False))
 
     def ema() -> None:
-        update_ema(s.G_ema, s.G, ema_beta(t.ema_decay, (s.step + 1) // t.n_critic, t.ema_warmup))
+        update_ema(s.G_ema, s.G, ema_beta(t.ema_decay, ema_offset + (s.step + 1) // t.n_critic, t.ema_warmup))
 
     phases.append(Phase("G", s.G, s.opt_G, o.lr_g, t.n_critic, s.scaler_G, o.clip_grad_g, o.l1_g, after_step=ema))
     return phases
@@ -90,6 +91,11 @@ def step_phase(phase: Phase, recipe: Recipe, progress: float, lr_scale: float = 
     if phase.after_step is not None:
         phase.after_step()
     return stats
+
+
+def parent_g_steps(parent: dict) -> int:
+    """The G steps a parent checkpoint state had taken."""
+    return int(parent["step"]) // json.loads(parent["config_json"])["train"]["n_critic"]
 
 
 def ema_beta(decay: float, g_step: int, warmup: int = 10) -> float:
@@ -268,7 +274,7 @@ def train(
         torch.set_rng_state(resume["rng"]["torch"])
         if ctx.is_main:
             print(f"[train] resumed from epoch {s.epoch}, step {s.step}", flush=True)
-    elif init is not None:
+    elif init is not None:  # (on a resume, `init` still sets the EMA's horizon below)
         assert tuple(init["image_shape"]) == tuple(image_shape), f"parent image shape {init['image_shape']} != data {image_shape}"
         warm_start(s, init, t.init_optimizer)
         if ctx.is_main:
@@ -278,7 +284,9 @@ def train(
 
     # 2. DDP, in this one block; s.G and s.D stay the plain modules underneath.
     loss = GANLoss(recipe, latent, distributed.wrap(s.G, ctx), distributed.wrap(s.D, ctx), s.G, s.D, {"G": s.scaler_G, "D": s.scaler_D})
-    phases = build_phases(recipe, s)
+    # A warm start's EMA generator goes on averaging over its parent's horizon: a warm-up from zero would make it follow
+    # the live G step for step at first, forgetting the parent's average (the schedules do start again).
+    phases = build_phases(recipe, s, 0 if init is None else parent_g_steps(init))
     z_fixed, c_fixed = (x if x is None else x.to(device) for x in fixed_latents(t.seed, t.num_sample_images, latent))
     ema_at = [-1]
     # The watchdog's memory: the last good state (rolled back to on non-finite numbers), the real images' diversity.

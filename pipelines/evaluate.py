@@ -167,7 +167,9 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     """Write report.json and sample grids for a checkpoint; return the report's path."""
     maybe_fail("evaluate", kill_here=False)
     dataset_dir, workspace = Path(dataset_dir), Workspace.of(cfg.runtime.workdir)
-    out = workspace.evaluations / fingerprint(str(checkpoint_dir), eval_key(cfg), stage_code("evaluate"))
+    # Named by what it measures: the checkpoint, the data it is measured against, the settings and the code.
+    data_fingerprint = data.read_manifest(dataset_dir)["fingerprint"]
+    out = workspace.evaluations / fingerprint(str(checkpoint_dir), data_fingerprint, eval_key(cfg), stage_code("evaluate"))
     if (out / REPORT).is_file():
         print(f"[evaluate] report already complete: {out / REPORT}")
         return str(out / REPORT)
@@ -339,7 +341,8 @@ def class_mix(manifest: dict) -> np.ndarray:
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
     workdir = Workspace.of(cfg.runtime.workdir).root
-    return cache_key("evaluate", parameters["checkpoint_dir"], eval_key(cfg), workdir, stage_code("evaluate"))
+    data_fingerprint = data.read_manifest(Path(parameters["dataset_dir"]))["fingerprint"]
+    return cache_key("evaluate", parameters["checkpoint_dir"], data_fingerprint, eval_key(cfg), workdir, stage_code("evaluate"))
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,

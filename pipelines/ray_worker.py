@@ -147,8 +147,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 shutil.copytree(Path(directory) / SAMPLES, staging / SAMPLES, dirs_exist_ok=True)
         resumed_epoch = int(resume["epoch"])
     sink = RayTrainSink(ctx, staging, loop_config["failure_hooks"], resumed_epoch, loop_config["lineage"])
-    # A warm start's parent, unless the run resumes from its own checkpoint (which carries on from it already).
-    init = ckpt.load_bytes(loop_config["init"], "the warm start's parent state") if loop_config["init"] and resume is None else None
+    # A warm start's parent: its weights unless the run resumes from its own checkpoint (which carries on from them), its
+    # EMA horizon always.
+    init = ckpt.load_bytes(loop_config["init"], "the warm start's parent state") if loop_config["init"] else None
 
     batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx.rank)
 

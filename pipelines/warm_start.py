@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gan import checkpoint as ckpt
 from gan import data
-from gan.config import MODEL_URI, ConfigError, ModelConfig
+from gan.config import MODEL_URI, OWN_ALIAS, ConfigError, ModelConfig
 from pipelines.config import PipelineConfig, UsageError
 from pipelines.register import STATE_DIGEST_TAG, TRAINING_STATE, connect, model_version
 from pipelines.runtime import Workspace
@@ -54,7 +54,7 @@ def resolve(cfg: PipelineConfig, image_shape: tuple[int, ...] | None, num_classe
     With this run's data fingerprint and training key: a registered parent trained on this very data version with this
     very training config and code is no new work, and its own parent is returned instead, so the run is the parent's run
     again (its cached result, or a resume of its finished checkpoint: nothing trains)."""
-    ref = cfg.train.init_from
+    ref = reference(cfg)
     if not ref:
         return None
     if MODEL_URI.fullmatch(ref):
@@ -74,6 +74,12 @@ def resolve(cfg: PipelineConfig, image_shape: tuple[int, ...] | None, num_classe
     if say:
         print(f"[warm-start] from {parent.label()} (step {parent.step}, state {parent.digest[:12]})", flush=True)
     return parent
+
+
+def reference(cfg: PipelineConfig) -> str:
+    """train.init_from with '@ALIAS' spelt out as models:/<registry.model_name>@ALIAS."""
+    ref = cfg.train.init_from
+    return f"models:/{cfg.registry.model_name}{ref}" if OWN_ALIAS.fullmatch(ref) else ref
 
 
 def _problem(cfg: PipelineConfig, why: str) -> ConfigError:
@@ -108,7 +114,7 @@ def _folder(ref: str) -> Parent:
     if not state.is_file():
         raise ConfigError(f"config error: train.init_from = {ref!r}: "
                           + (f"{folder} holds no {ckpt.STATE_FILE}; expected a training checkpoint folder" if folder.is_dir() else
-                             f"no such folder {folder}; expected models:/NAME@ALIAS, models:/NAME/VERSION or a checkpoint folder"))
+                             f"no such folder {folder}; expected models:/NAME@ALIAS, models:/NAME/VERSION, @ALIAS or a checkpoint folder"))
     return Parent(ref, ckpt.digest(folder), int(ckpt.load(folder)["step"]), folder=str(folder))
 
 

@@ -4,11 +4,26 @@ dataset, tiny real checkpoints laid out as a Ray Train run keeps them, and evalu
 import json
 from pathlib import Path
 
+from PIL import Image
+
 from gan import checkpoint
+from gan.data import load_source
 from pipelines.config import PipelineConfig
 from pipelines.runtime import RAY_RUN_RECORD
 from pipelines.register import register
 from tests.test_training_loop import recipe, run
+
+
+def digit_files(folder: Path, rows: object, classes: object = range(10)) -> Path:
+    """scikit-learn's 8x8 digits of `rows` (of 1797) as PNG files in one folder per class, as a user's source folder holds
+    them; only those of `classes`."""
+    source = load_source("bundled-digits")
+    for i in rows:
+        label = int(source.labels[i])
+        if label in classes:
+            (folder / str(label)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(source.images[i, 0]).save(folder / str(label) / f"{int(i):04d}.png")
+    return folder
 
 
 def config(tmp_path: Path, **data: object) -> PipelineConfig:

@@ -12,6 +12,7 @@ Rows for other inputs (data sources) go at the end of BAD_INPUTS.
 """
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -23,6 +24,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from gan import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "conf" / "smoke.yaml")
@@ -72,6 +75,24 @@ def config_file(content: bytes) -> Callable[[Path], Iterator[dict]]:
 
 def run_with(*overrides: str) -> list[str]:
     return ["run", "-c", "{smoke}", *(arg for item in overrides for arg in ("--set", item))]
+
+
+# The networks of tests.test_training_loop's tiny MLP GAN, over conf/smoke.yaml's (an MLP GAN as well).
+TINY_NETWORKS = ("model.z_dim=8", "model.g_width=8", "model.d_width=8", "model.g_hidden=[32]", "model.d_hidden=[32]")
+
+
+@functools.cache
+def tiny_state() -> dict:
+    from tests.test_training_loop import recipe, run  # noqa: PLC0415
+
+    return run(recipe(model=dict(arch="mlp"), train=dict(epochs=1))).states[-1]
+
+
+def tiny_parent(tmp: Path) -> Iterator[dict]:
+    """{tmp}/parent: a checkpoint of that tiny MLP GAN, trained on 8x8 digits."""
+    (tmp / "parent").mkdir()
+    checkpoint.save(tiny_state(), tmp / "parent")
+    yield {}
 
 
 BAD_INPUTS: list[tuple[str, list[str], Callable | dict | None, str]] = [
@@ -129,6 +150,24 @@ BAD_INPUTS: list[tuple[str, list[str], Callable | dict | None, str]] = [
     ("driver-here-with-a-dashboard-address", run_with("ray.driver=process"), {"RAY_ADDRESS": "http://127.0.0.1:8265"},
      "error: RAY_ADDRESS=http://127.0.0.1:8265 is a dashboard address, which takes Ray Jobs only"),
     ("driver-job-without-a-cluster", run_with("ray.driver=job"), None, "error: ray.driver = 'job' needs RAY_ADDRESS"),
+    # a warm start's parent (train.init_from), found in the registry or on disk and checked against the run
+    ("warm-start-malformed", run_with("train.init_from=models:/x"), None,
+     "config error: train.init_from = 'models:/x' (--set): Value error, expected models:/NAME@ALIAS, models:/NAME/VERSION, @ALIAS or"),
+    ("warm-start-switch-alone", run_with("train.init_budget=0.5"), None,
+     "config error: train.init_budget = 0.5 acts only with a warm start (train.init_from); it would do nothing here"),
+    ("warm-start-missing-alias", run_with("train.init_from=@best"), None,
+     "config error: train.init_from = '@best': smoke-gan: no version 'best'; registered versions: v1; aliases: champion = v1; "
+     "train.init_missing 'cold' starts from scratch instead"),
+    ("warm-start-missing-version", run_with("train.init_from=models:/smoke-gan/7"), None,
+     "config error: train.init_from = 'models:/smoke-gan/7': smoke-gan: no version '7'"),
+    ("warm-start-without-training-state", run_with("train.init_from=@champion"), None,
+     "config error: train.init_from = '@champion': smoke-gan v1 keeps no training state with its run (registered before warm starts were)"),
+    ("warm-start-missing-folder", run_with("train.init_from={tmp}/no-checkpoint"), None,
+     "config error: train.init_from = '{tmp}/no-checkpoint': no such folder {tmp}/no-checkpoint; expected models:/NAME@ALIAS"),
+    ("warm-start-other-networks", run_with("train.init_from={tmp}/parent"), tiny_parent,
+     "config error: train.init_from = '{tmp}/parent': checkpoint {tmp}/parent has other networks: model.z_dim 8 (this run: 100)"),
+    ("warm-start-other-images", run_with("train.init_from={tmp}/parent", *TINY_NETWORKS), tiny_parent,
+     "config error: train.init_from = '{tmp}/parent': checkpoint {tmp}/parent was trained on (1, 8, 8) images; this data is (1, 28, 28)"),
 ]
 
 

@@ -15,11 +15,11 @@ from pipelines.runtime import Workspace
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def evaluation_folder(cfg, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: ANN001
+def evaluation_folder(cfg, monkeypatch: pytest.MonkeyPatch, dataset_dir: Path) -> Path:  # noqa: ANN001
     """The folder `evaluate` would write its report into (the scoring itself left out)."""
     folders = []
     monkeypatch.setattr(evaluate, "write_report", lambda cfg, dataset_dir, checkpoint_dir, out, bar: folders.append(out))
-    evaluate.evaluate(cfg, "dataset", "checkpoint")
+    evaluate.evaluate(cfg, str(dataset_dir), "checkpoint")
     return folders[0]
 
 
@@ -28,16 +28,24 @@ def test_inception_weights_replaced_in_place_are_not_answered_from_cache(tmp_pat
     weights.write_bytes(b"first weights")
     inception = ["eval.feature_extractor=inception", "eval.num_samples=5000", f"eval.inception_weights={weights}"]
     cfg = load_config(None, [f"runtime.workdir={tmp_path / 'work'}", *inception])
-    params = {"cfg": cfg, "checkpoint_dir": "checkpoint"}
-    first = evaluate._key(None, params), evaluation_folder(cfg, monkeypatch)
-    assert (evaluate._key(None, params), evaluation_folder(cfg, monkeypatch)) == first  # the same bytes: the same evaluation
+    folder, _ = dataset(tmp_path, 100)
+    params = {"cfg": cfg, "checkpoint_dir": "checkpoint", "dataset_dir": str(folder)}
+    first = evaluate._key(None, params), evaluation_folder(cfg, monkeypatch, folder)
+    assert (evaluate._key(None, params), evaluation_folder(cfg, monkeypatch, folder)) == first  # the same bytes: the same evaluation
     weights.write_bytes(b"other weights")  # same path, same config
-    second = evaluate._key(None, params), evaluation_folder(cfg, monkeypatch)
+    second = evaluate._key(None, params), evaluation_folder(cfg, monkeypatch, folder)
     assert second[0] != first[0] and second[1] != first[1]
     # The bytes name the network, not the path: a copy elsewhere is the same evaluation.
     (tmp_path / "copy.pth").write_bytes(b"other weights")
     copy = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"inception_weights": str(tmp_path / "copy.pth")})})
-    assert evaluate._key(None, {"cfg": copy, "checkpoint_dir": "checkpoint"}) == second[0]
+    assert evaluate._key(None, {**params, "cfg": copy}) == second[0]
+
+
+def test_the_same_checkpoint_measured_against_other_data_is_another_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(None, [f"runtime.workdir={tmp_path / 'work'}"])
+    (one, _), (other, _) = dataset(tmp_path / "one", 100), dataset(tmp_path / "other", 120)
+    keys = [evaluate._key(None, {"cfg": cfg, "checkpoint_dir": "checkpoint", "dataset_dir": str(d)}) for d in (one, other)]
+    assert keys[0] != keys[1] and evaluation_folder(cfg, monkeypatch, one) != evaluation_folder(cfg, monkeypatch, other)
 
 
 def dataset(tmp_path: Path, count: int) -> tuple[Path, dict]:

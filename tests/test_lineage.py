@@ -24,7 +24,8 @@ from tests import services
 from tests.registry_store import checkpoints, config, registered
 
 ROOT = Path(__file__).resolve().parents[1]
-LINKS = ["model version", "MLflow run", "Prefect flow run", "Ray Train run", "checkpoint", "dataset", "resolved config", "code"]
+LINKS = ["model version", "MLflow run", "Prefect flow run", "Ray Train run", "checkpoint", "warm start", "dataset", "data change",
+         "resolved config", "code"]
 
 
 def links_of(*args: object) -> dict[str, lineage.Link]:

@@ -45,16 +45,16 @@ def when(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def wait_for_deployment(url: str, serve, seconds: float = 180) -> dict:  # noqa: ANN001 - the serving process
+def wait_for_deployment(url: str, serve, seconds: float = 180, name: str = NAME) -> dict:  # noqa: ANN001 - the serving process
     deadline = time.time() + seconds
     while time.time() < deadline:
         assert serve.poll() is None, f"gan-pipeline schedule exited with {serve.returncode}"
         try:
-            return api(url, f"/deployments/name/gan-pipeline/{NAME}")
+            return api(url, f"/deployments/name/gan-pipeline/{name}")
         except urllib.error.HTTPError as err:
             assert err.code == 404, err
         time.sleep(1)
-    raise TimeoutError(f"deployment gan-pipeline/{NAME} not registered after {seconds} s")
+    raise TimeoutError(f"deployment gan-pipeline/{name} not registered after {seconds} s")
 
 
 def wait_until_ended(url: str, run_ids: list[str], seconds: float = 600) -> dict[str, dict]:

@@ -1,6 +1,7 @@
 """The training loop without Ray: it learns and stays finite for every loss, its checkpoints are complete,
 a resumed run equals an uninterrupted one, and the phases (n_critic, lazy R1, weight clipping, EMA) do what they say."""
 
+import copy
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -47,7 +48,7 @@ class Recorder:
     def epoch_end(self, epoch: int, metrics: dict[str, float], state) -> None:  # noqa: ANN001
         self.epochs.append(metrics)
         if state is not None:
-            self.states.append(state())
+            self.states.append(copy.deepcopy(state()))  # the state shares memory with the live weights, which train on
         if epoch == self.stop_after:
             raise Interrupted
 
