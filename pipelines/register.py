@@ -117,7 +117,10 @@ def _promote(client, cfg: PipelineConfig, name: str, version, report: dict, bund
 def head_to_head(client, cfg: PipelineConfig, name: str, champion, bundle: Path, challenger: str) -> tuple[promotion.Standing | None, str]:  # noqa: ANN001
     """The champion measured again on the challenger's yardstick (its reference data, sample count and seeds), from its
     generator as the registry keeps it: its standing and how it was measured, or (None, why it cannot be)."""
-    instrument = Instrument.load(bundle, cfg.eval.inception_weights)
+    try:
+        instrument = Instrument.load(bundle, cfg.eval.inception_weights)
+    except ValueError as err:  # an Inception yardstick without its weights file here
+        return None, f"champion v{champion.version} cannot be measured on v{challenger}'s yardstick: {err}"
     measure, trained_on = instrument.yardstick, champion.tags.get("dataset_fingerprint", "unknown")
     scores = measured_again(client, cfg, name, champion, instrument)
     if isinstance(scores, str):
