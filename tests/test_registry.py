@@ -48,11 +48,11 @@ def test_champion_moves_only_beyond_the_noise_on_the_same_yardstick(client: mlfl
     promoted, why = gate(client, 60.0)  # worse
     assert not promoted and why.endswith("not better") and aliases(client) == {"champion": "1", "challenger": "2"}
 
-    promoted, why = gate(client, 49.8, std=0.2)  # lower, but within the noise: 49.8 + 0.39 > 50 - 0.20
+    promoted, why = gate(client, 49.8, std=0.2)  # lower, but within the noise: 0.2 < 1.96 x (0.2² + 0.1²)^½ = 0.44
     assert not promoted and "within the noise" in why and aliases(client)["champion"] == "1"
 
     promoted, why = gate(client, 40.0)
-    assert promoted and why == "FID 40.00 ± 0.20 against champion v1's 50.00 ± 0.20: better beyond the noise"
+    assert promoted and why == "FID 40.00 ± 0.20 against champion v1's 50.00 ± 0.20: lower by 10.00 ± 0.28, better beyond the noise"
     assert aliases(client) == {"champion": "4", "challenger": "4"}
     assert client.get_model_version("m", "4").tags["promotion"] == why
 
@@ -62,6 +62,16 @@ def test_champion_moves_only_beyond_the_noise_on_the_same_yardstick(client: mlfl
 
     promoted, why = gate(client, 1.0, memorised=0.5)  # far better, but it copies its training images
     assert not promoted and "hands back training images: 50.0%" in why and aliases(client)["champion"] == "4"
+
+
+def test_the_gate_reads_the_interval_of_the_difference_not_the_overlap_of_the_two() -> None:
+    """The retraining benchmark's warm start against its champion (RESULTS.md): the two 95 % intervals, 2.84 ± 0.85 and
+    4.45 ± 0.95, overlap, yet the difference, 1.61 ± 1.27, is beyond the noise; twice the spread is not."""
+    champion = promotion.Standing("1", 4.45, 0.485, "clf", 1000, 0.01, "y", "d")
+    promoted, why = promotion.decide(promotion.Standing("2", 2.84, 0.43, "clf", 1000, 0.01, "y", "d"), champion, "1", MAX_MEMORISED)
+    assert promoted and why == "FID 2.84 ± 0.84 against champion v1's 4.45 ± 0.95: lower by 1.61 ± 1.27, better beyond the noise"
+    promoted, why = promotion.decide(promotion.Standing("2", 2.84, 0.86, "clf", 1000, 0.01, "y", "d"), champion, "1", MAX_MEMORISED)
+    assert not promoted and why.endswith("lower by 1.61, but within the noise (± 1.94)")
 
 
 def test_promote_and_rollback_by_hand_leave_who_and_why(client: mlflow.MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,7 +143,7 @@ def test_register_keeps_the_champion_against_a_worse_or_noise_level_model(client
     assert registered(cfg, dataset, folders[0], 50.0)["reason"] == "no champion yet"
     worse = registered(cfg, dataset, folders[1], 60.0)
     assert not worse["champion"] and worse["reason"].endswith("not better") and aliases(client) == {"champion": "1", "challenger": "2"}
-    noise = registered(cfg, dataset, folders[2], 49.5)  # 49.5 + 0.98 > 50 - 0.98: the 95 % intervals overlap
+    noise = registered(cfg, dataset, folders[2], 49.5)  # 0.5 lower, within 1.96 x (0.5² + 0.5²)^½ = 1.39
     assert not noise["champion"] and "within the noise" in noise["reason"] and aliases(client) == {"champion": "1", "challenger": "3"}
     better = registered(cfg, dataset, folders[3], 40.0)
     assert better["champion"] and better["reason"].endswith("better beyond the noise")

@@ -98,7 +98,7 @@ def test_scheduled_retraining_warm_starts_from_the_champion_and_decides_head_to_
     registered = second["registered"]
     assert str(registered["version"]) == "2"
     assert f"head to head on v2's data {after['fingerprint'][:12]} (v1 was trained on {before['fingerprint'][:12]})" in registered["reason"]
-    assert registered["reason"].endswith(("better beyond the noise", "within the noise (the 95 % intervals overlap)", "not better"))
+    assert re.search(r": (lower by .*, better beyond the noise|lower by .*, but within the noise \(± [\d.]+\)|not better)$", registered["reason"])
     report = json.loads(Path(second["report"]).read_text())
     assert report["data_change"]["files"] == {"added": 719, "changed": 0, "removed": 0}
     assert report["quick_fid"][0]["step"] == 0 and report["step"] == after["rows"]["train"] // 32  # one epoch: a third of two, rounded up
