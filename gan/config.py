@@ -14,16 +14,12 @@ from pathlib import Path
 from typing import Literal
 
 import math
-import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 AUGMENTS = ("translation", "cutout", "color")  # the keys of gan.augment.AUGMENTATIONS (a test keeps them equal)
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inception weights, a plain state dict
 INCEPTION_FEATURE_DIM = 2048  # gan.metrics.inception.FEATURE_DIM (a test keeps them equal)
-# A registered model version as `train.init_from` names it (the pipeline resolves it in its registry).
-MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<number>\d+))")
-OWN_ALIAS = re.compile(r"@[^/@]+")  # an alias of the model the pipeline registers (registry.model_name)
 
 
 class ConfigError(ValueError):
@@ -144,11 +140,12 @@ class TrainConfig(Section):
         1000, ge=10, le=100_000, description="generated images per quick FID (as many as eval.num_samples, so both share the small-sample bias)"
     )
     init_from: str = Field(
-        "", description="warm start: 'models:/NAME@ALIAS' or 'models:/NAME/VERSION' (a registered version's training state, "
-        "kept with its MLflow run), '@ALIAS' (that alias of registry.model_name, e.g. '@champion') or a checkpoint folder; G, D "
-        "and the EMA generator start from it (the optimisers too with "
-        "train.init_optimizer), while the step count, the learning-rate and instance-noise schedules, the EMA warm-up, the time "
-        "budget and the watchdog's record start again from zero; '': a cold start",
+        "", description="warm start: the parent whose training state this run starts from, as the pipeline resolves it: "
+        "'models:/NAME@ALIAS' or 'models:/NAME/VERSION' (a registered version, its state kept with its MLflow run), '@ALIAS' "
+        "(that alias of registry.model_name, e.g. '@champion') or a checkpoint folder; G, D and the EMA generator start from it "
+        "(the optimisers too with train.init_optimizer) and the EMA goes on averaging over the parent's horizon, while the step "
+        "count, the learning-rate and instance-noise schedules, the time budget and the watchdog's record start again from "
+        "zero; '': a cold start",
     )
     init_optimizer: bool = Field(
         False, description="warm start: also take the parent's optimiser moments and fp16 loss scales (their learning rates and "
@@ -162,13 +159,6 @@ class TrainConfig(Section):
         1.0, gt=0, le=1, description="warm start: the share of train.epochs and train.max_minutes that a warm-started run "
         "trains for (its schedules run over that share)",
     )
-
-    @field_validator("init_from")
-    @classmethod
-    def _registry_form(cls, value: str) -> str:
-        if (value.startswith("models:/") and not MODEL_URI.fullmatch(value)) or (value.startswith("@") and not OWN_ALIAS.fullmatch(value)):
-            raise ValueError("expected models:/NAME@ALIAS, models:/NAME/VERSION, @ALIAS or a checkpoint folder")
-        return value
 
 
 class RegConfig(Section):

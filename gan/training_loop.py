@@ -93,9 +93,10 @@ def step_phase(phase: Phase, recipe: Recipe, progress: float, lr_scale: float = 
     return stats
 
 
-def parent_g_steps(parent: dict) -> int:
-    """The G steps a parent checkpoint state had taken."""
-    return int(parent["step"]) // json.loads(parent["config_json"])["train"]["n_critic"]
+def ema_g_steps(parent: dict) -> int:
+    """The G steps a parent checkpoint state's EMA generator has averaged over: its own, and its own parents' (recorded
+    since warm starts were); the EMA warm-up of a run warm-started from it goes on from there."""
+    return int(parent.get("ema_g_steps", int(parent["step"]) // json.loads(parent["config_json"])["train"]["n_critic"]))
 
 
 def ema_beta(decay: float, g_step: int, warmup: int = 10) -> float:
@@ -286,7 +287,8 @@ def train(
     loss = GANLoss(recipe, latent, distributed.wrap(s.G, ctx), distributed.wrap(s.D, ctx), s.G, s.D, {"G": s.scaler_G, "D": s.scaler_D})
     # A warm start's EMA generator goes on averaging over its parent's horizon: a warm-up from zero would make it follow
     # the live G step for step at first, forgetting the parent's average (the schedules do start again).
-    phases = build_phases(recipe, s, 0 if init is None else parent_g_steps(init))
+    ema_offset = 0 if init is None else ema_g_steps(init)
+    phases = build_phases(recipe, s, ema_offset)
     z_fixed, c_fixed = (x if x is None else x.to(device) for x in fixed_latents(t.seed, t.num_sample_images, latent))
     ema_at = [-1]
     # The watchdog's memory: the last good state (rolled back to on non-finite numbers), the real images' diversity.
@@ -304,7 +306,7 @@ def train(
         return {
             **s.state_dict(), "rng": {"torch": torch.get_rng_state(), "seed": t.seed},
             "config_json": json.dumps(config_snapshot or recipe.model_dump(mode="json")),
-            "image_shape": list(image_shape), "num_classes": num_classes,
+            "image_shape": list(image_shape), "num_classes": num_classes, "ema_g_steps": ema_offset + s.step // t.n_critic,
         }
 
     # 3. Epochs. Latents come from a per-(rank, epoch) generator, so a resumed run redraws the same ones.

@@ -332,8 +332,7 @@ def _versions_table(name: str, rows: list["VersionRow"], yardstick: dict | None)
         return "—" if value is None else f"{value:.2f} ± {number(std, '.2f')}"
 
     for r in rows:
-        model, _, number_ = (r.parent or "").rpartition("/")
-        parent = "—" if r.parent is None else f"v{number_}" if model == name else r.parent
+        parent = "—" if r.parent is None else r.parent.removeprefix(f"{name} ")  # "v1" for this model's, "other v3" for another's
         table.add_row(f"v{r.version}", ", ".join(r.aliases), (r.data or "—")[:12], parent, fid(r.fid, r.fid_std), number(r.floor_fid, ".2f"),
                       fid(r.yardstick_fid, r.yardstick_fid_std), number(r.memorised_share, ".1%"), f"{r.created:%Y-%m-%d %H:%M}", r.run_id)
     return table

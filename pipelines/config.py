@@ -5,6 +5,7 @@ Defaults live in the models below; YAML files and `--set section.key=value` only
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,9 @@ class ClusterUnavailable(Exception):
 
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "presets"
+# A registered model version (`--model`, `train.init_from`), and an alias of the model this config registers.
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<number>\d+))")
+OWN_ALIAS = re.compile(r"@[^/@]+")
 # The URI schemes of `pyarrow.fs.FileSystem.from_uri`, which Ray Train's storage goes through ("mock" is for tests).
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")
 
@@ -37,6 +41,17 @@ STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")
 def is_uri(path: str) -> bool:
     """`scheme://...` rather than a local path."""
     return "://" in path
+
+
+class TrainSection(TrainConfig):
+    """The library's training settings, with the forms of `train.init_from` that this pipeline resolves."""
+
+    @field_validator("init_from")
+    @classmethod
+    def _registry_form(cls, value: str) -> str:
+        if (value.startswith("models:/") and not MODEL_URI.fullmatch(value)) or (value.startswith("@") and not OWN_ALIAS.fullmatch(value)):
+            raise ValueError("expected models:/NAME@ALIAS, models:/NAME/VERSION, @ALIAS or a checkpoint folder")
+        return value
 
 
 class RayConfig(Section):
@@ -100,7 +115,7 @@ class RuntimeConfig(Section):
 class PipelineConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
     reg: RegConfig = Field(default_factory=RegConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -111,7 +126,7 @@ class PipelineConfig(Section):
     @property
     def recipe(self) -> Recipe:
         """The sections that decide how the GAN trains, as the library takes them."""
-        return Recipe(model=self.model, train=self.train, reg=self.reg, optim=self.optim)
+        return Recipe(model=self.model, train=TrainConfig(**self.train.model_dump()), reg=self.reg, optim=self.optim)
 
 
 def load_config(paths: str | Path | list | None = None, overrides: list[str] = ()) -> PipelineConfig:

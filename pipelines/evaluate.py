@@ -195,7 +195,8 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     # extractor and dataset, and summarised once for the model, the floor and every draw; kept beside the report, so
     # that other generators (a champion trained on other data) can be measured on it too.
     reference = reference_of(cfg, extractor, classifier, classifier_key, manifest, dataset_dir)
-    measure = Yardstick(extractor.key, manifest["fingerprint"], n, cfg.eval.seed, tuple(manifest["image_shape"]), tuple(manifest["class_names"]))
+    measure = Yardstick(extractor.key, manifest["fingerprint"], n, cfg.eval.seed, tuple(manifest["image_shape"]), tuple(manifest["class_names"]),
+                        len(reference.feats), stage_code("evaluate"))
     instrument = Instrument(measure, extractor, classifier, reference, class_mix(manifest))  # conditional labels drawn in the data's mix
     bar.update(2, note="training images embedded")
 
@@ -333,9 +334,7 @@ def change_line(changes: dict) -> str:
 
 def class_mix(manifest: dict) -> np.ndarray:
     """The training split's class shares [K], from the manifest."""
-    counts = manifest["class_counts"]["train"]
-    probs = np.array([counts.get(str(k), 0) for k in range(manifest["num_classes"])], dtype=np.float64)
-    return probs / probs.sum()
+    return np.array(label_shares(manifest, manifest["class_names"]), dtype=np.float64)
 
 
 def _key(context, parameters: dict) -> str:  # noqa: ANN001

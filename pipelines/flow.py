@@ -13,6 +13,7 @@ from pipelines.evaluate import evaluate_task
 from pipelines.ingest import ingest_task
 from pipelines.register import register_task
 from pipelines.runtime import Workspace, workspace_lock
+from pipelines.stages import first_line
 from pipelines.train import train_task, warm_start_task
 
 
@@ -40,7 +41,7 @@ def gan_pipeline(config: dict) -> dict:
         try:
             run["dataset"] = dataset = run_stage(ingest_task, stages, lambda path: Path(path, "manifest.json").is_file(), cfg)
             # A warm start's parent, resolved at each run: @champion names another version once the champion moves.
-            run["warm_start"] = parent = warm_start_task(cfg, dataset) if cfg.train.init_from else None
+            run["warm_start"] = parent = run_stage(warm_start_task, stages, lambda _: True, cfg, dataset) if cfg.train.init_from else None
             run["train"] = trained = run_stage(train_task, stages, lambda out: Path(out["checkpoint"]).is_dir(), cfg, dataset, parent)
             run["report"] = report = run_stage(
                 evaluate_task, stages, lambda path: Path(path).is_file(), cfg, dataset, trained["checkpoint"]
@@ -50,7 +51,7 @@ def gan_pipeline(config: dict) -> dict:
             )
         except Exception as err:
             # What ran, came from cache or failed, and what it made; and the error's first line.
-            write_summary(cfg, run | {"failed": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"})
+            write_summary(cfg, run | {"failed": f"{type(err).__name__}: {first_line(err)}"})
             raise
     write_summary(cfg, run)
     return run

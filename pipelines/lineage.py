@@ -20,7 +20,10 @@ from gan.checkpoint import STATE_FILE
 from pipelines.codebase import code_version
 from pipelines.config import PipelineConfig
 from pipelines.ingest import find_dataset
-from pipelines.register import RESOLVED_CONFIG, config_hash, connect, model_version, registered_model
+from pipelines.register import config_hash
+from pipelines.registry_client import RESOLVED_CONFIG, YARDSTICK_TAG, connect, model_version, registered_model
+from pipelines.stages import first_line
+from pipelines.warm_start import Parent
 from pipelines.runtime import DISTRIBUTION, RAY_RUN_RECORD, Workspace, commit_exists
 
 PREFECT_TIMEOUT_S = 60  # opening a client may first start Prefect's temporary server: 10-40 s on a busy small machine
@@ -71,8 +74,6 @@ def versions_table(cfg: PipelineConfig, name: str) -> list[VersionRow]:
 
 def yardstick_of(cfg: PipelineConfig, name: str) -> dict | None:
     """The model's yardstick, as its first version fixed it (None for a model registered before yardsticks were)."""
-    from pipelines.register import YARDSTICK_TAG  # noqa: PLC0415
-
     fixed = registered_model(connect(cfg), name).tags.get(YARDSTICK_TAG)
     return None if fixed is None else json.loads(fixed)
 
@@ -135,7 +136,7 @@ def prefect_link(flow_run_id: str | None, timeout: float = PREFECT_TIMEOUT_S) ->
     except ObjectNotFound:
         return Link(what, flow_run_id, False, f"missing: not found by {_prefect_api()}")
     except Exception as err:  # noqa: BLE001 - whatever keeps the API from answering, the chain reports it and goes on
-        return Link(what, flow_run_id, False, f"missing: {_prefect_api()} is unreachable: {type(err).__name__}: {_first_line(err)}")
+        return Link(what, flow_run_id, False, f"missing: {_prefect_api()} is unreachable: {type(err).__name__}: {first_line(err)}")
     started = f", started {run.start_time:{MINUTE}}" if run.start_time else ""
     return Link(what, flow_run_id, True, f"{flow_name}/{run.name}, {run.state_name}{started}; {_flow_run_url(flow_run_id)}")
 
@@ -164,26 +165,25 @@ def checkpoint_link(folder: Path) -> Link:
 
 
 def warm_start_link(client, name: str, tags: dict[str, str]) -> Link:  # noqa: ANN001
-    """The version it was warm-started from: a registered version (checked in the registry) or a checkpoint folder."""
+    """The version it was warm-started from (checked in the registry) or the checkpoint folder (checked on disk)."""
     what = "warm start"
     if "warm_start" not in tags:
-        return _untagged(what, "warm_start")
-    parent = json.loads(tags["warm_start"])
+        return Link(what, "none", True, "not recorded: registered before warm starts were")
+    parent = Parent.of_dict(json.loads(tags["warm_start"]))
     if parent is None:
         return Link(what, "none", True, "a cold start: trained from scratch")
-    detail = f"from step {parent['step']}, state {parent['digest'][:12]}"
-    if parent.get("folder"):
-        there = (Path(parent["folder"]) / STATE_FILE).is_file()
-        return Link(what, f"checkpoint {parent['folder']}", there, detail if there else f"missing: no {STATE_FILE} there any more")
+    detail = f"named by {parent.source}, from step {parent.step}, state {parent.digest[:12]}"
+    if parent.version is None:
+        there = (Path(parent.folder) / STATE_FILE).is_file()
+        return Link(what, parent.label(), there, detail if there else f"missing: no {STATE_FILE} there any more; {detail}")
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
-    model, _, number = parent["version"].rpartition("/")
+    model, _, number = parent.version.rpartition("/")
     try:
         client.get_model_version(model, number)
     except MlflowException:
-        return Link(what, f"{model} v{number}", False, f"missing: {model} has no version {number} in the registry; {detail}")
-    same = "" if model == name else f" of {model}"
-    return Link(what, f"{model} v{number}", True, f"v{number}{same} (named by {parent['source']}), {detail}")
+        return Link(what, parent.label(), False, f"missing: {model} has no version {number} in the registry; {detail}")
+    return Link(what, parent.label(), True, detail if model == name else f"a version of another model; {detail}")
 
 
 def data_change_link(cfg: PipelineConfig, tags: dict[str, str]) -> Link:
@@ -191,7 +191,7 @@ def data_change_link(cfg: PipelineConfig, tags: dict[str, str]) -> Link:
     what = "data change"
     parent = tags.get("data_parent")
     if parent is None:
-        return _untagged(what, "data_parent")
+        return Link(what, "none", True, "not recorded: registered before data versions were")
     if parent == "none":
         return Link(what, "none", True, "the first version of this data source in the working folder")
     held = find_dataset(cfg, parent)
@@ -224,7 +224,7 @@ def config_link(run_id: str | None, recorded: str | None) -> Link:
     try:
         resolved = mlflow.artifacts.load_dict(f"runs:/{run_id}/{RESOLVED_CONFIG}")
     except (MlflowException, OSError, ValueError) as err:
-        return Link(what, recorded, False, f"missing: cannot read the run's {RESOLVED_CONFIG}: {_first_line(err)}")
+        return Link(what, recorded, False, f"missing: cannot read the run's {RESOLVED_CONFIG}: {first_line(err)}")
     actual = config_hash(resolved)
     if actual != recorded:
         return Link(what, recorded, False, f"does not match: the run's {RESOLVED_CONFIG} hashes to {actual}")
@@ -324,7 +324,3 @@ def _number(tags: dict[str, str], key: str) -> float | None:
 def _when(milliseconds: float | None) -> datetime:
     """A store's timestamp (ms since the epoch) as local time."""
     return datetime.fromtimestamp((milliseconds or 0) / 1000).astimezone()
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0]

@@ -14,40 +14,21 @@ from prefect import task
 
 from gan import checkpoint as ckpt
 from gan import data, sampling, watchdog
-from gan.config import MODEL_URI, ModelConfig
+from gan.config import ModelConfig
 from gan.latent import Latent
-from pipelines import promotion
+from pipelines import head_to_head, promotion
 from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.ingest import find_dataset
 from pipelines.runtime import GAN_DIR, Workspace, code_tags, tracking_uri
+from pipelines.registry_client import (
+    CHALLENGER, CHAMPION, PROMOTION_TAG, RESOLVED_CONFIG, SCORE_TAG, STATE_DIGEST_TAG, TRAINING_STATE, YARDSTICK_TAG, absent, connect,
+    download_once, is_local, model_version, parse_model_uri, registered_model,
+)
 from pipelines.stages import maybe_fail, maybe_kill, retry_unless_user_error
-from pipelines.yardstick import BUNDLE, Instrument, Yardstick, shape
+from pipelines.warm_start import Parent
+from pipelines.yardstick import BUNDLE
 
 MODEL_CODE = Path(__file__).with_name("generator_model.py")
-CHAMPION, CHALLENGER = "champion", "challenger"
-PROMOTION_TAG = "promotion"  # the gate's reason, on each version it has decided
-RESOLVED_CONFIG = "config/resolved.json"  # the run's artifact of the resolved config; `config_hash` is its hash
-TRAINING_STATE = "training_state"  # the run's artifact folder of the full training state (state.pt): warm starts take it
-STATE_DIGEST_TAG = "training_state_sha256"  # on the version: that state.pt's sha256, which a warm start checks
-YARDSTICK_TAG = "yardstick"  # on the registered model: the yardstick its first version fixed (JSON, with its bundle's URI)
-SCORE_TAG = "score."  # + a yardstick's key, on a version: its scores measured again on that yardstick (JSON), computed once
-
-
-def connect(cfg: PipelineConfig) -> "mlflow.MlflowClient":  # noqa: F821
-    """Point MLflow at the configured store (creating the workspace for a local one)."""
-    import mlflow  # noqa: PLC0415
-
-    workspace = Workspace.of(cfg.runtime.workdir)
-    if _is_local(cfg):
-        workspace.root.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(workspace))
-    return mlflow.MlflowClient()
-
-
-def _is_local(cfg: PipelineConfig) -> bool:
-    """True for the embedded SQLite store in the workspace (not a server named by MLFLOW_TRACKING_URI)."""
-    workspace = Workspace.of(cfg.runtime.workdir)
-    return tracking_uri(workspace) == f"sqlite:///{workspace.mlflow_db}"
 
 
 def _experiment_id(client, cfg: PipelineConfig) -> str:  # noqa: ANN001
@@ -55,7 +36,7 @@ def _experiment_id(client, cfg: PipelineConfig) -> str:  # noqa: ANN001
     experiment = client.get_experiment_by_name(cfg.registry.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    location = Workspace.of(cfg.runtime.workdir).mlflow_artifacts.as_uri() if _is_local(cfg) else None
+    location = Workspace.of(cfg.runtime.workdir).mlflow_artifacts.as_uri() if is_local(cfg) else None
     return client.create_experiment(cfg.registry.experiment, artifact_location=location)
 
 
@@ -101,7 +82,7 @@ def _promote(client, cfg: PipelineConfig, name: str, version, report: dict, bund
     standing = promotion.Standing.of_report(version.version, report)
     held, how = None if champion is None else promotion.Standing.of_tags(champion.version, champion.tags), ""
     if refused is None and champion is not None and (held is None or held.yardstick != standing.yardstick) and bundle.is_file():
-        held, how = head_to_head(client, cfg, name, champion, bundle, str(version.version))
+        held, how = head_to_head.head_to_head(client, cfg, name, champion, bundle, str(version.version))
         refused = how if held is None else None
     if refused is not None:
         promoted, why = False, refused
@@ -112,124 +93,6 @@ def _promote(client, cfg: PipelineConfig, name: str, version, report: dict, bund
         move_champion(client, name, str(version.version), why, by="promotion gate")
     client.set_model_version_tag(name, version.version, PROMOTION_TAG, why)
     return promoted, why
-
-
-def head_to_head(client, cfg: PipelineConfig, name: str, champion, bundle: Path, challenger: str) -> tuple[promotion.Standing | None, str]:  # noqa: ANN001
-    """The champion measured again on the challenger's yardstick (its reference data, sample count and seeds), from its
-    generator as the registry keeps it: its standing and how it was measured, or (None, why it cannot be)."""
-    try:
-        instrument = Instrument.load(bundle, cfg.eval.inception_weights)
-    except ValueError as err:  # an Inception yardstick without its weights file here
-        return None, f"champion v{champion.version} cannot be measured on v{challenger}'s yardstick: {err}"
-    measure, trained_on = instrument.yardstick, champion.tags.get("dataset_fingerprint", "unknown")
-    scores = measured_again(client, cfg, name, champion, instrument)
-    if isinstance(scores, str):
-        return None, (f"champion v{champion.version} cannot be measured on v{challenger}'s yardstick: {scores}; "
-                      f"move it with `gan-pipeline promote`")
-    held = promotion.Standing(str(champion.version), scores["fid"], scores["fid_std"], measure.extractor, measure.num_images,
-                              float(champion.tags.get("memorised_share", 0.0)), measure.key, measure.dataset)
-    return held, f"head to head on v{challenger}'s data {measure.dataset[:12]} (v{champion.version} was trained on {trained_on[:12]})"
-
-
-def measured_again(client, cfg: PipelineConfig, name: str, version, instrument: Instrument, G: torch.nn.Module | None = None,  # noqa: ANN001
-                   latent: Latent | None = None) -> dict | str:
-    """A registered version's FID (and its bootstrap spread) on another yardstick: kept as its `score.<key>` tag, computed
-    once (from `G` if given, else its generator downloaded from the registry); a string says why it cannot be measured."""
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
-    measure = instrument.yardstick
-    tag = SCORE_TAG + measure.key
-    if tag in version.tags:
-        return json.loads(version.tags[tag])
-    if G is None:
-        try:
-            G, latent, image_shape = registered_generator(name, str(version.version))
-        except (MlflowException, OSError, KeyError) as err:
-            return f"its generator cannot be read from the registry ({(str(err).splitlines() or [''])[0]})"
-        if image_shape != measure.image_shape:
-            return f"it draws {shape(image_shape)} images, the yardstick's are {shape(measure.image_shape)}"
-    if latent.num_classes and latent.num_classes != len(measure.class_names):
-        return f"it draws {latent.num_classes} classes, the yardstick's data has {len(measure.class_names)}"
-    scores = instrument.measure(G, latent, cfg.eval.ray_embed_min_images, cfg.eval.coverage_min_fraction)
-    kept = {"fid": scores.fid, "fid_std": scores.fid_bootstrap_std, "kid": scores.kid, "num_images": measure.num_images, "dataset": measure.dataset}
-    client.set_model_version_tag(name, version.version, tag, json.dumps(kept))
-    print(f"[register] {name} v{version.version} on the yardstick of data {measure.dataset[:12]}: FID {kept['fid']:.2f} ± {kept['fid_std']:.2f}")
-    return kept
-
-
-def model_yardstick(client, cfg: PipelineConfig, name: str, version, report: dict, G: torch.nn.Module, latent: Latent) -> str | None:  # noqa: ANN001
-    """The model's yardstick, fixed by the first version registered with one (tag `yardstick` on the registered model),
-    and this version measured on it (tags `yardstick_fid`, `yardstick_fid_std`), so that every version of the model reads
-    on one scale whatever data it was trained on. Returns why this version cannot be measured on it, if it cannot."""
-    own = report.get("yardstick")
-    if own is None:  # evaluated before yardsticks were kept
-        return None
-    fixed = client.get_registered_model(name).tags.get(YARDSTICK_TAG)
-    if fixed is None:
-        fixed = {**own, "version": str(version.version), "bundle": f"runs:/{version.run_id}/evaluation/{BUNDLE}",
-                 "floor_fid": report["real_vs_real"]["fid"]}
-        client.set_registered_model_tag(name, YARDSTICK_TAG, json.dumps(fixed))
-        print(f"[register] {name}'s yardstick is v{version.version}'s: {own['extractor']} on {own['num_images']} samples of data {own['dataset'][:12]}")
-    else:
-        fixed = json.loads(fixed)
-    measure = Yardstick.of_dict(fixed)
-    problem = measure.mismatch(tuple(own["image_shape"]), tuple(own["class_names"]))
-    if problem is not None:
-        return (f"v{version.version}'s data {problem} (the yardstick of {name}, fixed by v{fixed['version']}): it cannot be compared with "
-                f"{name}'s versions; register it under another registry.model_name, or make it champion with "
-                f"`gan-pipeline promote {name} {version.version}`")
-    if measure.key == own["key"]:
-        scores = {"fid": report["model"]["fid"], "fid_std": report["model"]["fid_bootstrap_std"]}
-    else:
-        try:
-            scores = measured_again(client, cfg, name, version, Instrument.load(yardstick_bundle(cfg, fixed), cfg.eval.inception_weights), G, latent)
-        except (ValueError, OSError) as err:  # the bundle is gone, or its Inception weights are not here
-            scores = f"{err}"
-    if isinstance(scores, str):
-        print(f"[register] {name} v{version.version} not measured on {name}'s yardstick: {scores}")
-        client.set_model_version_tag(name, version.version, "yardstick_fid", f"n/a: {scores}"[:4000])
-        return None
-    client.set_model_version_tag(name, version.version, "yardstick_fid", str(scores["fid"]))
-    client.set_model_version_tag(name, version.version, "yardstick_fid_std", str(scores["fid_std"]))
-    return None
-
-
-def yardstick_bundle(cfg: PipelineConfig, fixed: dict) -> Path:
-    """The model's yardstick as its first version's run keeps it, downloaded once into <workdir>/yardsticks/<key>.pt."""
-    import mlflow  # noqa: PLC0415
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
-    path = Workspace.of(cfg.runtime.workdir).root / "yardsticks" / f"{fixed['key']}.pt"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            try:
-                found = mlflow.artifacts.download_artifacts(artifact_uri=fixed["bundle"], dst_path=tmp)
-            except MlflowException as err:
-                raise OSError(f"the yardstick {fixed['bundle']} cannot be downloaded: {(str(err).splitlines() or [''])[0]}") from None
-            Path(found).replace(path)
-    return path
-
-
-def registered_generator(name: str, version: str) -> tuple[torch.nn.Module, Latent, tuple[int, ...]]:
-    """A registered version's generator as the registry keeps it (its model's generator.pt, downloaded), in eval mode,
-    with its latent layout and image shape."""
-    import mlflow  # noqa: PLC0415
-    from mlflow.models import Model  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
-        weights = Model.load(folder).flavors["python_function"]["artifacts"]["generator"]["path"]
-        blob = torch.load(folder / weights, map_location="cpu", weights_only=True)
-    G, _, latent = ckpt.generator_of(blob)
-    return G, latent, tuple(blob["image_shape"])
-
-
-def parent_label(parent: dict | None) -> str:
-    """A warm start's parent as the `parent_version` tag names it: NAME/VERSION, a checkpoint folder, or none."""
-    if parent is None:
-        return "none"
-    return parent["version"] or f"checkpoint {parent['folder']}"
 
 
 def move_champion(client, name: str, version: str, why: str, by: str | None = None, rollback: bool = False) -> str | None:  # noqa: ANN001
@@ -249,10 +112,11 @@ def move_champion(client, name: str, version: str, why: str, by: str | None = No
 def promote(cfg: PipelineConfig, name: str, version: str, why: str) -> str:
     """A person's promotion: champion -> version, whatever the gate would say, recorded with who and why."""
     client = connect(cfg)
-    version = str(model_version(client, name, version).version)
+    found = model_version(client, name, version)
+    version = str(found.version)
     previous = move_champion(client, name, version, why)
     client.set_model_version_tag(name, version, PROMOTION_TAG, f"promoted by {promotion.user()}: {why}")
-    return f"{name}: champion v{version} (was {'v' + previous if previous else 'none'})"
+    return f"{name}: champion v{version} (was {'v' + previous if previous else 'none'})" + head_to_head.follow_champion(client, name, found)
 
 
 def rollback(cfg: PipelineConfig, name: str, why: str) -> str:
@@ -264,41 +128,13 @@ def rollback(cfg: PipelineConfig, name: str, why: str) -> str:
         raise UsageError(f"{name}: no champion before v{current} on record; use `gan-pipeline promote {name} VERSION`")
     move_champion(client, name, previous, f"rollback from v{current}: {why}", rollback=True)
     client.set_model_version_tag(name, previous, PROMOTION_TAG, f"rolled back to by {promotion.user()} from v{current}: {why}")
-    return f"{name}: champion v{previous} (was v{current})"
-
-
-def model_version(client, name: str, version_or_alias: str) -> "ModelVersion":  # noqa: ANN001, F821
-    """A model version by number or alias, or a UsageError naming what exists."""
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
-    try:
-        if version_or_alias.isdigit():
-            return client.get_model_version(name, version_or_alias)
-        return client.get_model_version_by_alias(name, version_or_alias)
-    except MlflowException:
-        model = registered_model(client, name)
-        versions = ", ".join(f"v{n}" for n in sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'")))
-        aliases = ", ".join(f"{alias} = v{number}" for alias, number in sorted(model.aliases.items()))
-        raise UsageError(f"{name}: no version {version_or_alias!r}; registered versions: {versions or 'none'}; "
-                         f"aliases: {aliases or 'none'}") from None
-
-
-def registered_model(client, name: str) -> "RegisteredModel":  # noqa: ANN001, F821
-    """The registered model of this name, or a UsageError naming the ones there are."""
-    found = client.search_registered_models(f"name = '{name}'")
-    if not found:
-        models = ", ".join(m.name for m in client.search_registered_models(max_results=20))
-        raise UsageError(f"no registered model {name!r}; registered models: {models or 'none'}")
-    return found[0]
+    return f"{name}: champion v{previous} (was v{current})" + head_to_head.follow_champion(client, name, client.get_model_version(name, previous))
 
 
 def evaluation_inputs(cfg: PipelineConfig, model_uri: str, dataset_dir: Path | None = None) -> tuple[Path, Path]:
     """(dataset, checkpoint) folders of a registered version, from its lineage tags: the checkpoint it was registered
     from, and the workspace's dataset with its data fingerprint unless `dataset_dir` is given (which must hold that data)."""
-    parsed = MODEL_URI.fullmatch(model_uri)
-    if parsed is None:
-        raise UsageError(f"--model {model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    version = model_version(connect(cfg), parsed["name"], parsed["alias"] or parsed["number"])
+    version = model_version(connect(cfg), *parse_model_uri(model_uri, "--model"))
     what = f"--model {model_uri} (v{version.version})"
     if "checkpoint" not in version.tags:
         raise UsageError(f"{what}: no checkpoint tag, so not registered by this pipeline; evaluate its checkpoint with --checkpoint")
@@ -413,7 +249,7 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
         "prefect_flow_run_id": flow_run_id or "none", "checkpoint": str(checkpoint_dir),
         "lineage_key": fingerprint(str(checkpoint_dir), report_path),
         "training_key": trained.get("training_key", "unknown"), STATE_DIGEST_TAG: ckpt.digest(Path(checkpoint_dir)),
-        "warm_start": json.dumps(parent), "parent_version": parent_label(parent),
+        "warm_start": json.dumps(parent), "parent_version": "none" if parent is None else Parent.of_dict(parent).label(),
     }
     client = connect(cfg)
     name = cfg.registry.model_name
@@ -438,7 +274,7 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
         print(f"[register] {name} v{version.version} was registered by a run that stopped before the promotion gate; deciding now")
 
     # 3. The model's yardstick, and the aliases; the `promotion` tag, written last, records that the gate has decided.
-    refused = model_yardstick(client, cfg, name, version, report, G, latent)
+    refused = head_to_head.model_yardstick(client, cfg, name, version, report, G, latent)
     promoted, why = _promote(client, cfg, name, version, report, Path(report_path).parent / BUNDLE, refused)
     print(f"[register] {name} v{version.version} is challenger; champion: {why}")
     return {

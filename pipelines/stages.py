@@ -49,6 +49,11 @@ def raise_naming(err: OSError, path: object) -> NoReturn:
     raise err
 
 
+def first_line(err: BaseException) -> str:
+    """An error's message, its first line only (or '' for an empty one)."""
+    return (str(err).strip().splitlines() or [""])[0]
+
+
 def cache_key(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
 

@@ -39,17 +39,20 @@ class Yardstick:
     seed: int  # the latents' seed (eval.seed); also the bootstrap's
     image_shape: tuple[int, ...]
     class_names: tuple[str, ...]
+    reference_rows: int = 0  # how many of the dataset's training images the reference holds (eval.train_sample)
+    code: str = ""  # the digest of the evaluation's code, which computes every score
 
     @property
     def key(self) -> str:
-        return fingerprint(self.extractor, self.dataset, self.num_images, self.seed)
+        return fingerprint(self.extractor, self.dataset, self.num_images, self.seed, self.reference_rows, self.code)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "image_shape": list(self.image_shape), "class_names": list(self.class_names), "key": self.key}
 
     @classmethod
     def of_dict(cls, d: dict) -> "Yardstick":
-        return cls(d["extractor"], d["dataset"], int(d["num_images"]), int(d["seed"]), tuple(d["image_shape"]), tuple(d["class_names"]))
+        return cls(d["extractor"], d["dataset"], int(d["num_images"]), int(d["seed"]), tuple(d["image_shape"]), tuple(d["class_names"]),
+                   int(d.get("reference_rows", 0)), d.get("code", ""))
 
     def mismatch(self, image_shape: tuple[int, ...], class_names: tuple[str, ...]) -> str | None:
         """Why images of this shape and class set cannot be measured on this yardstick, or None when they can."""

@@ -18,6 +18,7 @@ from gan import checkpoint
 from gan.config import Recipe
 from gan.data import load_source, read_manifest
 from gan.training_loop import in_memory_batches, train
+from pipelines import head_to_head
 from pipelines import register as registry
 from pipelines.config import PipelineConfig
 from pipelines.evaluate import evaluate
@@ -63,7 +64,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     fewer = ingest(five)
     folders = trained(root / "gan-work" / "ray_results" / "train-h2h")
     weak, good, strong = (folders[epoch - 1] for epoch in (WEAK, GOOD, STRONG))
-    pairs = [(weak, first), (good, first), (strong, first), (weak, second), (good, second), (strong, second), (strong, fewer)]
+    pairs = [(weak, first), (good, first), (strong, first), (weak, second), (good, second), (strong, second), (good, fewer), (strong, fewer)]
     reports = {(ckpt, data): evaluate(cfg if data != fewer else five, data, str(ckpt)) for ckpt, data in pairs}
     return {"cfg": cfg, "first": first, "second": second, "fewer": fewer, "weak": weak, "good": good, "strong": strong, "reports": reports}
 
@@ -90,8 +91,8 @@ def fingerprint(dataset: str) -> str:
 @pytest.fixture()
 def downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The registered generators the gate downloads, by model and version."""
-    calls, real = [], registry.registered_generator
-    monkeypatch.setattr(registry, "registered_generator", lambda name, version: (calls.append(f"{name} v{version}"), real(name, version))[1])
+    calls, real = [], head_to_head.registered_generator
+    monkeypatch.setattr(head_to_head, "registered_generator", lambda name, version: (calls.append(f"{name} v{version}"), real(name, version))[1])
     return calls
 
 
@@ -140,9 +141,9 @@ def test_a_worse_and_a_noise_level_challenger_are_not_promoted(world: dict, down
     assert str(client.get_model_version_by_alias("kept", "challenger").version) == "3"
 
 
-def test_data_the_models_yardstick_cannot_measure_is_refused_in_one_line(world: dict) -> None:
+def test_data_the_models_yardstick_cannot_measure_is_refused_in_one_line_until_a_person_promotes_it(world: dict) -> None:
     registered(world, "ten", world["strong"], world["first"])
-    refused = registered(world, "ten", world["strong"], world["fewer"])
+    refused = registered(world, "ten", world["good"], world["fewer"])
     assert not refused["champion"]
     assert refused["reason"] == (
         "v2's data have the classes 5 (0, 1, 2, 3, 4), the yardstick's 10 (0, 1, 2, 3, 4, 5, ...) (the yardstick of ten, fixed by "
@@ -151,3 +152,10 @@ def test_data_the_models_yardstick_cannot_measure_is_refused_in_one_line(world: 
     client = store(world)
     assert str(client.get_model_version_by_alias("ten", "champion").version) == "1"
     assert client.get_model_version("ten", "2").tags["promotion"] == refused["reason"]
+
+    # A person makes it champion: its yardstick becomes the model's, and the next version on that data meets the gate again.
+    said = registry.promote(world["cfg"], "ten", "2", "five classes from now on")
+    assert said == "ten: champion v2 (was v1); ten's yardstick is now v2's (its data cannot be measured on the one before)"
+    assert json.loads(client.get_registered_model("ten").tags["yardstick"])["version"] == "2"
+    decided = registered(world, "ten", world["strong"], world["fewer"])
+    assert not decided["reason"].startswith("v3's data") and "against champion v2's" in decided["reason"], decided["reason"]

@@ -87,13 +87,14 @@ def test_scheduled_retraining_warm_starts_from_the_champion_and_decides_head_to_
         stop(server)
 
     # 1. No champion yet: a cold start, champion.
-    assert [s["status"] for s in first["stages"].values()] == ["ran"] * 4 and first["warm_start"] is None
+    assert [s["status"] for s in first["stages"].values()] == ["ran"] * 5 and first["warm_start"] is None
     assert (str(first["registered"]["version"]), first["registered"]["reason"]) == ("1", "no champion yet")
 
     # 2. A new data version, warm-started from the champion and measured head to head on the new data.
     before, after = (read_manifest(Path(run["dataset"])) for run in (first, second))
     assert after["parent"]["fingerprint"] == before["fingerprint"] and after["rows"]["train"] > before["rows"]["train"]
-    assert [s["status"] for s in second["stages"].values()] == ["ran"] * 4
+    assert list(second["stages"]) == ["ingest", "warm-start", "train", "evaluate", "register"]
+    assert [s["status"] for s in second["stages"].values()] == ["ran"] * 5
     assert second["warm_start"]["version"] == f"{MODEL}/1" and second["warm_start"]["source"] == f"models:/{MODEL}@champion"
     registered = second["registered"]
     assert str(registered["version"]) == "2"
@@ -109,11 +110,12 @@ def test_scheduled_retraining_warm_starts_from_the_champion_and_decides_head_to_
     assert re.search(rf"│ {after['fingerprint'][:12]} +│ v1 +│", row(table.stdout, 2)), table.stdout
     assert re.search(rf"│ {before['fingerprint'][:12]} +│ — +│", row(table.stdout, 1)), table.stdout
     assert chain.returncode == 0, chain.stderr[-2000:]
-    assert f"✓ v1 (named by models:/{MODEL}@champion)" in chain.stdout
+    assert f"✓ named by models:/{MODEL}@champion, from step" in chain.stdout
     assert f"✓ data changed since {before['fingerprint'][:12]}: 719 file(s) added, 0 changed, 0 removed" in chain.stdout
 
     # 3. Nothing new: every stage from cache, nothing registered.
-    assert {k: v["status"] for k, v in third["stages"].items()} == {"ingest": "cached", "train": "cached", "evaluate": "cached", "register": "ran"}
+    assert {k: v["status"] for k, v in third["stages"].items()} == {
+        "ingest": "cached", "warm-start": "ran", "train": "cached", "evaluate": "cached", "register": "ran"}
     assert str(third["registered"]["version"]) == "2" and third["registered"]["reason"].startswith("already registered as v2")
     uri = f"sqlite:///{tmp_path / 'gan-work' / 'mlflow.db'}"
     assert len(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions(f"name = '{MODEL}'")) == 2

@@ -18,7 +18,8 @@ from gan.training_loop import in_memory_batches, train
 from pipelines.config import PipelineConfig, load_config
 from pipelines.ingest import ingest
 from pipelines.train import run_name, training_key
-from pipelines.warm_start import Parent, resolve
+from pipelines import warm_start as resolution
+from pipelines.warm_start import Parent, resolve, state_file
 from tests.registry_store import checkpoints, config, registered
 from tests.test_training_loop import SHAPE, Interrupted, Recorder, assert_same_tensors, digits, recipe, run
 
@@ -63,6 +64,7 @@ def test_a_warm_started_run_counts_from_zero_measures_its_parent_first_and_resum
 
     straight = warm_run(r, parent, quick_fid=quick_fid).states[-1]
     assert straight["step"] == 32 and straight["epoch"] == 2  # counted from zero, not from the parent's 32
+    assert (parent["ema_g_steps"], straight["ema_g_steps"]) == (32, 64)  # the EMA's horizon goes on from the parent's
     snapshots = checkpoint.snapshots_of(straight)
     assert [(q["epoch"], q["step"], q["seconds"]) for q in snapshots[:1]] == [(0, 0, 0.0)]  # the parent's quality, at 0 s
     G = build_state(r, SHAPE, Latent.of(r.model, 10), torch.device("cpu")).G_ema
@@ -163,6 +165,42 @@ def test_references_that_cannot_serve_are_refused_in_one_line(parent_registered:
     refused("@champion", r"state.pt does not hash to the \w{12} that m v1 recorded; delete .* to download it again")
     shutil.rmtree(kept.parent)
     assert resolve(with_init(cfg, "@champion"), SHAPE, 10).step == 16  # downloaded again
+    adam_only = cfg.optim.model_copy(update={"optimizer": "rmsprop"})
+    refused("@champion", r"m v1 trained with optim.optimizer 'adam' \(this run: 'rmsprop'\): its optimiser state cannot serve",
+            train={"init_optimizer": True}, optim=adam_only)
+    assert resolve(with_init(cfg, "@champion").model_copy(update={"optim": adam_only}), SHAPE, 10).version == "m/1"  # fresh ones: fine
+
+    # A folder that changed since the run was named after it is not trained from.
+    folder = tmp_path / "parent"
+    shutil.copytree(parent_registered["folders"][0], folder)
+    named = resolve(with_init(cfg, str(folder)), SHAPE, 10)
+    checkpoint.save(checkpoint.load(parent_registered["folders"][1]), folder)
+    with pytest.raises(ConfigError, match="does not hash to the .* it changed since; name it again"):
+        state_file(with_init(cfg, str(folder)), named)
+
+
+@pytest.mark.integration
+def test_a_champion_registered_before_training_states_were_kept(parent_registered: dict, client: mlflow.MlflowClient) -> None:
+    """Its checkpoint folder serves when it is still here; else an alias follows train.init_missing; a registry that does
+    not answer is not taken for a missing parent (the task's retry may reach it)."""
+    cfg, folders = parent_registered["cfg"], parent_registered["folders"]
+    old = client.create_model_version("m", source="file:///elsewhere", tags={"checkpoint": str(folders[1]), "dataset_fingerprint": "d"})
+    client.set_registered_model_alias("m", "legacy", old.version)
+    parent = resolve(with_init(cfg, "@legacy"), SHAPE, 10)
+    assert (parent.version, parent.folder, parent.digest, parent.dataset) == ("m/2", str(folders[1]), checkpoint.digest(folders[1]), "d")
+    shutil.rmtree(folders[1])
+    assert resolve(with_init(cfg, "@legacy", init_missing="cold"), SHAPE, 10) is None
+    with pytest.raises(ConfigError, match="m v2 keeps no training state with its run .* and its checkpoint folder .* is not here"):
+        resolve(with_init(cfg, "@legacy"), SHAPE, 10)
+
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    shutil.rmtree(Path(cfg.runtime.workdir) / "warm-starts", ignore_errors=True)  # nothing downloaded yet: the registry is asked
+    unreachable = MlflowException("API request to http://mlflow:5000 failed: Connection refused")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resolution, "download_once", lambda *_: (_ for _ in ()).throw(unreachable))
+        with pytest.raises(MlflowException, match="Connection refused"):
+            resolve(with_init(cfg, "@champion"), SHAPE, 10)
 
 
 @pytest.mark.integration
@@ -174,7 +212,7 @@ def test_register_keeps_the_full_training_state_and_names_the_parent(parent_regi
     (folders[1] / checkpoint.LINEAGE_FILE).write_text(json.dumps({"training_key": "k", "warm_start": parent.as_dict()}))
     registered(cfg, parent_registered["dataset"], folders[1], 40.0)
     v2 = client.get_model_version("m", "2")
-    assert v2.tags["parent_version"] == "m/1" and json.loads(v2.tags["warm_start"]) == parent.as_dict()
+    assert v2.tags["parent_version"] == "m v1" and json.loads(v2.tags["warm_start"]) == parent.as_dict()
     assert v2.tags["training_key"] == "k" and v2.tags["training_state_sha256"] == checkpoint.digest(folders[1])
     child = resolve(with_init(cfg, "models:/m/2"), SHAPE, 10)
     kept = Path(cfg.runtime.workdir) / "warm-starts" / child.run_id
