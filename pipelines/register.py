@@ -14,15 +14,13 @@ from prefect import task
 
 from gan import checkpoint as ckpt
 from gan import data, sampling, watchdog
-from gan.config import ModelConfig
 from gan.latent import Latent
 from pipelines import head_to_head, promotion
 from pipelines.config import PipelineConfig, UsageError, fingerprint
 from pipelines.ingest import find_dataset
 from pipelines.runtime import GAN_DIR, Workspace, code_tags, tracking_uri
 from pipelines.registry_client import (
-    CHALLENGER, CHAMPION, PROMOTION_TAG, RESOLVED_CONFIG, SCORE_TAG, STATE_DIGEST_TAG, TRAINING_STATE, YARDSTICK_TAG, absent, connect,
-    download_once, is_local, model_version, parse_model_uri, registered_model,
+    CHALLENGER, CHAMPION, PROMOTION_TAG, RESOLVED_CONFIG, STATE_DIGEST_TAG, TRAINING_STATE, connect, is_local, model_version, parse_model_uri,
 )
 from pipelines.stages import maybe_fail, maybe_kill, retry_unless_user_error
 from pipelines.warm_start import Parent
