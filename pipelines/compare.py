@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 from prefect import flow
 
-from gan import checkpoint as ckpt
-from gan import sampling
+from gan import checkpoint as ckpt, sampling
 from gan.images import save_labelled_rows, save_time_to_quality
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.flow import gan_pipeline
-from pipelines.runtime import Workspace
+from pipelines.workspace import Workspace
 
 
 def result_row(name: str, cfg: PipelineConfig, summary: dict) -> dict:

@@ -17,19 +17,6 @@ from gan.config import (
 )
 
 
-class UsageError(Exception):
-    """Bad input on the command line, found before any work started."""
-
-
-class RegistrationRefused(Exception):
-    """The watchdog found the trained model broken: it is evaluated, never registered. Retrying cannot help."""
-
-
-class ClusterUnavailable(Exception):
-    """The Ray cluster could not place the training workers (a node lost, or too few nodes). Retrying at once cannot help;
-    a re-run once the cluster has room resumes from the latest checkpoint."""
-
-
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "presets"
 # A registered model version (`--model`, `train.init_from`), and an alias of the model this config registers.
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<number>\d+))")
@@ -212,6 +199,23 @@ def _describe(err: ValidationError, origin: str, overrides: list[str]) -> str:
     source = "--set" if any(g == key or g.startswith(key + ".") for g in given) else origin
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"config error: {key} = {value!r} ({source}): {what}{more}"
+
+
+def check_batch_fits(cfg: "PipelineConfig", train_rows: int) -> None:
+    """Every worker must get at least one full batch per epoch."""
+    from gan.data import DataError  # noqa: PLC0415 - a mistyped key should not wait for the data readers
+
+    per_worker = train_rows // cfg.ray.num_workers
+    if per_worker < cfg.train.batch_size:
+        raise DataError(
+            f"train.batch_size = {cfg.train.batch_size}: each of {cfg.ray.num_workers} workers holds only {per_worker} "
+            "training images; lower train.batch_size or ray.num_workers"
+        )
+
+
+def cache_key(*parts: object) -> str:
+    """A stage's Prefect cache key: a hash of its real inputs."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
 
 
 def fingerprint(*parts: Any) -> str:

@@ -9,12 +9,12 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from pipelines.config import PipelineConfig
-from pipelines.evaluate import evaluate_task
-from pipelines.ingest import ingest_task
-from pipelines.register import register_task
-from pipelines.runtime import Workspace, workspace_lock
-from pipelines.stages import first_line
-from pipelines.train import train_task, warm_start_task
+from pipelines.errors import first_line
+from pipelines.stages.evaluate import evaluate_task
+from pipelines.stages.ingest import ingest_task
+from pipelines.stages.register import register_task
+from pipelines.stages.train import train_task, warm_start_task
+from pipelines.workspace import Workspace, workspace_lock
 
 
 def run_stage(stage, timings: dict, output_exists: Callable[[object], bool], *args: object) -> object:  # noqa: ANN001

@@ -17,7 +17,8 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.types.entrypoint import EntrypointType
 from pydantic import ValidationError
 
-from pipelines.config import PipelineConfig, UsageError
+from pipelines.config import PipelineConfig
+from pipelines.errors import UsageError
 
 DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # At most one run of the deployment at a time; a run that comes due while one is running waits for its end

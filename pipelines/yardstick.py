@@ -1,10 +1,12 @@
 """Yardsticks: what a score was measured with, kept so that generators trained on different data can be compared.
 
 A yardstick is a feature extractor, the reference data its samples are compared with (the training images' features and
-class histogram), the sample count and the latents' seed. Every evaluation measures with one (`Instrument`) and keeps
+class histogram), the sample count and the latents' seed. Here too the pieces it is made of, each kept in the working
+folder once: the feature classifier trained on the data (`feature_classifier`), the extractor it serves as (or the
+Inception network), and the reference (`reference_of`). Every evaluation measures with one (`Instrument`) and keeps
 it beside its report as `yardstick.pt` (the extractor's weights, the reference features, the class mix conditional
 labels are drawn in), so any generator can later be measured on it again, on any machine that can read the MLflow run
-the report was logged to. The registry (pipelines/register.py) keeps two uses of it:
+the report was logged to. The registry (pipelines/stages/register.py) keeps two uses of it:
 
 - the model's yardstick, fixed by its first version and named on the registered model (tag `yardstick`): every later
   version is measured on it too (`yardstick_fid`), so the versions of a model read on one scale across data versions;
@@ -19,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan import metrics, sampling
+from gan import data, metrics, sampling
+from gan.config import ConfigError, check_eval
 from gan.latent import Latent
 from gan.sampling import Inputs
-from pipelines.config import fingerprint
-from pipelines.ray_embed import embed_images
+from pipelines.cluster.embed import embed_images
+from pipelines.config import PipelineConfig, fingerprint
+from pipelines.workspace import Workspace
 
 BUNDLE = "yardstick.pt"  # beside every report.json, and logged with it (MLflow run artifact evaluation/yardstick.pt)
 FORMAT_VERSION = 1
@@ -153,3 +157,86 @@ class Instrument:
             extractor = metrics.build_extractor(blob["extractor"], classifier=classifier, classifier_key=yardstick.extractor)
         reference = metrics.Reference.of(blob["feats"].numpy().astype(np.float64), blob["hist"].numpy(), bool(blob["kid_rescale"]))
         return cls(yardstick, extractor, classifier, reference, blob["class_mix"].numpy())
+
+
+def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
+    """Names the FID/IS feature classifier: scores are comparable only between equal keys. It depends on the data,
+    the classifier's settings and its own code only, so a change elsewhere in `gan` keeps champions comparable."""
+    return fingerprint(
+        manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment, metrics.source_digest(),
+        *sample_tag(cfg, manifest),
+    )
+
+
+def train_rows(cfg: PipelineConfig, manifest: dict) -> np.ndarray:
+    """The training split's rows the evaluation holds in memory (eval.train_sample): a seeded sample, or every row of a
+    smaller split."""
+    return data.sample_rows(manifest["rows"]["train"], cfg.eval.train_sample)
+
+
+def sample_tag(cfg: PipelineConfig, manifest: dict) -> tuple[int, ...]:
+    """What eval.train_sample adds to a cache key: nothing when the sample is the whole split, so the classifier and
+    reference of a data set within the sample keep their keys whatever the setting."""
+    return (cfg.eval.train_sample,) if 0 < cfg.eval.train_sample < manifest["rows"]["train"] else ()
+
+
+def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[metrics.Classifier, float]:
+    """Train the FID/IS feature classifier once per dataset fingerprint and classifier config; cache it."""
+    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{feature_extractor_key(cfg, manifest)}.pt"
+    image_shape, num_classes = tuple(manifest["image_shape"]), manifest["num_classes"]
+    model = metrics.Classifier(image_shape, num_classes)
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(blob["state"])
+        return model.eval(), float(blob["accuracy"])
+    print(f"[evaluate] training the feature classifier ({cfg.eval.classifier_epochs} epochs)")
+    images, labels = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))
+    model = metrics.train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment)
+    accuracy = metrics.accuracy(model, data.iter_split(dataset_dir, "heldout"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": model.state_dict(), "accuracy": accuracy}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return model, accuracy
+
+
+def feature_extractor(cfg: PipelineConfig, classifier: metrics.Classifier, classifier_key: str) -> metrics.Extractor:
+    """The network FID, KID, the k-NN metrics, feature memorisation and IS read, as eval.feature_extractor names it."""
+    check_eval(cfg.eval)  # the weights file may have gone since the config was loaded
+    try:
+        return metrics.build_extractor(
+            cfg.eval.feature_extractor, classifier=classifier, classifier_key=classifier_key, inception_weights=cfg.eval.inception_weights
+        )
+    except metrics.WeightsError as err:
+        raise ConfigError(f"config error: eval.inception_weights = {cfg.eval.inception_weights!r}: {err}") from None
+
+
+def reference_of(
+    cfg: PipelineConfig, extractor: metrics.Extractor, classifier: metrics.Classifier, classifier_key: str, manifest: dict,
+    dataset_dir: Path,
+) -> metrics.Reference:
+    """The training images' features and class histogram as every score reads them: those of the sample of `train_rows`,
+    the largest set an evaluation embeds, embedded once per extractor, classifier, dataset and sample, and kept."""
+    key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"], *sample_tag(cfg, manifest))
+    folder = Workspace.of(cfg.runtime.workdir).features / f"train-{key}"
+    if not folder.is_dir():
+        images = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))[0]
+        embedded = embed(extractor, classifier, images, cfg.eval.ray_embed_min_images)
+        data.remove_stale_temporaries(folder.parent)
+        with data.written_aside(folder) as tmp:  # both arrays appear together, as float32 when that loses nothing
+            np.save(tmp / "feats.npy", narrowed(embedded.feats))
+            np.save(tmp / "classes.npy", narrowed(embedded.classes))
+    feats, classes = (np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float64) for name in ("feats", "classes"))
+    return metrics.Reference.of(feats, metrics.class_histogram(classes), extractor.kid_rescale)
+
+
+def label_shares(manifest: dict, names: list[str]) -> list[float]:
+    """The training split's share of each named class, by label (0 for a class the dataset lacks)."""
+    counts = manifest["class_counts"]["train"]
+    by_name = {name: counts.get(str(k), 0) for k, name in enumerate(manifest["class_names"])}
+    total = sum(by_name.values())
+    return [by_name.get(name, 0) / total for name in names]
+
+
+def class_mix(manifest: dict) -> np.ndarray:
+    """The training split's class shares [K], from the manifest."""
+    return np.array(label_shares(manifest, manifest["class_names"]), dtype=np.float64)

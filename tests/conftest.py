@@ -24,7 +24,7 @@ def own_environment():
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
     """`cli(*args)` runs `gan-pipeline ARGS` in this process: (exit code, stdout, stderr)."""
-    from pipelines.cli import main  # noqa: PLC0415
+    from pipelines.cli.main import main  # noqa: PLC0415
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["gan-pipeline", *args])

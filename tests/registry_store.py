@@ -8,9 +8,9 @@ from PIL import Image
 
 from gan import checkpoint
 from gan.data import load_source
+from pipelines.cluster.ray import RAY_RUN_RECORD
 from pipelines.config import PipelineConfig
-from pipelines.runtime import RAY_RUN_RECORD
-from pipelines.register import register
+from pipelines.stages.register import register
 from tests.test_training_loop import recipe, run
 
 

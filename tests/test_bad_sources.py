@@ -141,7 +141,7 @@ ARGS = ["--set", "model.arch=mlp", "--set", "model.conditional=false", "--set", 
 def run_cli(workdir: Path, *args: str) -> tuple[int, str]:
     """`gan-pipeline` in this process (the same `main` the console script calls): (exit code, stdout + stderr).
     The environment the CLI sets for its services is put back afterwards."""
-    from pipelines import cli  # noqa: PLC0415
+    from pipelines.cli import main as cli  # noqa: PLC0415
 
     saved, argv, cwd = dict(os.environ), sys.argv, os.getcwd()
     out, err = io.StringIO(), io.StringIO()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import gan
-from pipelines import codebase
-from pipelines.codebase import STAGES, StageCode, digest, project_modules, reach, stage_modules
+from pipelines import provenance
 from pipelines.config import PipelineConfig
+from pipelines.provenance import STAGE_CODE, StageCode, digest, project_modules, reach, stage_modules
 
 # A worker that reaches `core` at import and `util` only through an import inside a function (a relative one);
 # a driver that runs the worker and borrows from `evaluation`, which the worker never imports.
@@ -127,25 +127,27 @@ def test_the_training_keys_on_the_code_that_computes_the_weights() -> None:
     """On the project: the workers' code reaches the library's loop, networks and losses, and the driver counts, but not
     the evaluation, the registry, the console or the runtime, so editing those lets an unchanged training config resume."""
     modules = project_modules()
-    train = stage_modules(STAGES["train"], modules)
-    assert {"pipelines.ray_worker", "pipelines.train", "gan.training_loop", "gan.loss", "gan.networks.dcgan", "gan.checkpoint"} <= train
-    assert not {"pipelines.evaluate", "pipelines.register", "pipelines.console", "pipelines.runtime", "pipelines.flow"} & train
-    evaluate = stage_modules(STAGES["evaluate"], modules)
-    assert {"pipelines.evaluate", "pipelines.ray_embed", "gan.metrics.fid", "gan.checkpoint"} <= evaluate
-    assert not {"pipelines.train", "pipelines.ray_worker", "gan.training_loop", "pipelines.register"} & evaluate
-    assert "pipelines.ingest" in stage_modules(STAGES["ingest"], modules)
+    train = stage_modules(STAGE_CODE["train"], modules)
+    assert {"pipelines.cluster.worker", "pipelines.cluster.fit", "pipelines.stages.train", "gan.training_loop", "gan.loss",
+            "gan.networks.dcgan", "gan.checkpoint"} <= train
+    assert not {"pipelines.stages.evaluate", "pipelines.stages.register", "pipelines.console", "pipelines.workspace", "pipelines.flow",
+                "pipelines.registry.client"} & train
+    evaluate = stage_modules(STAGE_CODE["evaluate"], modules)
+    assert {"pipelines.stages.evaluate", "pipelines.cluster.embed", "gan.metrics.fid", "gan.checkpoint"} <= evaluate
+    assert not {"pipelines.stages.train", "pipelines.cluster.worker", "gan.training_loop", "pipelines.stages.register"} & evaluate
+    assert "pipelines.stages.ingest" in stage_modules(STAGE_CODE["ingest"], modules)
 
 
 def test_every_stage_has_its_own_code_and_the_whole_code_has_the_package_version() -> None:
-    codes = {stage: codebase.stage_code(stage) for stage in STAGES}
+    codes = {stage: provenance.stage_code(stage) for stage in STAGE_CODE}
     assert all(re.fullmatch("[0-9a-f]{12}", code) for code in codes.values()) and len(set(codes.values())) == len(codes)
-    version, _, whole = codebase.code_version().partition("+")
+    version, _, whole = provenance.code_version().partition("+")
     assert version == gan.__version__ and re.fullmatch("[0-9a-f]{12}", whole) and whole not in codes.values()
 
 
 def test_the_training_run_is_named_after_the_training_code_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Same run name, so a re-run resumes, while only other stages' code changed; a new name once the training code did."""
-    from pipelines import train  # noqa: PLC0415 - imports Prefect and the worker's code
+    from pipelines.stages import train  # noqa: PLC0415 - imports Prefect and the worker's code
 
     cfg, manifest = PipelineConfig(), {"fingerprint": "data"}
     codes = {"ingest": "i1", "train": "t1", "evaluate": "e1"}

@@ -1,4 +1,4 @@
-"""Two runs in one working folder take turns: the folder's lock (`pipelines/runtime.py`, `acquire_workspace_lock`) makes the
+"""Two runs in one working folder take turns: the folder's lock (`pipelines/workspace.py`, `acquire_workspace_lock`) makes the
 second wait for the first, so they never share a local Ray, write the Prefect and MLflow databases together or promote
 against each other. Fast: the lock itself, with other processes. End to end (a second `gan-pipeline run` started while
 another holds the lock, waiting, then registering its own version against the first's): tests/test_fault_matrix.py."""
@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.runtime import Workspace, acquire_workspace_lock, release_workspace_locks, workspace_lock
+from pipelines.workspace import Workspace, acquire_workspace_lock, release_workspace_locks, workspace_lock
 
 ROOT = Path(__file__).resolve().parents[1]
-TAKE_LOCK = "import sys, time; from pipelines.runtime import Workspace, workspace_lock\n" \
+TAKE_LOCK = "import sys, time; from pipelines.workspace import Workspace, workspace_lock\n" \
             "with workspace_lock(Workspace.of(sys.argv[1])):\n    print('locked', flush=True); time.sleep(float(sys.argv[2]))"
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gan.config import Recipe, check_recipe
-from pipelines.config import PRESETS_DIR, ConfigError, PipelineConfig, load_config, preset_path
+from pipelines.config import ConfigError, PRESETS_DIR, PipelineConfig, load_config, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_bad_values_name_key_value_and_rule(override: str, expected: str) -> Non
 
 @pytest.mark.parametrize("value", ["", "shared/ray", "/mnt/shared/ray", "s3://bucket/gan", "gs://bucket", "file:///mnt/shared/ray"])
 def test_storage_path_takes_a_local_path_or_a_pyarrow_uri(value: str, tmp_path: Path) -> None:
-    from pipelines.runtime import Workspace, ray_storage  # noqa: PLC0415
+    from pipelines.workspace import Workspace, ray_storage  # noqa: PLC0415
 
     cfg = load_config(None, [f"ray.storage_path={value}"] if value else [])
     storage = ray_storage(cfg.ray.storage_path, Workspace(tmp_path))
@@ -135,7 +135,7 @@ def test_unknown_preset_lists_the_known_ones() -> None:
 
 
 def test_workers_that_leave_ray_data_no_cpu_are_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.ingest import check_local_cpus
+    from pipelines.stages.ingest import check_local_cpus
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 2)

@@ -108,7 +108,7 @@ def saved_size(state: dict, folder: Path) -> int:
 def test_a_checkpoint_on_a_full_disk_fails_naming_its_file_and_saves_once_space_is_freed(
     small_disk: TmpfsDisk | QuotaDisk, state: dict, tmp_path: Path,
 ) -> None:
-    from pipelines.cli import _failure  # noqa: PLC0415
+    from pipelines.cli.app import _failure  # noqa: PLC0415
 
     size = saved_size(state, tmp_path / "elsewhere")
     folder = small_disk.folder / "checkpoint_000001"
@@ -140,7 +140,7 @@ def test_a_checkpoint_upload_that_fills_the_disk_leaves_no_partial_folder(
     import ray.train  # noqa: PLC0415
     from ray.train.v2._internal.execution.storage import StorageContext  # noqa: PLC0415
 
-    from pipelines.ray_worker import upload_whole  # noqa: PLC0415
+    from pipelines.cluster.worker import upload_whole  # noqa: PLC0415
 
     storage = StorageContext(str(small_disk.folder), "train-x")
     monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(get_storage=lambda: storage))
@@ -165,8 +165,9 @@ def test_a_local_copy_that_fills_the_disk_leaves_no_temporaries(
         pytest.skip("pyarrow writes past a simulated quota: needs a real small file system (mount -t tmpfs, as root)")
     from ray.train import Checkpoint  # noqa: PLC0415
 
-    from pipelines.runtime import RAY_RUN_RECORD, Workspace  # noqa: PLC0415
-    from pipelines.train import local_copy  # noqa: PLC0415
+    from pipelines.cluster.ray import RAY_RUN_RECORD  # noqa: PLC0415
+    from pipelines.workspace import Workspace
+    from pipelines.cluster.fit import local_copy  # noqa: PLC0415
 
     remote = tmp_path / "bucket" / "train-x" / "checkpoint_000001"
     size = saved_size(state, remote)
@@ -187,8 +188,8 @@ def test_a_local_copy_that_fills_the_disk_leaves_no_temporaries(
 def test_a_full_disk_inside_ray_trains_error_is_found_named_and_not_retried() -> None:
     from ray.train import WorkerGroupError  # noqa: PLC0415
 
-    from pipelines.stages import retry_unless_user_error  # noqa: PLC0415
-    from pipelines.train import storage_failure  # noqa: PLC0415
+    from pipelines.errors import retry_unless_user_error  # noqa: PLC0415
+    from pipelines.cluster.fit import storage_failure  # noqa: PLC0415
 
     full = OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")  # pyarrow's
     wrapped = RuntimeError("user code failed")
@@ -201,7 +202,7 @@ def test_a_full_disk_inside_ray_trains_error_is_found_named_and_not_retried() ->
 
 
 def test_the_cli_names_a_read_only_or_forbidden_place_in_one_line() -> None:
-    from pipelines.cli import _failure  # noqa: PLC0415
+    from pipelines.cli.app import _failure  # noqa: PLC0415
 
     for code, reason in ((errno.EROFS, "read-only file system"), (errno.EACCES, "permission denied")):
         message, exit_code = _failure(OSError(code, os.strerror(code), "/data/gan-work/mlflow.db"))
@@ -216,9 +217,9 @@ def test_an_ingest_on_a_full_disk_fails_naming_the_dataset_and_writes_it_whole_o
     import numpy as np  # noqa: PLC0415
 
     from gan import data  # noqa: PLC0415
-    from pipelines.cli import _failure  # noqa: PLC0415
+    from pipelines.cli.app import _failure  # noqa: PLC0415
     from pipelines.config import load_config  # noqa: PLC0415
-    from pipelines.ingest import ingest  # noqa: PLC0415
+    from pipelines.stages.ingest import ingest  # noqa: PLC0415
     from tests.test_pipeline import SMOKE  # noqa: PLC0415
 
     rng = np.random.default_rng(0)

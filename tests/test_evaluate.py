@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from gan import data, metrics
-from pipelines import evaluate, yardstick
+from pipelines import yardstick
 from pipelines.config import load_config
-from pipelines.runtime import Workspace
+from pipelines.stages import evaluate
+from pipelines.workspace import Workspace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,8 +78,8 @@ def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path:
 
     monkeypatch.setattr(yardstick, "embed_images", counted)
 
-    first = evaluate.reference_of(cfg, extractor, classifier, "c1", manifest, folder)
-    again = evaluate.reference_of(cfg, extractor, classifier, "c1", manifest, folder)
+    first = yardstick.reference_of(cfg, extractor, classifier, "c1", manifest, folder)
+    again = yardstick.reference_of(cfg, extractor, classifier, "c1", manifest, folder)
     assert embedded == [300]  # the second evaluation loaded the features
     (kept,) = Workspace.of(cfg.runtime.workdir).features.iterdir()
     assert np.load(kept / "feats.npy").dtype == np.float32  # as the network computed them: half the file
@@ -91,8 +92,8 @@ def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path:
 
     # Another extractor, or another dataset, is embedded anew.
     embedded.clear()
-    evaluate.reference_of(cfg, dataclasses.replace(extractor, key="c2"), classifier, "c1", manifest, folder)
-    evaluate.reference_of(cfg, extractor, classifier, "c1", {**manifest, "fingerprint": "0" * 64}, folder)
+    yardstick.reference_of(cfg, dataclasses.replace(extractor, key="c2"), classifier, "c1", manifest, folder)
+    yardstick.reference_of(cfg, extractor, classifier, "c1", {**manifest, "fingerprint": "0" * 64}, folder)
     assert embedded == [300, 300]
     assert len(list(Workspace.of(cfg.runtime.workdir).features.iterdir())) == 3
 
@@ -108,14 +109,14 @@ def test_the_evaluation_holds_a_bounded_sample_of_a_large_training_split(tmp_pat
     monkeypatch.setattr(yardstick, "embed_images", lambda extractor, images, _: (embedded.append(images.copy()), extractor.embed(images))[1])
     configs = {size: load_config(None, [f"runtime.workdir={tmp_path / 'work'}", f"eval.train_sample={size}"])
                for size in (0, 300, 1000, 120)}
-    keys = {size: evaluate.feature_extractor_key(cfg, manifest) for size, cfg in configs.items()}
+    keys = {size: yardstick.feature_extractor_key(cfg, manifest) for size, cfg in configs.items()}
     assert keys[0] == keys[300] == keys[1000] != keys[120]
 
-    whole = evaluate.reference_of(configs[300], extractor, classifier, "c1", manifest, folder)
-    sample = evaluate.reference_of(configs[120], extractor, classifier, "c1", manifest, folder)
+    whole = yardstick.reference_of(configs[300], extractor, classifier, "c1", manifest, folder)
+    sample = yardstick.reference_of(configs[120], extractor, classifier, "c1", manifest, folder)
     assert len(whole.feats) == 300 and len(sample.feats) == 120
-    rows = evaluate.train_rows(configs[120], manifest)
+    rows = yardstick.train_rows(configs[120], manifest)
     assert len(set(rows.tolist())) == 120 and (np.diff(rows) > 0).all()
     np.testing.assert_array_equal(embedded[1], train[rows])  # exactly those rows, read from disk
-    assert evaluate.reference_of(configs[1000], extractor, classifier, "c1", manifest, folder).feats.shape == whole.feats.shape
+    assert yardstick.reference_of(configs[1000], extractor, classifier, "c1", manifest, folder).feats.shape == whole.feats.shape
     assert len(embedded) == 2  # the whole split's features served both 300 and 1000

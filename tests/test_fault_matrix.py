@@ -1,7 +1,7 @@
 """Every stage x every fault, end to end with the real Ray, Prefect and MLflow, on a tiny run (8x8 digits, one epoch);
 and two runs at once in the working folder.
 
-Faults, by the test hook GAN_PIPELINE_FAIL_AT (pipelines/stages.py): a transient error (`stage:once`, the first attempt
+Faults, by the test hook GAN_PIPELINE_FAIL_AT (pipelines/faults.py): a transient error (`stage:once`, the first attempt
 fails and Prefect's retry recovers it in the same run), a persistent one (`stage`, the run fails with one line and exit 1;
 the re-run starts at that stage, earlier ones from cache) and a SIGKILL of the flow's process (`kill:stage`; the re-run
 redoes or finishes the stage and takes nothing half-written for an output).
@@ -251,7 +251,7 @@ def test_a_run_started_during_another_waits_for_it_then_registers_its_own_model(
     """Run 9 (train.seed 7) was started while run 8 held the working folder's lock: it waited, then ran with a Ray, Prefect
     and MLflow of its own turn, trained into its own Ray Train run, and the gate judged its version against run 8's."""
     from gan import checkpoint as ckpt  # noqa: PLC0415
-    from pipelines import promotion  # noqa: PLC0415
+    from pipelines.registry import promotion  # noqa: PLC0415
     from pipelines.config import RegistryConfig  # noqa: PLC0415
 
     first, second = chain["runs"][8], chain["runs"][9]

@@ -18,12 +18,12 @@ from gan import checkpoint
 from gan.config import Recipe
 from gan.data import load_source, read_manifest
 from gan.training_loop import in_memory_batches, train
-from pipelines import head_to_head
-from pipelines import register as registry
+from pipelines.cluster.ray import RAY_RUN_RECORD
 from pipelines.config import PipelineConfig
-from pipelines.evaluate import evaluate
-from pipelines.ingest import ingest
-from pipelines.runtime import RAY_RUN_RECORD
+from pipelines.registry import champion, head_to_head
+from pipelines.stages import register as registry
+from pipelines.stages.evaluate import evaluate
+from pipelines.stages.ingest import ingest
 from tests.registry_store import digit_files
 from tests.test_training_loop import Recorder
 
@@ -154,7 +154,7 @@ def test_data_the_models_yardstick_cannot_measure_is_refused_in_one_line_until_a
     assert client.get_model_version("ten", "2").tags["promotion"] == refused["reason"]
 
     # A person makes it champion: its yardstick becomes the model's, and the next version on that data meets the gate again.
-    said = registry.promote(world["cfg"], "ten", "2", "five classes from now on")
+    said = champion.promote(world["cfg"], "ten", "2", "five classes from now on")
     assert said == "ten: champion v2 (was v1); ten's yardstick is now v2's (its data cannot be measured on the one before)"
     assert json.loads(client.get_registered_model("ten").tags["yardstick"])["version"] == "2"
     decided = registered(world, "ten", world["strong"], world["fewer"])

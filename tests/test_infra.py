@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipelines.config import PipelineConfig, load_config
-from pipelines.runtime import Workspace, configure_environment
+from pipelines.workspace import Workspace, configure_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -81,7 +81,7 @@ def all_env_set() -> dict[str, dict]:
 def code_reads() -> set[str]:
     """Environment variables the project's code reads: os.environ.get("X"), os.environ["X"], and NAME = "X" hook constants."""
     names: set[str] = set()
-    for path in [*(ROOT / "pipelines").glob("*.py"), *(ROOT / "gan").rglob("*.py")]:
+    for path in [*(ROOT / "pipelines").rglob("*.py"), *(ROOT / "gan").rglob("*.py")]:
         text = path.read_text()
         names |= set(re.findall(r"os\.environ(?:\.get)?[\[(]\"([A-Z][A-Za-z0-9_]*)\"", text))
         names |= set(re.findall(r"^[A-Z_]+_HOOK = \"([A-Z][A-Z0-9_]*)\"", text, re.M))
@@ -89,7 +89,7 @@ def code_reads() -> set[str]:
 
 
 def cli_defaults(workdir: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """What `gan-pipeline` puts into the environment for a run with this workdir (pipelines/runtime.py)."""
+    """What `gan-pipeline` puts into the environment for a run with this workdir (pipelines/workspace.py)."""
     monkeypatch.setattr(os, "environ", {})
     configure_environment(Workspace.of(workdir))
     return dict(os.environ)
@@ -151,7 +151,7 @@ def test_the_images_install_pyproject_pins() -> None:
 
 def test_the_image_runs_the_cli_and_ships_what_the_code_needs() -> None:
     dockerfile = DOCKERFILE.read_text()
-    script = next(name for name, target in PROJECT["scripts"].items() if target == "pipelines.cli:main")
+    script = next(name for name, target in PROJECT["scripts"].items() if target == "pipelines.cli.main:main")
     assert f'ENTRYPOINT ["{script}"]' in dockerfile
     copied = re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)
     copied = {name for line in copied for name in line.split()}
@@ -267,10 +267,10 @@ def workdir_of_image() -> str:
 def test_the_rayjob_entrypoint_is_a_cli_command_on_the_cluster_config() -> None:
     import typer  # noqa: PLC0415
 
-    from pipelines.cli import app  # noqa: PLC0415
+    from pipelines.cli.main import app  # noqa: PLC0415
 
     argv = shlex.split(RAYJOB["spec"]["entrypoint"])
-    assert PROJECT["scripts"][argv[0]] == "pipelines.cli:main"
+    assert PROJECT["scripts"][argv[0]] == "pipelines.cli.main:main"
     group = typer.main.get_command(app)
     command = group.get_command(group.make_context(argv[0], list(argv[1:]), resilient_parsing=True), argv[1])
     assert command is not None, argv[1]

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from gan.config import ConfigError
 from gan import data
+from gan.config import ConfigError
 from gan.data import DataError, load_split, read_manifest
 from pipelines.config import load_config
-from pipelines.ingest import ingest, preflight
+from pipelines.stages.ingest import ingest, preflight
 from tests.test_data import make_idx_dir
 
 

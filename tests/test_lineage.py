@@ -15,11 +15,13 @@ import pytest
 
 from gan.checkpoint import STATE_FILE
 from gan.data import read_manifest
-from pipelines import lineage
-from pipelines.config import UsageError
-from pipelines.ingest import ingest
-from pipelines.lineage import chain, prefect_link, versions_table
-from pipelines.runtime import DISTRIBUTION, RAY_RUN_RECORD, Workspace, commit_exists, git_sha
+from pipelines.cluster.ray import RAY_RUN_RECORD
+from pipelines.errors import UsageError
+from pipelines.provenance import DISTRIBUTION, commit_exists, git_sha
+from pipelines.registry import lineage
+from pipelines.registry.lineage import chain, prefect_link, versions_table
+from pipelines.stages.ingest import ingest
+from pipelines.workspace import Workspace
 from tests import services
 from tests.registry_store import checkpoints, config, registered
 
@@ -98,7 +100,7 @@ def test_a_checkpoint_in_remote_storage_is_copied_into_the_workspace_beside_its_
     """`ray.storage_path` a URI: the train stage hands on a local copy, which later stages and the lineage links read."""
     from ray.train import Checkpoint  # noqa: PLC0415
 
-    from pipelines.train import local_copy  # noqa: PLC0415
+    from pipelines.cluster.fit import local_copy  # noqa: PLC0415
 
     remote = tmp_path / "store" / "train-x" / "checkpoint_000003"  # as Ray Train keeps it under file://<tmp_path>/store
     remote.mkdir(parents=True)

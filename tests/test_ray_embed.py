@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gan import metrics
-from pipelines.ray_embed import embed_images
+from pipelines.cluster.embed import embed_images
 
 
 @pytest.fixture

@@ -13,11 +13,14 @@ import mlflow
 import pytest
 
 from gan.data import read_manifest
-from pipelines import promotion
-from pipelines.cli import main
-from pipelines.config import PipelineConfig, UsageError
-from pipelines.ingest import ingest
-from pipelines.register import _promote, evaluation_inputs, move_champion, promote, rollback
+from pipelines.cli.main import main
+from pipelines.config import PipelineConfig
+from pipelines.errors import UsageError
+from pipelines.registry import promotion
+from pipelines.registry.champion import move_champion, promote, rollback
+from pipelines.registry.lineage import evaluation_inputs
+from pipelines.stages.ingest import ingest
+from pipelines.stages.register import _promote
 from tests import services
 from tests.registry_store import checkpoints, config, evaluation, registered
 

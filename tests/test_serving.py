@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipelines.ingest import ingest
+from pipelines.stages.ingest import ingest
 from tests import services
 from tests.registry_store import checkpoints, config, registered
 from tests.test_training_loop import SHAPE

@@ -16,10 +16,10 @@ from gan.latent import Latent
 from gan.state import build_state, warm_start
 from gan.training_loop import in_memory_batches, train
 from pipelines.config import PipelineConfig, load_config
-from pipelines.ingest import ingest
-from pipelines.train import run_name, training_key
-from pipelines import warm_start as resolution
-from pipelines.warm_start import Parent, resolve, state_file
+from pipelines.registry import warm_start as resolution
+from pipelines.registry.warm_start import Parent, resolve, state_file
+from pipelines.stages.ingest import ingest
+from pipelines.stages.train import run_name, training_key
 from tests.registry_store import checkpoints, config, registered
 from tests.test_training_loop import SHAPE, Interrupted, Recorder, assert_same_tensors, digits, recipe, run
 

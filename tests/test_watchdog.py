@@ -44,7 +44,7 @@ def test_a_run_that_keeps_diverging_fails_naming_the_step_and_the_statistic(monk
 def test_a_divergence_inside_ray_trains_worker_group_error_is_found() -> None:
     from ray.train import WorkerGroupError
 
-    from pipelines.train import failure_cause
+    from pipelines.cluster.fit import failure_cause
 
     inner = watchdog.TrainingDiverged("training diverged at step 16")
     wrapped = RuntimeError("user code failed")
@@ -96,8 +96,9 @@ def test_a_worker_group_that_cannot_be_placed_becomes_one_line_naming_what_and_w
     from ray.train import ControllerError
     from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 
-    from pipelines.config import ClusterUnavailable, PipelineConfig
-    from pipelines.train import placement_failure
+    from pipelines.config import PipelineConfig
+    from pipelines.errors import ClusterUnavailable
+    from pipelines.cluster.fit import placement_failure
 
     cfg = PipelineConfig.model_validate({"ray": {"num_workers": 2, "placement_retries": 1, "worker_resources": {"slot": 1}}})
     resources = {"CPU": 0.5, "slot": 1.0}

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan.metrics import inception
 from gan.metrics.classifier import FEATURE_DIM, Classifier, embed
+from gan.metrics.inception import FEATURE_DIM as INCEPTION_DIM
+from gan.metrics.inception import PREPROCESSING, load_fid_inception
 
 
 @dataclass(frozen=True)
@@ -49,16 +50,16 @@ def from_inception_weights(*, inception_weights: str | Path, **_: object) -> Ext
     """The FID Inception's pool3 features; its key names the weights file's bytes and the resize protocol.
     Raises inception.WeightsError when the file is not the network's state dict."""
     path = Path(inception_weights).expanduser()
-    network = inception.load_fid_inception(path)
+    network = load_fid_inception(path)
     # Inception's pool3 features are of order 1, as KID's cubic kernel assumes: KID stays the published one.
-    return Extractor("inception", inception_key(path), network, {}, inception.FEATURE_DIM, batch_size=50, kid_rescale=False)
+    return Extractor("inception", inception_key(path), network, {}, INCEPTION_DIM, batch_size=50, kid_rescale=False)
 
 
 def inception_key(path: Path) -> str:
     """'inception-<first 12 hex of the file's sha256>-<preprocessing>'; pytorch-fid's file starts 6726825d."""
     with path.open("rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()[:12]
-    return f"inception-{digest}-{inception.PREPROCESSING}"
+    return f"inception-{digest}-{PREPROCESSING}"
 
 
 EXTRACTORS: dict[str, Callable[..., Extractor]] = {"classifier": from_classifier, "inception": from_inception_weights}

@@ -6,7 +6,7 @@ For each preset, on the bundled MNIST training split, one after another on the s
 - `bare`: a plain PyTorch loop written out here: the same networks, objective, optimiser, global batch
   and EMA update, random batches from a tensor in memory, every core as torch threads; nothing else;
 - `loop`: the pipeline's training function (`gan.training_loop.train`) in this process, no Ray;
-- `ray-1`: the train stage as `gan-pipeline run` runs it (`pipelines.train.train`: TorchTrainer, Ray
+- `ray-1`: the train stage as `gan-pipeline run` runs it (`pipelines.stages.train.train`: TorchTrainer, Ray
   Data shard, checkpoints, samples) with conf/pipeline.yaml's settings and 1 worker;
 - `ray-N`: the same with N workers (DDP over gloo), the global batch kept: batch_size / N per worker.
 Steady state leaves out the first epoch (`bare`: the first 20 steps): images over the wall clock
@@ -111,8 +111,8 @@ def loop_in_process(recipe: Recipe, images: np.ndarray, labels: np.ndarray, clas
 def ray_train(preset: str, workers: int, seconds: float, workdir: Path) -> tuple[float, int]:
     """The train stage as the pipeline runs it, with conf/pipeline.yaml, the preset, and `workers` workers."""
     from pipelines.config import load_config, preset_path  # noqa: PLC0415
-    from pipelines.ingest import ingest  # noqa: PLC0415
-    from pipelines.train import train as train_stage  # noqa: PLC0415
+    from pipelines.stages.ingest import ingest  # noqa: PLC0415
+    from pipelines.stages.train import train as train_stage  # noqa: PLC0415
 
     base = load_config([ROOT / "conf" / "pipeline.yaml", preset_path(preset)])
     cfg = load_config([ROOT / "conf" / "pipeline.yaml", preset_path(preset)], [
@@ -136,7 +136,7 @@ def main() -> None:
 
     from gan import data  # noqa: PLC0415
     from pipelines.config import load_config, preset_path  # noqa: PLC0415
-    from pipelines.runtime import Workspace, configure_environment  # noqa: PLC0415
+    from pipelines.workspace import Workspace, configure_environment  # noqa: PLC0415
 
     source = data.load_source("bundled-mnist")
     heldout = data.stratified_split(source.labels, 0.2, 0)

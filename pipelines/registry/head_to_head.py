@@ -19,11 +19,11 @@ import torch
 
 from gan import checkpoint as ckpt
 from gan.latent import Latent
-from pipelines import promotion
 from pipelines.config import PipelineConfig
-from pipelines.registry_client import SCORE_TAG, YARDSTICK_TAG, absent, download_once
-from pipelines.runtime import Workspace
-from pipelines.stages import first_line
+from pipelines.errors import first_line
+from pipelines.registry import promotion
+from pipelines.registry.client import SCORE_TAG, YARDSTICK_TAG, absent, download_once
+from pipelines.workspace import Workspace
 from pipelines.yardstick import BUNDLE, Instrument, Yardstick, shape
 
 

@@ -16,16 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan import checkpoint as ckpt
-from gan import data
+from gan import checkpoint as ckpt, data
 from gan.config import TrainConfig
 from gan.distributed import WorkerContext, rank_seed
 from gan.images import save_grid
 from gan.metrics import QuickFID
-from gan.training_loop import Batch, in_memory_batches
-from gan.training_loop import train as train_loop
+from gan.training_loop import Batch, in_memory_batches, train as train_loop
 from pipelines.config import PipelineConfig
-from pipelines.stages import InjectedFailure, raise_naming
+from pipelines.errors import raise_naming
+from pipelines.faults import InjectedFailure
 
 SAMPLES = "samples"
 KILL_AT_BATCH = 20

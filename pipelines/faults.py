@@ -1,61 +1,18 @@
-"""What every stage task shares: user errors that retrying cannot fix, cache keys, the test failure hook."""
+"""The documented test hook `GAN_PIPELINE_FAIL_AT`: failures and SIGKILLs injected at named points of the stages
+(`pipelines.stages.STAGES`), to exercise retries, caching and resumption. A form not listed is an error."""
 
-import errno
-import hashlib
 import os
 import signal
 from pathlib import Path
-from typing import NoReturn
 
-from gan.checkpoint import CheckpointError
-from gan.config import ConfigError
-from gan.data import DataError
-from gan.watchdog import TrainingDiverged
-from pipelines.config import ClusterUnavailable, RegistrationRefused
+from pipelines.stages import STAGES
 
-
-USER_ERRORS = (ConfigError, DataError, CheckpointError, RegistrationRefused, TrainingDiverged, ClusterUnavailable)  # retrying cannot help
-# A full disk or quota, a read-only file system, a folder without write permission: a retry fails the same way.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
-STAGES = ("ingest", "train", "evaluate", "register")
 ONCE = "once"
 
 
 class InjectedFailure(RuntimeError):
     """Raised on purpose by the test hook, to exercise retries, caching and resumption."""
-
-
-def retry_unless_user_error(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
-    """Prefect retry condition: a missing file or a bad value fails the same way every time."""
-    return not (isinstance(state.data, USER_ERRORS) or is_storage_error(state.data))
-
-
-def is_storage_error(err: object) -> bool:
-    """A place to write that is full, read-only or forbidden: the user's to fix, not a bug and not worth a retry."""
-    return isinstance(err, OSError) and err.errno in STORAGE_ERRNOS
-
-
-def naming(err: OSError, path: object) -> OSError:
-    """A copy of the error in the standard words for its errno, naming `path` unless it named a file (pyarrow's name none)."""
-    return OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), err.filename or str(path))
-
-
-def raise_naming(err: OSError, path: object) -> NoReturn:
-    """Re-raise `err` from an except block; a storage error (a full disk, say, in pyarrow's words, which name no
-    file) as `naming(err, path)`."""
-    if is_storage_error(err):
-        raise naming(err, path) from err
-    raise err
-
-
-def first_line(err: BaseException) -> str:
-    """An error's message, its first line only (or '' for an empty one)."""
-    return (str(err).strip().splitlines() or [""])[0]
-
-
-def cache_key(*parts: object) -> str:
-    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
 
 
 def failure_hook() -> dict[str, int | str | None]:

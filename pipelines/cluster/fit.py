@@ -1,4 +1,6 @@
-"""Stage 2: DDP GAN training with a Ray Train TorchTrainer (the per-worker side is in `ray_worker.py`)."""
+"""The training driver: a Ray Train TorchTrainer over the dataset's Parquet shards, each worker running
+`cluster/worker.py`; Ray Train's failures turned into the one line a user needs. Runs in the stage's process or, as a
+Ray Job, on the cluster (`cluster/job_main.py`)."""
 
 import os
 import time
@@ -6,44 +8,22 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from prefect import task
-
-from gan import data, metrics
-from gan.config import check_recipe, warm_started
+from gan import data
+from gan.config import check_recipe
 from gan.watchdog import TrainingDiverged
-from pipelines import console, ray_job, warm_start
-from pipelines.codebase import stage_code
-from pipelines.config import ClusterUnavailable, PipelineConfig, fingerprint, is_uri
-from pipelines.evaluate import class_mix, feature_classifier, feature_extractor_key, train_rows
-from pipelines.ingest import check_batch_fits
-from pipelines.ray_worker import train_loop_per_worker
-from pipelines.runtime import RAY_RUN_RECORD, Workspace, ensure_ray, ray_storage, trains_as_job
-from pipelines.stages import cache_key, failure_hook, is_storage_error, maybe_fail, naming, raise_naming, retry_unless_user_error
-from pipelines.warm_start import Parent
+from pipelines import console
+from pipelines.cluster.ray import RAY_RUN_RECORD, ensure_ray
+from pipelines.cluster.worker import train_loop_per_worker
+from pipelines.config import PipelineConfig, check_batch_fits, is_uri
+from pipelines.errors import ClusterUnavailable, is_storage_error, naming, raise_naming
+from pipelines.faults import failure_hook
+from pipelines.workspace import Workspace, ray_storage
 
 # On CPUs, a worker's OpenMP threads spin between parallel regions instead of sleeping: a sleeping thread is
 # woken late when Ray's own processes share the cores, and every op of the step waits for it (BENCHMARKS.md).
 # The workers' thread counts never exceed the cores (ray_worker.py), so the spinning takes no one's core.
 CPU_WORKER_ENV = {"OMP_WAIT_POLICY": "ACTIVE"}
 BLOCK_BYTES = 16 * 2**20  # Ray Data's largest block: a few of them per read task and per training worker
-
-
-def training_key(cfg: PipelineConfig) -> str:
-    """What a run trains with besides its data and its parent: the recipe, the workers and the training code
-    (`codebase.STAGES`). Not how the parent was named (train.init_from, train.init_missing): the parent itself counts."""
-    train = cfg.train.model_dump(mode="json", exclude={"init_from", "init_missing"})
-    return fingerprint(cfg.model, train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, stage_code("train"))
-
-
-def run_name(cfg: PipelineConfig, manifest: dict, parent: dict | None = None) -> str:
-    """Same data, same training, same parent (its state's digest; none for a cold start): same run, so a re-run resumes
-    its checkpoints."""
-    return "train-" + fingerprint(manifest["fingerprint"], training_key(cfg), parent and parent["digest"])
-
-
-def run_config(cfg: PipelineConfig, parent: dict | None) -> PipelineConfig:
-    """The config the workers train with: a warm start trains train.init_budget of the epochs and the time budget."""
-    return cfg if parent is None else cfg.model_copy(update={"train": warm_started(cfg.train)})
 
 
 def failure_cause(
@@ -89,20 +69,6 @@ def storage_failure(err: BaseException, run_dir: str) -> OSError | None:
     return None if cause is None else naming(cause, run_dir)
 
 
-def quick_fid_blob(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> bytes | None:
-    """The evaluation's feature classifier and the training images' feature statistics, as bytes for the workers
-    (a remote cluster's workers do not see this machine's files); None when quick FIDs are off."""
-    if not cfg.train.fid_every_epochs:
-        return None
-    key = feature_extractor_key(cfg, manifest)
-    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}.pt"
-    if not path.is_file():
-        classifier, _ = feature_classifier(cfg, dataset_dir, manifest)
-        feats, _ = metrics.embed(classifier, data.load_split(dataset_dir, "train", train_rows(cfg, manifest))[0])
-        metrics.QuickFID(classifier, *metrics.gaussian_stats(feats), class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
-    return path.read_bytes()
-
-
 def local_copy(checkpoint, workspace: Workspace, run: str) -> Path:  # noqa: ANN001 - a ray.train.Checkpoint
     """A checkpoint kept in remote storage, downloaded once into <workdir>/checkpoints/<run>/<its folder name>, beside
     the run's record: the later stages read a local folder, and lineage finds the run. Both appear by one rename."""
@@ -122,23 +88,22 @@ def local_copy(checkpoint, workspace: Workspace, run: str) -> Path:  # noqa: ANN
     return out
 
 
-def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> dict:
-    """Fit the GAN with a TorchTrainer on the dataset's train split, from scratch or warm-started from `parent` (a
-    `warm_start.Parent`); return the final checkpoint and timings (with `ray.storage_path` a URI: a local copy of the
-    checkpoint, and its URI as `checkpoint_uri`)."""
+def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_path: str | None = None, quick_fid_path: str | None = None,
+        logger: object = None) -> dict:
+    """Fit the GAN with a TorchTrainer on the dataset's train split as Ray Train run `name`, from scratch or warm-started
+    from the parent state at `init_path`, with quick FIDs from `quick_fid_path` (both files every worker gets as bytes);
+    return the final checkpoint and timings (with `ray.storage_path` a URI: a local copy of the checkpoint, and its URI as
+    `checkpoint_uri`). `lineage` is written beside every checkpoint; `logger` also gets the epoch lines."""
     import ray.data  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
     manifest = data.read_manifest(Path(dataset_dir))
-    name, key = run_name(cfg, manifest, parent), training_key(cfg)  # of the config as given, before a warm start's budget
-    init = None if parent is None else warm_start.state_file(cfg, Parent.of_dict(parent)).read_bytes()  # to every worker
-    cfg = run_config(cfg, parent)
     image_shape = tuple(manifest["image_shape"])
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, manifest["rows"]["train"])
     workspace = Workspace.of(cfg.runtime.workdir)
-    quick_fid = quick_fid_blob(cfg, Path(dataset_dir), manifest)
+    init, quick_fid = (None if path is None else Path(path).read_bytes() for path in (init_path, quick_fid_path))
     started = time.time()
     ensure_ray()
     ray_ready = time.time()
@@ -158,8 +123,7 @@ def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> 
             "config": cfg.model_dump(mode="json"), "image_shape": list(image_shape), "num_classes": manifest["num_classes"],
             "steps_per_epoch": manifest["rows"]["train"] // cfg.ray.num_workers // cfg.train.batch_size,
             "quick_fid": quick_fid, "failure_hooks": failure_hook(), "init": init,
-            # Kept beside every checkpoint (checkpoint.LINEAGE_FILE): the registry tags the version with it.
-            "lineage": {"run": name, "training_key": key, "dataset_fingerprint": manifest["fingerprint"], "warm_start": parent},
+            "lineage": lineage,  # kept beside every checkpoint (checkpoint.LINEAGE_FILE): the registry tags the version with it
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -174,7 +138,7 @@ def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> 
         dataset_config=ray.train.DataConfig(execution_options=ray.data.ExecutionOptions(preserve_order=True)),
     )
     try:
-        with console.training(cfg.train.epochs, console.task_logger()):
+        with console.training(cfg.train.epochs, logger):
             result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         # The watchdog's verdict or a placement failure, in one line: not Ray's wrapper with every worker's traceback.
@@ -198,29 +162,3 @@ def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> 
         "to_first_step_seconds": metrics["first_batch_unix"] - ray_ready if metrics.get("first_batch_unix") else None,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
     }
-
-
-@task(name="warm-start", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
-def warm_start_task(cfg: PipelineConfig, dataset_dir: str) -> dict | None:
-    """train.init_from -> the parent to warm-start from (its training state on this machine), checked against the data;
-    None for a cold start. Not cached: an alias such as @champion names another version once the champion moves."""
-    manifest = data.read_manifest(Path(dataset_dir))
-    parent = warm_start.resolve(cfg, tuple(manifest["image_shape"]), manifest["num_classes"], manifest["fingerprint"], training_key(cfg))
-    return None if parent is None else parent.as_dict()
-
-
-def _key(context, parameters: dict) -> str:  # noqa: ANN001
-    cfg: PipelineConfig = parameters["cfg"]
-    manifest = data.read_manifest(Path(parameters["dataset_dir"]))
-    return cache_key("train", run_name(cfg, manifest, parameters.get("parent")), Workspace.of(cfg.runtime.workdir).root)
-
-
-@task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error,
-      cache_key_fn=_key, persist_result=True, result_serializer="json")
-def train_task(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> dict:
-    """Dataset (and a parent to warm-start from) -> trained checkpoint (cached on dataset fingerprint + train config +
-    training code + parent); the driver runs here, or on the cluster as a Ray Job (`ray.driver`)."""
-    maybe_fail("train")
-    if trains_as_job(cfg):
-        return ray_job.train_as_job(cfg, dataset_dir, run_name(cfg, data.read_manifest(Path(dataset_dir)), parent), parent)
-    return train(cfg, dataset_dir, parent)

@@ -1,6 +1,6 @@
 """The train stage as a Ray Job: its driver runs on the cluster, so the training outlives the process that started it.
 
-The Prefect task submits `python -m pipelines.ray_job` with the resolved config, follows the job's status and output
+The train stage submits `python -m pipelines.cluster.job_main` with the resolved config, follows the job's status and output
 (the epoch lines reach the task's log as with a local driver), stops the job when the task is cancelled or killed,
 and reads the job's result from its last line. A retried task submits a new job with the same Ray Train run name and
 storage, so training resumes from the latest checkpoint. The working folder must be one path that every node sees
@@ -11,17 +11,18 @@ names a URI (s3://, gs://) every node can reach.
 import json
 import os
 import re
-import sys
 import time
 import uuid
 from pathlib import Path
 
 from pipelines import console
+from pipelines.cluster.ray import check_driver, cluster_runtime_env
 from pipelines.config import PipelineConfig
-from pipelines.runtime import Workspace, check_driver, cluster_runtime_env, ray_storage
-from pipelines.stages import FAIL_HOOK, USER_ERRORS
+from pipelines.errors import user_errors
+from pipelines.faults import FAIL_HOOK
+from pipelines.workspace import Workspace, ray_storage
 
-SPEC_ENV = "GAN_PIPELINE_TRAIN_JOB"  # the job's input: {"config": ..., "dataset_dir": ..., "parent": a warm start's or null}
+SPEC_ENV = "GAN_PIPELINE_TRAIN_JOB"  # the job's input: {"config", "dataset_dir", "run_name", "lineage", "files"}
 RESULT = "[train-job] result "  # the job's last line: the train stage's output, as JSON
 USER_ERROR = "[train-job] user error "  # a user's mistake found on the cluster: {"type": ..., "message": ...}
 # What Ray puts before a line it forwards from one of its processes: "(RayTrainWorker pid=123, ip=10.0.0.2) ", coloured.
@@ -30,8 +31,10 @@ POLL_S = 1.0
 STOP_WAIT_S = 60
 
 
-def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str, parent: dict | None = None) -> dict:
-    """Submit the train stage to the cluster at RAY_ADDRESS, follow it to the end, and return its output."""
+def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str, lineage: dict, files: dict[str, str | None], logger: object = None) -> dict:
+    """Submit the training driver (`cluster/fit.py`) to the cluster at RAY_ADDRESS as Ray Train run `run_name`, follow
+    it to the end, and return its output. `files` (the parent's state, the quick-FID yardstick) are paths in the
+    working folder, which every node sees."""
     from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: PLC0415
 
     check_driver(cfg)
@@ -41,16 +44,17 @@ def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str, parent: d
         "runtime": cfg.runtime.model_copy(update={"workdir": str(workspace.root)}),
         "ray": cfg.ray.model_copy(update={"storage_path": ray_storage(cfg.ray.storage_path, workspace)}),
     })
-    spec = {"config": config.model_dump(mode="json"), "dataset_dir": str(Path(dataset_dir).resolve()), "parent": parent}
+    spec = {"config": config.model_dump(mode="json"), "dataset_dir": str(Path(dataset_dir).resolve()), "run_name": run_name,
+            "lineage": lineage, "files": files}
     env = {SPEC_ENV: json.dumps(spec), **({FAIL_HOOK: os.environ[FAIL_HOOK]} if os.environ.get(FAIL_HOOK) else {})}
     client = JobSubmissionClient()  # RAY_ADDRESS, in any of its forms
     job_id = client.submit_job(
-        entrypoint="python -m pipelines.ray_job", submission_id=f"{run_name[:26]}-{uuid.uuid4().hex[:8]}",
+        entrypoint="python -m pipelines.cluster.job_main", submission_id=f"{run_name[:26]}-{uuid.uuid4().hex[:8]}",
         runtime_env=cluster_runtime_env(env), metadata={"run_name": run_name, "dataset_dir": spec["dataset_dir"]},
     )
     print(f"[train] submitted Ray Job {job_id} to {client.get_address()} (run {run_name}); `ray job logs {job_id}` shows all of it")
     try:
-        with console.training(cfg.train.epochs, console.task_logger()):
+        with console.training(cfg.train.epochs, logger):
             status = follow(client, job_id)
     except BaseException:  # the task was cancelled (SIGTERM from Prefect), interrupted or failed here: the job goes too
         stop(client, job_id)
@@ -91,7 +95,7 @@ def stop(client, job_id: str) -> None:  # noqa: ANN001
 def job_error(job_id: str, status: object, message: str | None, logs: str) -> Exception:
     """A user's mistake found on the cluster as its own error (not retried); anything else names the job and its end."""
     found = [json.loads(line[len(USER_ERROR):]) for line in logs.splitlines() if line.startswith(USER_ERROR)]
-    kinds = {kind.__name__: kind for kind in USER_ERRORS}
+    kinds = {kind.__name__: kind for kind in user_errors()}
     if found and found[-1]["type"] in kinds:
         return kinds[found[-1]["type"]](found[-1]["message"])
     tail = [line for line in logs.splitlines() if line.strip()][-1:] or ["(no output)"]
@@ -101,23 +105,3 @@ def job_error(job_id: str, status: object, message: str | None, logs: str) -> Ex
 def _print(data: dict, ignore_prefix: bool = False) -> None:
     for line in data["lines"]:
         print(line, flush=True)
-
-
-def main() -> None:
-    """On the cluster: run the train stage with the submitted config, and print its output as the last line."""
-    import ray  # noqa: PLC0415
-
-    from pipelines.train import train  # noqa: PLC0415 - pipelines.train imports this module
-
-    spec = json.loads(os.environ[SPEC_ENV])
-    ray.init()  # joins the job's cluster with the job's runtime environment (ensure_ray's would clash with it)
-    try:
-        result = train(PipelineConfig.model_validate(spec["config"]), spec["dataset_dir"], spec.get("parent"))
-    except USER_ERRORS as err:
-        print(USER_ERROR + json.dumps({"type": type(err).__name__, "message": str(err)}), flush=True)
-        sys.exit(2)
-    print(RESULT + json.dumps(result), flush=True)
-
-
-if __name__ == "__main__":
-    main()

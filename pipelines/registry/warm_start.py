@@ -13,10 +13,10 @@ from pathlib import Path
 
 from gan import checkpoint as ckpt
 from gan.config import ConfigError, ModelConfig
-from pipelines.config import MODEL_URI, OWN_ALIAS, PipelineConfig, UsageError
-from pipelines.registry_client import STATE_DIGEST_TAG, TRAINING_STATE, absent, connect, download_once, model_version
-from pipelines.runtime import Workspace
-from pipelines.stages import first_line
+from pipelines.config import MODEL_URI, OWN_ALIAS, PipelineConfig
+from pipelines.errors import UsageError, first_line
+from pipelines.registry.client import STATE_DIGEST_TAG, TRAINING_STATE, absent, connect, download_once, model_version
+from pipelines.workspace import Workspace
 
 
 @dataclass(frozen=True)

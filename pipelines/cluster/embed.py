@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from gan import metrics
-from pipelines.runtime import dashboard_address, ensure_ray
+from pipelines.cluster.ray import dashboard_address, ensure_ray
 
 
 def embed_images(

@@ -10,41 +10,23 @@ import numpy as np
 import torch
 from prefect import task
 
-from gan import checkpoint as ckpt
-from gan import data, metrics, sampling, watchdog
-from gan.config import ConfigError, check_eval, unreadable
+from gan import checkpoint as ckpt, data, metrics, sampling, watchdog
+from gan.config import ConfigError, unreadable
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
 from gan.latent import Latent
-from pipelines import console, yardstick
-from pipelines.codebase import stage_code
-from pipelines.config import PipelineConfig, fingerprint
-from pipelines.ray_embed import embed_images
-from pipelines.runtime import Workspace
-from pipelines.stages import cache_key, maybe_fail, maybe_kill, retry_unless_user_error
-from pipelines.yardstick import BUNDLE, Instrument, Yardstick
+from pipelines import console
+from pipelines.cluster.embed import embed_images
+from pipelines.config import PipelineConfig, cache_key, fingerprint
+from pipelines.errors import retry_unless_user_error
+from pipelines.faults import maybe_fail, maybe_kill
+from pipelines.provenance import stage_code
+from pipelines.workspace import Workspace
+from pipelines.yardstick import (
+    BUNDLE, Instrument, Yardstick, class_mix, feature_classifier, feature_extractor, feature_extractor_key, label_shares, reference_of,
+)
+
 
 REPORT = "report.json"
-
-
-def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
-    """Names the FID/IS feature classifier: scores are comparable only between equal keys. It depends on the data,
-    the classifier's settings and its own code only, so a change elsewhere in `gan` keeps champions comparable."""
-    return fingerprint(
-        manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment, metrics.source_digest(),
-        *sample_tag(cfg, manifest),
-    )
-
-
-def train_rows(cfg: PipelineConfig, manifest: dict) -> np.ndarray:
-    """The training split's rows the evaluation holds in memory (eval.train_sample): a seeded sample, or every row of a
-    smaller split."""
-    return data.sample_rows(manifest["rows"]["train"], cfg.eval.train_sample)
-
-
-def sample_tag(cfg: PipelineConfig, manifest: dict) -> tuple[int, ...]:
-    """What eval.train_sample adds to a cache key: nothing when the sample is the whole split, so the classifier and
-    reference of a data set within the sample keep their keys whatever the setting."""
-    return (cfg.eval.train_sample,) if 0 < cfg.eval.train_sample < manifest["rows"]["train"] else ()
 
 
 def eval_key(cfg: PipelineConfig) -> str:
@@ -53,36 +35,6 @@ def eval_key(cfg: PipelineConfig) -> str:
     weights = cfg.eval.inception_weights
     network = metrics.inception_key(Path(weights).expanduser()) if weights is not None and not unreadable(weights) else None
     return fingerprint(cfg.eval.model_dump(mode="json", exclude={"inception_weights"}), network)
-
-
-def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[metrics.Classifier, float]:
-    """Train the FID/IS feature classifier once per dataset fingerprint and classifier config; cache it."""
-    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{feature_extractor_key(cfg, manifest)}.pt"
-    image_shape, num_classes = tuple(manifest["image_shape"]), manifest["num_classes"]
-    model = metrics.Classifier(image_shape, num_classes)
-    if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["state"])
-        return model.eval(), float(blob["accuracy"])
-    print(f"[evaluate] training the feature classifier ({cfg.eval.classifier_epochs} epochs)")
-    images, labels = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))
-    model = metrics.train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment)
-    accuracy = metrics.accuracy(model, data.iter_split(dataset_dir, "heldout"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": model.state_dict(), "accuracy": accuracy}, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    return model, accuracy
-
-
-def feature_extractor(cfg: PipelineConfig, classifier: metrics.Classifier, classifier_key: str) -> metrics.Extractor:
-    """The network FID, KID, the k-NN metrics, feature memorisation and IS read, as eval.feature_extractor names it."""
-    check_eval(cfg.eval)  # the weights file may have gone since the config was loaded
-    try:
-        return metrics.build_extractor(
-            cfg.eval.feature_extractor, classifier=classifier, classifier_key=classifier_key, inception_weights=cfg.eval.inception_weights
-        )
-    except metrics.WeightsError as err:
-        raise ConfigError(f"config error: eval.inception_weights = {cfg.eval.inception_weights!r}: {err}") from None
 
 
 def check_sample_count(n: int, extractor: metrics.Extractor, cfg: PipelineConfig, heldout: int) -> None:
@@ -94,25 +46,6 @@ def check_sample_count(n: int, extractor: metrics.Extractor, cfg: PipelineConfig
             f"config error: eval.feature_extractor {extractor.name!r} with eval.num_samples = {cfg.eval.num_samples} and "
             f"{heldout} held-out images: {err}"
         ) from None
-
-
-def reference_of(
-    cfg: PipelineConfig, extractor: metrics.Extractor, classifier: metrics.Classifier, classifier_key: str, manifest: dict,
-    dataset_dir: Path,
-) -> metrics.Reference:
-    """The training images' features and class histogram as every score reads them: those of the sample of `train_rows`,
-    the largest set an evaluation embeds, embedded once per extractor, classifier, dataset and sample, and kept."""
-    key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"], *sample_tag(cfg, manifest))
-    folder = Workspace.of(cfg.runtime.workdir).features / f"train-{key}"
-    if not folder.is_dir():
-        images = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))[0]
-        embedded = yardstick.embed(extractor, classifier, images, cfg.eval.ray_embed_min_images)
-        data.remove_stale_temporaries(folder.parent)
-        with data.written_aside(folder) as tmp:  # both arrays appear together, as float32 when that loses nothing
-            np.save(tmp / "feats.npy", yardstick.narrowed(embedded.feats))
-            np.save(tmp / "classes.npy", yardstick.narrowed(embedded.classes))
-    feats, classes = (np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float64) for name in ("feats", "classes"))
-    return metrics.Reference.of(feats, metrics.class_histogram(classes), extractor.kid_rescale)
 
 
 def write_pictures(
@@ -311,14 +244,6 @@ def data_change(cfg: PipelineConfig, manifest: dict, dataset_dir: Path, instrume
     return {**section, "summary": change_line(section)}
 
 
-def label_shares(manifest: dict, names: list[str]) -> list[float]:
-    """The training split's share of each named class, by label (0 for a class the dataset lacks)."""
-    counts = manifest["class_counts"]["train"]
-    by_name = {name: counts.get(str(k), 0) for k, name in enumerate(manifest["class_names"])}
-    total = sum(by_name.values())
-    return [by_name.get(name, 0) / total for name in names]
-
-
 def change_line(changes: dict) -> str:
     """The data-change section in one line: files, rows, pixels and the old-vs-new FID."""
     files = changes["files"]
@@ -330,11 +255,6 @@ def change_line(changes: dict) -> str:
     mean = "/".join(f"{m:.3f}" for m in pixels["before"]["mean"]), "/".join(f"{m:.3f}" for m in pixels["after"]["mean"])
     line += f"; pixel mean {mean[0]} -> {mean[1]}"
     return line + (f"; FID old vs new training images {changes['fid']:.2f}" if "fid" in changes else "")
-
-
-def class_mix(manifest: dict) -> np.ndarray:
-    """The training split's class shares [K], from the manifest."""
-    return np.array(label_shares(manifest, manifest["class_names"]), dtype=np.float64)
 
 
 def _key(context, parameters: dict) -> str:  # noqa: ANN001

@@ -5,7 +5,7 @@ yardstick (extractor, reference data, sample count, seed) and its memorised shar
 when its FID is lower than the champion's by more than the noise (the difference's 95 % interval, ± 1.96 × the root of
 the two bootstrap variances, lies above zero), both measured on the same yardstick, and it does not hand back training
 images. A champion measured on other data than the challenger is measured
-again on the challenger's yardstick before the gate decides (pipelines/register.py: head to head). Every move of
+again on the challenger's yardstick before the gate decides (pipelines/stages/register.py: head to head). Every move of
 `champion` (the gate's or a person's) is appended to the model's `champion_history` tag, which `rollback` reads.
 """
 

@@ -2,17 +2,18 @@
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import task
 
 from gan import data
 from gan.config import ConfigError, check_recipe
-from pipelines.codebase import stage_code
-from pipelines.config import PipelineConfig, fingerprint
-from pipelines.runtime import Workspace
-from pipelines.stages import cache_key, maybe_fail, maybe_kill, raise_naming, retry_unless_user_error
+from pipelines.config import PipelineConfig, cache_key, check_batch_fits, fingerprint
+from pipelines.errors import raise_naming, retry_unless_user_error
+from pipelines.faults import maybe_fail, maybe_kill
+from pipelines.provenance import stage_code
+from pipelines.workspace import Workspace, datasets
 
 
 def shaping(cfg: PipelineConfig) -> data.Shaping:
@@ -32,28 +33,11 @@ def dataset_dir(cfg: PipelineConfig, checksum: str) -> Path:
     return Workspace.of(cfg.runtime.workdir).datasets / fingerprint(checksum, settings_key(cfg))
 
 
-def find_dataset(cfg: PipelineConfig, data_fingerprint: str) -> Path | None:
-    """The workspace's dataset whose manifest has this content fingerprint (a registered version's `dataset_fingerprint`),
-    if any. Folders are named by source bytes and split settings, so the manifests are what tells the content."""
-    for folder, manifest in _datasets(cfg):
-        if manifest["fingerprint"] == data_fingerprint:
-            return folder
-    return None
-
-
-def _datasets(cfg: PipelineConfig) -> Iterator[tuple[Path, dict]]:
-    for folder in sorted(Workspace.of(cfg.runtime.workdir).datasets.glob("[!.]*")):  # not the temporaries of a writer
-        try:
-            yield folder, data.read_manifest(folder)
-        except data.DataError:  # incomplete, or written in an older format
-            continue
-
-
 def parent_version(cfg: PipelineConfig, inputs: list[tuple[str, str]]) -> tuple[dict, dict | None]:
     """The manifest's lineage: the latest dataset made from the same source with the same settings (its parent), and
     which input files were added, changed or removed since; and those files by name, for `changes.json` beside the
     manifest (None without a parent)."""
-    same = [(m["created"], f, m) for f, m in _datasets(cfg)
+    same = [(m["created"], f, m) for f, m in datasets(Workspace.of(cfg.runtime.workdir))
             if m.get("source_location") == cfg.data.source and m.get("settings_key") == settings_key(cfg)]
     lineage = {"source_location": cfg.data.source, "settings_key": settings_key(cfg), "parent": None}
     if not same:
@@ -139,16 +123,6 @@ def check_local_cpus(cfg: PipelineConfig) -> None:
             f"config error: ray.num_workers x ray.cpus_per_worker = {cfg.ray.num_workers} x {cfg.ray.cpus_per_worker} reserves "
             f"{reserved:g} of this machine's {cpus} CPUs; at most {cpus - 1:g} may go to workers (Ray Data reads with the rest): "
             "lower ray.cpus_per_worker (the workers' torch threads do not depend on it)"
-        )
-
-
-def check_batch_fits(cfg: PipelineConfig, train_rows: int) -> None:
-    """Every worker must get at least one full batch per epoch."""
-    per_worker = train_rows // cfg.ray.num_workers
-    if per_worker < cfg.train.batch_size:
-        raise data.DataError(
-            f"train.batch_size = {cfg.train.batch_size}: each of {cfg.ray.num_workers} workers holds only {per_worker} "
-            "training images; lower train.batch_size or ray.num_workers"
         )
 
 

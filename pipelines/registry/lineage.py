@@ -17,14 +17,14 @@ from uuid import UUID
 
 from gan import data
 from gan.checkpoint import STATE_FILE
-from pipelines.codebase import code_version
+from pipelines.cluster.ray import RAY_RUN_RECORD
 from pipelines.config import PipelineConfig
-from pipelines.ingest import find_dataset
-from pipelines.register import config_hash
-from pipelines.registry_client import RESOLVED_CONFIG, YARDSTICK_TAG, connect, model_version, registered_model
-from pipelines.stages import first_line
-from pipelines.warm_start import Parent
-from pipelines.runtime import DISTRIBUTION, RAY_RUN_RECORD, Workspace, commit_exists
+from pipelines.errors import UsageError, first_line
+from pipelines.provenance import DISTRIBUTION, code_version, commit_exists
+from pipelines.registry.client import RESOLVED_CONFIG, YARDSTICK_TAG, config_hash, connect, model_version, parse_model_uri, registered_model
+from pipelines.registry.warm_start import Parent
+from pipelines.workspace import Workspace, find_dataset
+
 
 PREFECT_TIMEOUT_S = 60  # opening a client may first start Prefect's temporary server: 10-40 s on a busy small machine
 MINUTE = "%Y-%m-%d %H:%M"
@@ -143,7 +143,7 @@ def prefect_link(flow_run_id: str | None, timeout: float = PREFECT_TIMEOUT_S) ->
 
 def training_links(checkpoint: str | None) -> list[Link]:
     """The Ray Train run and the checkpoint folder. Ray Train keeps a run's checkpoints in
-    <RunConfig.storage_path>/<RunConfig.name>/checkpoint_<time> (pipelines/train.py), so the checkpoint names its run."""
+    <RunConfig.storage_path>/<RunConfig.name>/checkpoint_<time> (pipelines/stages/train.py), so the checkpoint names its run."""
     if checkpoint is None:
         return [_untagged("Ray Train run", "checkpoint"), _untagged("checkpoint", "checkpoint")]
     return [ray_run_link(Path(checkpoint).parent), checkpoint_link(Path(checkpoint))]
@@ -324,3 +324,26 @@ def _number(tags: dict[str, str], key: str) -> float | None:
 def _when(milliseconds: float | None) -> datetime:
     """A store's timestamp (ms since the epoch) as local time."""
     return datetime.fromtimestamp((milliseconds or 0) / 1000).astimezone()
+
+
+def evaluation_inputs(cfg: PipelineConfig, model_uri: str, dataset_dir: Path | None = None) -> tuple[Path, Path]:
+    """(dataset, checkpoint) folders of a registered version, from its lineage tags: the checkpoint it was registered
+    from, and the workspace's dataset with its data fingerprint unless `dataset_dir` is given (which must hold that data)."""
+    version = model_version(connect(cfg), *parse_model_uri(model_uri, "--model"))
+    what = f"--model {model_uri} (v{version.version})"
+    if "checkpoint" not in version.tags:
+        raise UsageError(f"{what}: no checkpoint tag, so not registered by this pipeline; evaluate its checkpoint with --checkpoint")
+    checkpoint = Path(version.tags["checkpoint"])
+    if not checkpoint.is_dir():
+        raise UsageError(f"{what}: its checkpoint folder {checkpoint} no longer exists (or is on another machine)")
+    wanted = version.tags["dataset_fingerprint"]
+    if dataset_dir is None:
+        dataset_dir = find_dataset(cfg, wanted)
+        if dataset_dir is None:
+            datasets = Workspace.of(cfg.runtime.workdir).datasets
+            raise UsageError(f"{what}: no dataset with its data (fingerprint {wanted[:12]}) in {datasets}; "
+                             "run `gan-pipeline ingest` with its data config, or give --dataset")
+    elif (held := data.read_manifest(dataset_dir)["fingerprint"]) != wanted:
+        raise UsageError(f"--dataset {dataset_dir}: holds other data than {what} was trained on (fingerprint {held[:12]}, "
+                         f"not {wanted[:12]}); leave --dataset out to find its own")
+    return dataset_dir, checkpoint

@@ -12,21 +12,21 @@ import numpy as np
 import torch
 from prefect import task
 
-from gan import checkpoint as ckpt
-from gan import data, sampling, watchdog
+from gan import checkpoint as ckpt, data, watchdog
 from gan.latent import Latent
-from pipelines import head_to_head, promotion
-from pipelines.config import PipelineConfig, UsageError, fingerprint
-from pipelines.ingest import find_dataset
-from pipelines.runtime import GAN_DIR, Workspace, code_tags, tracking_uri
-from pipelines.registry_client import (
-    CHALLENGER, CHAMPION, PROMOTION_TAG, RESOLVED_CONFIG, STATE_DIGEST_TAG, TRAINING_STATE, connect, is_local, model_version, parse_model_uri,
+from pipelines.config import PipelineConfig, fingerprint
+from pipelines.errors import retry_unless_user_error
+from pipelines.faults import maybe_fail, maybe_kill
+from pipelines.provenance import GAN_DIR, code_tags
+from pipelines.registry import head_to_head, promotion
+from pipelines.registry.champion import move_champion
+from pipelines.registry.client import (
+    CHALLENGER, CHAMPION, PROMOTION_TAG, RESOLVED_CONFIG, STATE_DIGEST_TAG, TRAINING_STATE, config_hash, connect, is_local,
 )
-from pipelines.stages import maybe_fail, maybe_kill, retry_unless_user_error
-from pipelines.warm_start import Parent
+from pipelines.registry.serving import MODEL_CODE, input_schema
+from pipelines.registry.warm_start import Parent
+from pipelines.workspace import Workspace
 from pipelines.yardstick import BUNDLE
-
-MODEL_CODE = Path(__file__).with_name("generator_model.py")
 
 
 def _experiment_id(client, cfg: PipelineConfig) -> str:  # noqa: ANN001
@@ -36,11 +36,6 @@ def _experiment_id(client, cfg: PipelineConfig) -> str:  # noqa: ANN001
         return experiment.experiment_id
     location = Workspace.of(cfg.runtime.workdir).mlflow_artifacts.as_uri() if is_local(cfg) else None
     return client.create_experiment(cfg.registry.experiment, artifact_location=location)
-
-
-def config_hash(resolved: dict) -> str:
-    """The `config_hash` lineage tag: a hash of the resolved config as logged to the run."""
-    return fingerprint(resolved)
 
 
 def _flatten(config: dict) -> dict[str, str]:
@@ -64,7 +59,7 @@ def _existing_version(client, name: str, lineage_key: str):  # noqa: ANN001, ANN
 
 
 def _promote(client, cfg: PipelineConfig, name: str, version, report: dict, bundle: Path, refused: str | None = None) -> tuple[bool, str]:  # noqa: ANN001
-    """challenger -> this version; champion -> this version if the gate says so (pipelines/promotion.py), with a champion
+    """challenger -> this version; champion -> this version if the gate says so (pipelines/registry/promotion.py), with a champion
     measured on other data measured again on this version's yardstick (`bundle`) first. `refused`: why the gate may not
     even compare (this version's data does not fit the model's yardstick). The reason becomes the version's `promotion` tag."""
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
@@ -91,65 +86,6 @@ def _promote(client, cfg: PipelineConfig, name: str, version, report: dict, bund
         move_champion(client, name, str(version.version), why, by="promotion gate")
     client.set_model_version_tag(name, version.version, PROMOTION_TAG, why)
     return promoted, why
-
-
-def move_champion(client, name: str, version: str, why: str, by: str | None = None, rollback: bool = False) -> str | None:  # noqa: ANN001
-    """Point `champion` at `version` and append the move to the model's champion history; returns the previous champion."""
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
-    try:
-        previous = str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        previous = None
-    client.set_registered_model_alias(name, CHAMPION, version)
-    history = client.get_registered_model(name).tags.get(promotion.HISTORY_TAG)
-    client.set_registered_model_tag(name, promotion.HISTORY_TAG, promotion.record(history, version, previous, why, by, rollback))
-    return previous
-
-
-def promote(cfg: PipelineConfig, name: str, version: str, why: str) -> str:
-    """A person's promotion: champion -> version, whatever the gate would say, recorded with who and why."""
-    client = connect(cfg)
-    found = model_version(client, name, version)
-    version = str(found.version)
-    previous = move_champion(client, name, version, why)
-    client.set_model_version_tag(name, version, PROMOTION_TAG, f"promoted by {promotion.user()}: {why}")
-    return f"{name}: champion v{version} (was {'v' + previous if previous else 'none'})" + head_to_head.follow_champion(client, name, found)
-
-
-def rollback(cfg: PipelineConfig, name: str, why: str) -> str:
-    """champion -> the champion before it, per the recorded history."""
-    client = connect(cfg)
-    current = str(model_version(client, name, CHAMPION).version)
-    previous = promotion.previous_champion(client.get_registered_model(name).tags.get(promotion.HISTORY_TAG), current)
-    if previous is None:
-        raise UsageError(f"{name}: no champion before v{current} on record; use `gan-pipeline promote {name} VERSION`")
-    move_champion(client, name, previous, f"rollback from v{current}: {why}", rollback=True)
-    client.set_model_version_tag(name, previous, PROMOTION_TAG, f"rolled back to by {promotion.user()} from v{current}: {why}")
-    return f"{name}: champion v{previous} (was v{current})" + head_to_head.follow_champion(client, name, client.get_model_version(name, previous))
-
-
-def evaluation_inputs(cfg: PipelineConfig, model_uri: str, dataset_dir: Path | None = None) -> tuple[Path, Path]:
-    """(dataset, checkpoint) folders of a registered version, from its lineage tags: the checkpoint it was registered
-    from, and the workspace's dataset with its data fingerprint unless `dataset_dir` is given (which must hold that data)."""
-    version = model_version(connect(cfg), *parse_model_uri(model_uri, "--model"))
-    what = f"--model {model_uri} (v{version.version})"
-    if "checkpoint" not in version.tags:
-        raise UsageError(f"{what}: no checkpoint tag, so not registered by this pipeline; evaluate its checkpoint with --checkpoint")
-    checkpoint = Path(version.tags["checkpoint"])
-    if not checkpoint.is_dir():
-        raise UsageError(f"{what}: its checkpoint folder {checkpoint} no longer exists (or is on another machine)")
-    wanted = version.tags["dataset_fingerprint"]
-    if dataset_dir is None:
-        dataset_dir = find_dataset(cfg, wanted)
-        if dataset_dir is None:
-            datasets = Workspace.of(cfg.runtime.workdir).datasets
-            raise UsageError(f"{what}: no dataset with its data (fingerprint {wanted[:12]}) in {datasets}; "
-                             "run `gan-pipeline ingest` with its data config, or give --dataset")
-    elif (held := data.read_manifest(dataset_dir)["fingerprint"]) != wanted:
-        raise UsageError(f"--dataset {dataset_dir}: holds other data than {what} was trained on (fingerprint {held[:12]}, "
-                         f"not {wanted[:12]}); leave --dataset out to find its own")
-    return dataset_dir, checkpoint
 
 
 def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dict, checkpoint_dir: Path, report_path: Path, report: dict) -> None:  # noqa: ANN001, E501
@@ -179,20 +115,6 @@ def _log_run(client, run_id: str, cfg: PipelineConfig, lineage: dict, state: dic
         mlflow.log_metrics({f"data_files_{kind}": float(n) for kind, n in changes["files"].items()})
         if "fid" in changes:
             mlflow.log_metric("data_change_fid", changes["fid"])
-
-
-def input_schema(latent: Latent) -> "Schema":  # noqa: F821
-    """The served model's named inputs: z, plus label (conditional) or code / code_continuous (InfoGAN)."""
-    from mlflow.types import Schema, TensorSpec  # noqa: PLC0415
-
-    specs = [TensorSpec(np.dtype(np.float32), (-1, latent.z_dim), "z")]
-    if latent.num_classes:
-        specs.append(TensorSpec(np.dtype(np.int64), (-1,), "label"))
-    if latent.info_categorical:
-        specs.append(TensorSpec(np.dtype(np.int64), (-1,), "code"))
-    if latent.info_continuous:
-        specs.append(TensorSpec(np.dtype(np.float32), (-1, latent.info_continuous), "code_continuous"))
-    return Schema(specs)
 
 
 def _log_generator(blob: dict, latent: Latent) -> str:
@@ -306,39 +228,3 @@ def register_task(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, re
     return register(cfg, dataset_dir, checkpoint_dir, report_path, flow_run_id)
 
 
-def load_served(cfg: PipelineConfig, model_uri: str) -> tuple["mlflow.pyfunc.PyFuncModel", Latent]:  # noqa: F821
-    """A registered generator by URI (e.g. models:/NAME@champion), in this process, and its latent layout."""
-    import mlflow  # noqa: PLC0415
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
-    connect(cfg)
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except MlflowException as err:
-        raise data.DataError(f"--model {model_uri}: cannot load it from {tracking_uri(Workspace.of(cfg.runtime.workdir))}: {err.message}") from None
-    layout = (model.metadata.metadata or {}).get("latent")
-    latent = Latent(**layout) if layout else Latent(model.metadata.get_input_schema().inputs[0].shape[1])
-    return model, latent
-
-
-def sample_grid(cfg: PipelineConfig, model_uri: str, n: int, out: Path, seed: int, label: int | None = None, per_class: bool = False) -> str:
-    """Save samples of a registered generator as a grid: n random ones (all of class `label` if given), or with
-    `per_class` one row per class (conditional) or the InfoGAN code figure (rows: categorical code, columns: a continuous code)."""
-    from gan.images import save_grid  # noqa: PLC0415
-
-    model, latent = load_served(cfg, model_uri)
-    if label is not None and not latent.num_classes:
-        raise UsageError(f"--label {label}: {model_uri} is not a conditional model; it takes no label")
-    if label is not None and not 0 <= label < latent.num_classes:
-        raise UsageError(f"--label {label}: {model_uri} knows classes 0..{latent.num_classes - 1}")
-    nrow = 8
-    if per_class and latent.info_categorical and latent.info_continuous:
-        inputs, nrow = sampling.code_sweep_inputs(latent, 10, seed), 10
-    elif per_class and (latent.num_classes or latent.info_categorical):
-        inputs, nrow = sampling.per_class_inputs(latent, 10, seed), 10
-    elif per_class:
-        raise UsageError(f"--per-class: {model_uri} is unconditional and has no categorical code; there are no classes to lay out")
-    else:
-        inputs = sampling.random_inputs(latent, n, seed, label=label)
-    images = model.predict(inputs.as_dict())  # [n, C, H, W] in [0, 1]
-    return str(save_grid(images, out, nrow=nrow))

@@ -5,8 +5,9 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from gan import data
-from pipelines.config import MODEL_URI, PipelineConfig, UsageError
-from pipelines.runtime import Workspace, tracking_uri
+from pipelines.config import MODEL_URI, PipelineConfig, fingerprint
+from pipelines.errors import UsageError
+from pipelines.workspace import Workspace, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 PROMOTION_TAG = "promotion"  # the gate's reason, on each version it has decided
@@ -15,6 +16,11 @@ TRAINING_STATE = "training_state"  # the run's artifact folder of the full train
 STATE_DIGEST_TAG = "training_state_sha256"  # on the version: that state.pt's sha256, which a warm start checks
 YARDSTICK_TAG = "yardstick"  # on the registered model: the yardstick its first version fixed (JSON, with its bundle's URI)
 SCORE_TAG = "score."  # + a yardstick's key, on a version: its scores measured again on that yardstick (JSON), computed once
+
+
+def config_hash(resolved: dict) -> str:
+    """The `config_hash` lineage tag: a hash of the resolved config as logged to the run."""
+    return fingerprint(resolved)
 
 
 def connect(cfg: PipelineConfig) -> "mlflow.MlflowClient":  # noqa: F821

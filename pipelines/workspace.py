@@ -1,12 +1,11 @@
-"""Where things live and which services to use: embedded local defaults, or the cluster named by the environment.
+"""The working folder: every path a run writes to, one run at a time in it (its lock), places that must take files
+checked before any service starts, the datasets it holds, and the environment defaults of the embedded services.
 
 Nothing here runs at import time: the CLI calls `configure_environment` before Prefect is imported.
 """
 
 import fcntl
-import importlib.metadata
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -15,27 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import gan
-from pipelines.codebase import code_version
-from pipelines.config import UsageError, is_uri
+from pipelines.cluster.ray import RAY_WORKER_ENV, trains_as_job
+from pipelines.config import is_uri
+from pipelines.errors import UsageError
 
 if TYPE_CHECKING:
     from pipelines.config import PipelineConfig
-
-GAN_DIR = Path(gan.__file__).parent
-PROJECT_ROOT = GAN_DIR.parent  # holds gan/ and pipelines/: a git checkout when run from source
-DISTRIBUTION = "gan-pipeline"  # [project] name in pyproject.toml
-GIT_TIMEOUT_S = 5
-RAY_RUN_RECORD = "checkpoint_manager_snapshot.json"  # Ray Train keeps it in the run's folder, to resume the run from
-
-
-# For Ray's processes. The controller polls workers every 0.25 s instead of 2 s (each ray.train.report
-# waits for that poll); workers print plainly instead of through Ray Train's logger, which would
-# show every line twice.
-RAY_WORKER_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
-    "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
-}
 
 
 @dataclass(frozen=True)
@@ -213,114 +197,27 @@ def configure_environment(workspace: Workspace) -> None:
         os.environ.setdefault(key, value)
 
 
-def code_tags() -> dict[str, str]:
-    """What code made a result, as tags: `code_version`, and where known `git_sha` and the installed `package_version`."""
-    tags = {"code_version": code_version(), "git_sha": git_sha(), "package_version": package_version()}
-    return {key: value for key, value in tags.items() if value is not None}
-
-
-def package_version() -> str | None:
-    """The installed distribution's version (None when the code runs without being installed)."""
-    try:
-        return importlib.metadata.version(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def git_sha(root: Path = PROJECT_ROOT) -> str | None:
-    """HEAD of the git checkout at `root`, with `-dirty` when tracked files have changes; None when `root` is no
-    checkout's top folder (an installed copy inside some other repository does not count) or git is not there."""
-    if not _is_checkout(root):
-        return None
-    try:
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no") != ""
-        return _git(root, "rev-parse", "HEAD") + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):  # no commit yet, or git hung
-        return None
-
-
-def commit_exists(sha: str, root: Path = PROJECT_ROOT) -> bool | None:
-    """Whether the checkout at `root` holds this commit; None when there is no checkout (or no git) to ask."""
-    if not _is_checkout(root):
-        return None
-    try:
-        _git(root, "cat-file", "-e", f"{sha}^{{commit}}")
-        return True
-    except subprocess.CalledProcessError:
-        return False
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _is_checkout(root: Path) -> bool:
-    try:
-        return Path(_git(root, "rev-parse", "--show-toplevel")).resolve() == root.resolve()
-    except (OSError, subprocess.SubprocessError):  # no git, or not inside a repository
-        return False
-
-
-def _git(root: Path, *args: str) -> str:
-    # --no-optional-locks: `status` must not take the index lock that a git command of the user may be holding.
-    done = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True, text=True,
-                          timeout=GIT_TIMEOUT_S, check=True)
-    return done.stdout.strip()
-
-
-def dashboard_address() -> str | None:
-    """RAY_ADDRESS when it names a cluster's dashboard (http(s)://host:8265): Ray Jobs go there; drivers cannot join it."""
-    address = os.environ.get("RAY_ADDRESS", "")
-    return address if address.startswith(("http://", "https://")) else None
-
-
-def cluster_runtime_env(env_vars: dict[str, str] | None = None) -> dict:
-    """What a remote cluster's processes need: this library shipped to them, and the Ray Train settings passed on."""
-    env = {key: os.environ.get(key, value) for key, value in RAY_WORKER_ENV.items()}
-    return {"py_modules": [str(GAN_DIR), str(Path(__file__).parent)], "env_vars": {**env, **(env_vars or {})}}
-
-
-def refuse_dashboard() -> None:
-    """A driver in this process joins a cluster through its GCS or ray:// address; a dashboard address takes jobs only."""
-    if dashboard_address():
-        raise UsageError(
-            f"RAY_ADDRESS={dashboard_address()} is a dashboard address, which takes Ray Jobs only (ray.driver: job or auto); "
-            "to run the driver in this process, set RAY_ADDRESS to the cluster's GCS address (host:6379) or ray://host:10001"
-        )
-
-
-def trains_as_job(cfg: "PipelineConfig") -> bool:
-    """`ray.driver`: job, or auto with RAY_ADDRESS naming a dashboard (where only jobs go)."""
-    return cfg.ray.driver == "job" or (cfg.ray.driver == "auto" and dashboard_address() is not None)
-
-
-def check_driver(cfg: "PipelineConfig") -> None:
-    """`ray.driver` against RAY_ADDRESS, before any service starts: a job needs a cluster to go to, and a driver in this
-    process cannot join one through its dashboard address."""
-    if cfg.ray.driver == "job" and not os.environ.get("RAY_ADDRESS"):
-        raise UsageError("ray.driver = 'job' needs RAY_ADDRESS: the cluster's dashboard (http://head:8265), GCS or ray:// address")
-    if not trains_as_job(cfg):
-        refuse_dashboard()
-
-
-def ensure_ray() -> None:
-    """Connect to RAY_ADDRESS if set, else start (once per process) a local Ray on this machine's CPUs."""
-    import ray  # noqa: PLC0415 - heavy import, only for stages that use Ray
-
-    if ray.is_initialized():
-        return
-    refuse_dashboard()
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=cluster_runtime_env())
-        print(f"[ray] connected to the cluster at {ray.get_runtime_context().gcs_address}")
-    else:
-        # The dashboard also serves the state API, which Ray Train's controller polls: without it, every
-        # poll logs a warning.
-        context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
-        print(f"[ray] local cluster started; dashboard at http://{context.dashboard_url}")
-    from pipelines import console  # noqa: PLC0415
-
-    console.attach_ray()
-
-
 def tracking_uri(workspace: Workspace) -> str:
     """MLFLOW_TRACKING_URI if set, else a SQLite store in the workspace."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace.mlflow_db}"
+
+
+def datasets(workspace: Workspace) -> Iterator[tuple[Path, dict]]:
+    """The complete datasets of the working folder, with their manifests (folders are named by source bytes and split
+    settings; manifests tell the content)."""
+    from gan import data  # noqa: PLC0415 - the readers: only when asked
+
+    for folder in sorted(workspace.datasets.glob("[!.]*")):  # not the temporaries of a writer
+        try:
+            yield folder, data.read_manifest(folder)
+        except data.DataError:  # incomplete, or written in an older format
+            continue
+
+
+def find_dataset(cfg: "PipelineConfig", data_fingerprint: str) -> Path | None:
+    """The workspace's dataset whose manifest has this content fingerprint (a registered version's `dataset_fingerprint`),
+    if any. Folders are named by source bytes and split settings, so the manifests are what tells the content."""
+    for folder, manifest in datasets(Workspace.of(cfg.runtime.workdir)):
+        if manifest["fingerprint"] == data_fingerprint:
+            return folder
+    return None

@@ -1,4 +1,5 @@
-"""Which of the project's code each stage runs, and a digest of that code that ignores comments and docstrings.
+"""What made a result: which of the project's code each stage runs and a digest of that code that ignores comments and
+docstrings; the package version and the git commit a registered version records.
 
 A stage's cache key (and the training run's name, which decides whether a re-run resumes) carries the digest of the
 modules the stage runs, so an edit to one stage's code reruns that stage and no other. The rule is told in the
@@ -8,13 +9,19 @@ README ("When a stage reruns").
 import ast
 import functools
 import hashlib
+import importlib.metadata
+import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
 import gan
 import pipelines
 
-PACKAGES = (Path(gan.__file__).parent, Path(pipelines.__file__).parent)  # the project's own code: an import elsewhere is a library's
+GAN_DIR, PIPELINES_DIR = Path(gan.__file__).parent, Path(pipelines.__file__).parent
+PACKAGES = (GAN_DIR, PIPELINES_DIR)  # the project's own code: an import elsewhere is a library's
+PROJECT_ROOT = GAN_DIR.parent  # holds gan/ and pipelines/: a git checkout when run from source
+DISTRIBUTION = "gan-pipeline"  # [project] name in pyproject.toml
+GIT_TIMEOUT_S = 5
 
 
 class StageCode(NamedTuple):
@@ -25,15 +32,16 @@ class StageCode(NamedTuple):
     alone: tuple[str, ...] = ()
 
 
-# Training keys on the code that computes the weights: the workers' code with all it imports (networks, losses, the
-# loop, data, checkpoints) and the driver module that hands the workers their config and data. Not on what the driver
-# imports besides: the evaluation's feature classifier it borrows for quick FIDs is keyed by its own cache
-# (`feature_extractor_key`), and the console, the runtime and the other stages do not touch the weights, so an edit
-# there lets an unchanged training config resume. Code that shapes what the workers get belongs in one of these modules.
-STAGES = {
-    "ingest": StageCode(("pipelines.ingest",)),
-    "train": StageCode(("pipelines.ray_worker",), alone=("pipelines.train",)),
-    "evaluate": StageCode(("pipelines.evaluate",)),
+# By stage (`pipelines.stages.STAGES`; register has no cache). Training keys on the code that computes the weights: the
+# workers' code with all it imports (networks, losses, the loop, data, checkpoints) and the modules that hand the
+# workers their config and data (the stage and the driver). Not on what those import besides: the evaluation's feature
+# classifier it borrows for quick FIDs is keyed by its own cache (`feature_extractor_key`), and the console, the
+# workspace and the registry do not touch the weights, so an edit there lets an unchanged training config resume. Code
+# that shapes what the workers get belongs in one of these modules.
+STAGE_CODE = {
+    "ingest": StageCode(("pipelines.stages.ingest",)),
+    "train": StageCode(("pipelines.cluster.worker",), alone=("pipelines.stages.train", "pipelines.cluster.fit")),
+    "evaluate": StageCode(("pipelines.stages.evaluate",)),
 }
 
 
@@ -118,9 +126,9 @@ def digest(names: set[str], modules: dict[str, Path]) -> str:
 
 @functools.cache
 def stage_code(stage: str) -> str:
-    """The digest of the code `stage` (a key of STAGES) runs, computed once per process."""
+    """The digest of the code `stage` (a key of STAGE_CODE) runs, computed once per process."""
     modules = project_modules()
-    return digest(stage_modules(STAGES[stage], modules), modules)
+    return digest(stage_modules(STAGE_CODE[stage], modules), modules)
 
 
 @functools.cache
@@ -138,3 +146,56 @@ def _prefixes(dotted: str) -> list[str]:
 def _has_docstring(node: ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     first = node.body[0] if node.body else None
     return isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+
+
+def code_tags() -> dict[str, str]:
+    """What code made a result, as tags: `code_version`, and where known `git_sha` and the installed `package_version`."""
+    tags = {"code_version": code_version(), "git_sha": git_sha(), "package_version": package_version()}
+    return {key: value for key, value in tags.items() if value is not None}
+
+
+def package_version() -> str | None:
+    """The installed distribution's version (None when the code runs without being installed)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_sha(root: Path = PROJECT_ROOT) -> str | None:
+    """HEAD of the git checkout at `root`, with `-dirty` when tracked files have changes; None when `root` is no
+    checkout's top folder (an installed copy inside some other repository does not count) or git is not there."""
+    if not _is_checkout(root):
+        return None
+    try:
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no") != ""
+        return _git(root, "rev-parse", "HEAD") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):  # no commit yet, or git hung
+        return None
+
+
+def commit_exists(sha: str, root: Path = PROJECT_ROOT) -> bool | None:
+    """Whether the checkout at `root` holds this commit; None when there is no checkout (or no git) to ask."""
+    if not _is_checkout(root):
+        return None
+    try:
+        _git(root, "cat-file", "-e", f"{sha}^{{commit}}")
+        return True
+    except subprocess.CalledProcessError:
+        return False
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _is_checkout(root: Path) -> bool:
+    try:
+        return Path(_git(root, "rev-parse", "--show-toplevel")).resolve() == root.resolve()
+    except (OSError, subprocess.SubprocessError):  # no git, or not inside a repository
+        return False
+
+
+def _git(root: Path, *args: str) -> str:
+    # --no-optional-locks: `status` must not take the index lock that a git command of the user may be holding.
+    done = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True, text=True,
+                          timeout=GIT_TIMEOUT_S, check=True)
+    return done.stdout.strip()

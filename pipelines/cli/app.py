@@ -1,0 +1,133 @@
+"""The `gan-pipeline` Typer app and what every command shares: the config options, the checks before any service starts,
+the working folder's lock and console, and the entry point that turns a user's mistake into one line."""
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+import yaml
+
+from pipelines import console, errors
+from pipelines.cluster.ray import check_driver
+from pipelines.config import ConfigError, PipelineConfig, load_config, preset_path
+from pipelines.errors import RegistrationRefused, UsageError
+from pipelines.workspace import Workspace, acquire_workspace_lock, check_stores, configure_environment, release_workspace_locks, writable_workspace
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="`gan-pipeline`: the whole flow, or one stage at a time with the same task code.")
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file overriding the defaults (and the preset)")]
+PresetOption = Annotated[Optional[str], typer.Option("--preset", "-p", help="a recipe from conf/presets/ (e.g. wgan-gp), applied before --config")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override one value: section.key=value (repeatable)")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and exit")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="show everything Ray's processes print (always kept in gan-work/logs/)")]
+
+
+def _prepare(
+    preset: str | None, config: Path | None, overrides: list[str] | None, dry_run: bool, verbose: bool = False, exclusive: bool = True,
+) -> PipelineConfig:
+    """The resolved config (printed, and exit, with --dry-run). An `exclusive` command, one that runs stages, holds the
+    working folder's lock while it runs; the others (sample, models, and promote / rollback, which move one alias) do not
+    wait for a run."""
+    cfg = _load(preset, config, overrides)
+    if dry_run:
+        _print_config_and_exit(cfg)
+    workspace = writable_workspace(cfg.runtime.workdir)
+    if exclusive:
+        acquire_workspace_lock(workspace)  # released by `main` when the command ends
+    _console(workspace, verbose)
+    configure_environment(workspace)  # before Prefect is imported
+    return cfg
+
+
+def _load(preset: str | None, config: Path | None, overrides: list[str] | None) -> PipelineConfig:
+    return load_config(([preset_path(preset)] if preset else []) + ([config] if config else []), overrides or [])
+
+
+def _print_config_and_exit(cfg: PipelineConfig) -> None:
+    """--dry-run: the resolved config, and exit."""
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
+    raise typer.Exit(0)
+
+
+def _console(workspace: Workspace, verbose: bool) -> None:
+    """Ray's output goes to a log file of this command (and to the terminal with --verbose)."""
+    context = click.get_current_context(silent=True)
+    command = context.info_name if context is not None else "gan-pipeline"
+    console.configure(verbose, workspace.root / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{os.getpid()}.log")
+    from pipelines.errors import user_errors  # noqa: PLC0415
+
+    console.quiet_user_errors(user_errors())
+
+
+def _preflight(cfg: PipelineConfig) -> None:
+    """Check the settings against this machine, and the source and the config against it, before starting any service."""
+    check_driver(cfg)
+    check_stores(cfg)
+    from pipelines.stages.ingest import preflight  # noqa: PLC0415 - imports Prefect: after the checks that need nothing
+
+    image_shape = preflight(cfg)
+    if cfg.train.init_from:  # a warm start's parent found and fitting the networks and the data's images
+        from pipelines.registry.warm_start import resolve  # noqa: PLC0415
+
+        resolve(cfg, image_shape, say=False)
+
+
+def _existing(path: Path, flag: str) -> Path:
+    if not path.exists():
+        raise UsageError(f"{flag} {path}: no such file or folder")
+    return path.resolve()
+
+
+def main() -> None:
+    """Entry point: run the command, then let the next run in this working folder go (`workspace.acquire_workspace_lock`)."""
+    try:
+        _main()
+    finally:
+        release_workspace_locks()
+
+
+def _main() -> None:
+    """User mistakes print one line and exit non-zero, without a traceback."""
+    try:
+        code = app(standalone_mode=False)  # returns the exit code of typer.Exit
+    except click.ClickException as err:  # bad command line: click's own message
+        err.show()
+        sys.exit(err.exit_code)
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        sys.exit(2)
+    except UsageError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except RegistrationRefused as err:  # the model was trained and evaluated; the watchdog kept it out of the registry
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(3)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:  # a stage failed after its retries: say which and why, once
+        message, code = _failure(err)
+        typer.echo(message, err=True)
+        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _failure(err: Exception) -> tuple[str, int]:
+    """A stage's error as one line and an exit code: bad data, a bad checkpoint or a place that cannot be written is the
+    user's to fix (2); anything else failed the pipeline (1). Imported here: a mistyped key should not wait for torch."""
+    from gan.checkpoint import CheckpointError  # noqa: PLC0415
+    from gan.data import DataError  # noqa: PLC0415
+
+    if isinstance(err, (DataError, CheckpointError)):
+        return f"error: {err}", 2
+    if errors.is_storage_error(err):
+        return f"error: {errors.storage_message(err)}", 2
+    lines = str(err).strip().splitlines() or [""]
+    log = console.record_failure(f"{type(err).__name__}: {err}")
+    more = f" ({f'{len(lines) - 1} more lines and ' if len(lines) > 1 else ''}every process's output in {log})" if log else ""
+    return f"error: the pipeline failed: {type(err).__name__}: {lines[0]}{more}", 1

@@ -1,0 +1,90 @@
+"""Stage 2: DDP GAN training on Ray Train: what the run is (its name, its parent, its config) and what its workers get;
+the driver is `cluster/fit.py`, here or on the cluster as a Ray Job (`cluster/job.py`)."""
+
+from pathlib import Path
+
+from prefect import task
+
+from gan import data, metrics
+from gan.config import warm_started
+from pipelines import console, yardstick
+from pipelines.cluster import fit, job
+from pipelines.cluster.ray import trains_as_job
+from pipelines.config import PipelineConfig, cache_key, fingerprint
+from pipelines.errors import retry_unless_user_error
+from pipelines.faults import maybe_fail
+from pipelines.provenance import stage_code
+from pipelines.registry import warm_start
+from pipelines.registry.warm_start import Parent
+from pipelines.workspace import Workspace
+
+
+def training_key(cfg: PipelineConfig) -> str:
+    """What a run trains with besides its data and its parent: the recipe, the workers and the training code
+    (`provenance.STAGE_CODE`). Not how the parent was named (train.init_from, train.init_missing): the parent itself counts."""
+    train = cfg.train.model_dump(mode="json", exclude={"init_from", "init_missing"})
+    return fingerprint(cfg.model, train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, stage_code("train"))
+
+
+def run_name(cfg: PipelineConfig, manifest: dict, parent: dict | None = None) -> str:
+    """Same data, same training, same parent (its state's digest; none for a cold start): same run, so a re-run resumes
+    its checkpoints."""
+    return "train-" + fingerprint(manifest["fingerprint"], training_key(cfg), parent and parent["digest"])
+
+
+def run_config(cfg: PipelineConfig, parent: dict | None) -> PipelineConfig:
+    """The config the workers train with: a warm start trains train.init_budget of the epochs and the time budget."""
+    return cfg if parent is None else cfg.model_copy(update={"train": warm_started(cfg.train)})
+
+
+def quick_fid_file(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> Path | None:
+    """The evaluation's feature classifier and the training images' feature statistics in one file, which every worker
+    gets as bytes (a remote cluster's workers do not see this machine's files); None when quick FIDs are off."""
+    if not cfg.train.fid_every_epochs:
+        return None
+    key = yardstick.feature_extractor_key(cfg, manifest)
+    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}.pt"
+    if not path.is_file():
+        classifier, _ = yardstick.feature_classifier(cfg, dataset_dir, manifest)
+        feats, _ = metrics.embed(classifier, data.load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0])
+        stats = metrics.gaussian_stats(feats)
+        metrics.QuickFID(classifier, *stats, yardstick.class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
+    return path
+
+
+@task(name="warm-start", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
+def warm_start_task(cfg: PipelineConfig, dataset_dir: str) -> dict | None:
+    """train.init_from -> the parent to warm-start from (its training state on this machine), checked against the data;
+    None for a cold start. Not cached: an alias such as @champion names another version once the champion moves."""
+    manifest = data.read_manifest(Path(dataset_dir))
+    parent = warm_start.resolve(cfg, tuple(manifest["image_shape"]), manifest["num_classes"], manifest["fingerprint"], training_key(cfg))
+    return None if parent is None else parent.as_dict()
+
+
+def _key(context, parameters: dict) -> str:  # noqa: ANN001
+    cfg: PipelineConfig = parameters["cfg"]
+    manifest = data.read_manifest(Path(parameters["dataset_dir"]))
+    return cache_key("train", run_name(cfg, manifest, parameters.get("parent")), Workspace.of(cfg.runtime.workdir).root)
+
+
+@task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error,
+      cache_key_fn=_key, persist_result=True, result_serializer="json")
+def train_task(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> dict:
+    """Dataset (and a parent to warm-start from) -> trained checkpoint (cached on dataset fingerprint + train config +
+    training code + parent); the driver runs here, or on the cluster as a Ray Job (`ray.driver`)."""
+    maybe_fail("train")
+    return train(cfg, dataset_dir, parent)
+
+
+def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> dict:
+    """The run's name and what its workers get (the parent's state, the quick-FID yardstick, the lineage kept beside each
+    checkpoint), then the driver, here or as a Ray Job; its output."""
+    manifest = data.read_manifest(Path(dataset_dir))
+    name = run_name(cfg, manifest, parent)
+    lineage = {"run": name, "training_key": training_key(cfg), "dataset_fingerprint": manifest["fingerprint"], "warm_start": parent}
+    init = None if parent is None else str(warm_start.state_file(cfg, Parent.of_dict(parent)))
+    quick_fid = quick_fid_file(cfg, Path(dataset_dir), manifest)
+    files = {"init_path": init, "quick_fid_path": None if quick_fid is None else str(quick_fid)}
+    if trains_as_job(cfg):
+        return job.train_as_job(run_config(cfg, parent), dataset_dir, name, lineage, files, console.task_logger())
+    return fit.fit(run_config(cfg, parent), dataset_dir, name, lineage, **files, logger=console.task_logger())
