@@ -109,3 +109,19 @@ def test_no_import_cycle_between_the_library_modules() -> None:
     their `__init__` from their own submodules."""
     graph = {m: {i for i in imported(m) if i.startswith("gan")} for m in MODULES if m.startswith("gan")}
     assert cycles(graph) == []
+
+
+def test_the_stages_are_named_once() -> None:
+    """The flow's tasks, the fault hook's points and the code digests all go by `STAGES`."""
+    from pipelines.faults import failure_hook  # noqa: PLC0415
+    from pipelines.provenance import STAGE_CODE  # noqa: PLC0415
+    from pipelines.stages.evaluate import evaluate_task  # noqa: PLC0415
+    from pipelines.stages.ingest import ingest_task  # noqa: PLC0415
+    from pipelines.stages.register import register_task  # noqa: PLC0415
+    from pipelines.stages.train import train_task  # noqa: PLC0415
+
+    assert [task.name for task in (ingest_task, train_task, evaluate_task, register_task)] == list(STAGES)
+    assert set(STAGE_CODE) < set(STAGES) and STAGE_MODULES == {m for m in MODULES if m.startswith("pipelines.stages.")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GAN_PIPELINE_FAIL_AT", ",".join(f"kill:{stage}" for stage in STAGES))
+        assert set(failure_hook()) == {f"kill:{stage}" for stage in STAGES}
