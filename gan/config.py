@@ -161,6 +161,16 @@ class TrainConfig(Section):
     )
 
 
+# The training settings that only schedule or observe a run (how long, how often to log, sample, checkpoint and measure,
+# what the watchdog warns of, where a warm start comes from and how much of the budget it gets), not what its weights are
+# made of: a change resumes the run under its name and continues it (the pipeline's `training_key` leaves them out).
+SCHEDULE_KEYS = frozenset({
+    "epochs", "max_minutes", "log_every_steps", "sample_every_steps", "num_sample_images", "checkpoint_every_epochs",
+    "fid_every_epochs", "fid_samples", "watchdog", "max_rollbacks", "d_wins_fake", "d_wins_real", "d_wins_epochs",
+    "collapse_ratio", "collapse_min_steps", "init_from", "init_missing", "init_budget",
+})
+
+
 class RegConfig(Section):
     r1_gamma: float = Field(0.0, ge=0, le=1e4, description="R1 penalty gamma/2 * |grad D(x)|^2 on real images (Mescheder et al. 2018); 0: off")
     r1_every: int = Field(16, ge=1, le=1000, description="lazy R1: applied every k D steps, weighted by k")

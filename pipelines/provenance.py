@@ -65,8 +65,8 @@ class Import(NamedTuple):
 
 @functools.cache
 def parsed(source: bytes, filename: str) -> tuple[str, tuple[Import, ...]]:
-    """A module's code (its syntax tree without docstrings, as text: comments and layout are never part of it) and its
-    imports, anywhere in the module; parsed once per process and source."""
+    """A module's code (its syntax tree without docstrings and `description=` texts, as text: comments and layout are
+    never part of it) and its imports, anywhere in the module; parsed once per process and source."""
     tree, found = ast.parse(source, filename), []
     for node in ast.walk(tree):  # walks a node's children as they were before the node's docstring goes
         if isinstance(node, ast.Import):
@@ -75,6 +75,8 @@ def parsed(source: bytes, filename: str) -> tuple[str, tuple[Import, ...]]:
             found.append(Import(node.level, node.module or "", tuple(alias.name for alias in node.names)))
         elif isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and _has_docstring(node):
             node.body = node.body[1:]  # left empty when it was only a docstring: the text is hashed, never compiled
+        elif isinstance(node, ast.Call):  # a config field's help text (Field(description=...)) is documentation too
+            node.keywords = [k for k in node.keywords if k.arg != "description"]
     return ast.dump(tree), tuple(found)
 
 

@@ -42,7 +42,7 @@ TREE = {
             return core.scaled(helper())
         ''',
     "pkg/evaluation.py": "from pkg.core import scaled\n\n\ndef score(x):\n    return scaled(x) + 1\n",
-    "pkg/driver.py": "from pkg import evaluation, worker\n\nSTEPS = 10\n",
+    "pkg/driver.py": "from pkg import evaluation, worker\n\nSTEPS = 10\nEPOCHS = Field(5, ge=1, description='passes over the data')\n",
 }
 WORKER = StageCode(("pkg.worker",))
 TRAIN = StageCode(("pkg.worker",), alone=("pkg.driver",))
@@ -91,7 +91,10 @@ def test_comments_docstrings_and_layout_do_not_change_the_code(package: Path) ->
     edit(package / "core.py", '"""x times SCALE."""', '"""Multiply x by SCALE:\n    twice as large."""\n\n')
     edit(package / "__init__.py", '"""A package."""', "# no docstring now")
     edit(package / "driver.py", "STEPS = 10", "STEPS = 10  # per epoch")
+    edit(package / "driver.py", "description='passes over the data'", "description='passes over each worker shard'")  # help text
     assert code_of(package, TRAIN) == before
+    edit(package / "driver.py", "Field(5,", "Field(6,")  # a default is code
+    assert code_of(package, TRAIN) != before
 
 
 def test_a_code_edit_counts_for_the_stages_that_run_it(package: Path) -> None:
@@ -157,3 +160,40 @@ def test_the_training_run_is_named_after_the_training_code_only(monkeypatch: pyt
     assert train.run_name(cfg, manifest) == name
     codes.update(train="t2")
     assert train.run_name(cfg, manifest) != name
+
+
+# What a change of each training setting does to the run (README / docs, "When a stage reruns"): a weights setting names
+# a new run (trained from step 0); a schedule or observation setting keeps the run's name, so the train stage, whose cache
+# key carries it, runs again and continues the run from its latest checkpoint.
+SCHEDULE_CHANGES = [
+    "train.epochs=80", "train.max_minutes=9", "train.log_every_steps=10", "train.sample_every_steps=100", "train.num_sample_images=16",
+    "train.checkpoint_every_epochs=2", "train.fid_every_epochs=2", "train.fid_samples=500", "train.watchdog=false",
+    "train.max_rollbacks=1", "train.d_wins_fake=0.05", "train.d_wins_real=0.95", "train.d_wins_epochs=5", "train.collapse_ratio=0.1",
+    "train.collapse_min_steps=10", "train.init_from=@champion", "train.init_missing=cold",
+]
+WEIGHT_CHANGES = [
+    "train.loss=ns", "train.seed=1", "train.batch_size=32", "train.n_critic=2", "train.precision=bf16", "train.ema_decay=0.99",
+    "train.cache_shard=false", "optim.lr_g=0.0004", "reg.r1_gamma=1", "model.g_width=24", "ray.num_workers=1",
+]
+
+
+@pytest.mark.parametrize("change", SCHEDULE_CHANGES + WEIGHT_CHANGES)
+def test_a_schedule_change_continues_the_run_and_a_weights_change_starts_another(change: str) -> None:
+    from pipelines.config import load_config  # noqa: PLC0415
+    from pipelines.stages import train  # noqa: PLC0415
+
+    manifest = {"fingerprint": "data"}
+    extra = ["train.init_from=@champion"] if change.startswith("train.init_missing") else []  # it acts only with init_from
+    base, changed = load_config(None, extra), load_config(None, [*extra, change])
+    same_run = train.run_name(changed, manifest) == train.run_name(base, manifest)
+    assert same_run == (change in SCHEDULE_CHANGES), change
+    if change in SCHEDULE_CHANGES and not change.startswith("train.init_"):  # how the parent is named is not a schedule
+        assert train.schedule_key(changed) != train.schedule_key(base), change
+
+
+def test_every_training_setting_is_a_schedule_or_a_weights_setting() -> None:
+    from gan.config import SCHEDULE_KEYS, TrainConfig  # noqa: PLC0415
+
+    assert SCHEDULE_KEYS <= TrainConfig.model_fields.keys()
+    covered = {c.split("=")[0].split(".")[1] for c in SCHEDULE_CHANGES if c.startswith("train.")}
+    assert covered == SCHEDULE_KEYS - {"init_budget"}  # init_budget acts only with a parent, which the run name names

@@ -6,7 +6,7 @@ from pathlib import Path
 from prefect import task
 
 from gan import data, metrics
-from gan.config import warm_started
+from gan.config import SCHEDULE_KEYS, warm_started
 from pipelines import console, yardstick
 from pipelines.cluster import fit, job
 from pipelines.cluster.ray import trains_as_job
@@ -20,10 +20,17 @@ from pipelines.workspace import Workspace
 
 
 def training_key(cfg: PipelineConfig) -> str:
-    """What a run trains with besides its data and its parent: the recipe, the workers and the training code
-    (`provenance.STAGE_CODE`). Not how the parent was named (train.init_from, train.init_missing): the parent itself counts."""
-    train = cfg.train.model_dump(mode="json", exclude={"init_from", "init_missing"})
+    """What a run's weights are made of besides its data and its parent: the recipe less what only schedules or observes
+    the run (`gan.config.SCHEDULE_KEYS`: raising train.epochs continues the same run), the workers and the training code
+    (`provenance.STAGE_CODE`). Not how the parent was named: the parent itself counts (`run_name`)."""
+    train = cfg.train.model_dump(mode="json", exclude=SCHEDULE_KEYS)
     return fingerprint(cfg.model, train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, stage_code("train"))
+
+
+def schedule_key(cfg: PipelineConfig) -> str:
+    """What only schedules or observes the run: not part of its name, but of the train stage's cache key, so that a
+    change (more epochs) trains on under the same name instead of taking the finished result from the cache."""
+    return fingerprint(cfg.train.model_dump(mode="json", include=SCHEDULE_KEYS - {"init_from", "init_missing"}))
 
 
 def run_name(cfg: PipelineConfig, manifest: dict, parent: dict | None = None) -> str:
@@ -64,7 +71,7 @@ def warm_start_task(cfg: PipelineConfig, dataset_dir: str) -> dict | None:
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
     manifest = data.read_manifest(Path(parameters["dataset_dir"]))
-    return cache_key("train", run_name(cfg, manifest, parameters.get("parent")), Workspace.of(cfg.runtime.workdir).root)
+    return cache_key("train", run_name(cfg, manifest, parameters.get("parent")), schedule_key(cfg), Workspace.of(cfg.runtime.workdir).root)
 
 
 @task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error,
