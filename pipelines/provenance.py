@@ -2,8 +2,8 @@
 docstrings; the package version and the git commit a registered version records.
 
 A stage's cache key (and the training run's name, which decides whether a re-run resumes) carries the digest of the
-modules the stage runs, so an edit to one stage's code reruns that stage and no other. The rule is told in the
-README ("When a stage reruns").
+modules the stage runs, so an edit to one stage's code reruns that stage and no other. The rule is told in
+docs/pipeline.md ("When a stage reruns").
 """
 
 import ast

@@ -162,7 +162,7 @@ def test_the_training_run_is_named_after_the_training_code_only(monkeypatch: pyt
     assert train.run_name(cfg, manifest) != name
 
 
-# What a change of each training setting does to the run (README / docs, "When a stage reruns"): a weights setting names
+# What a change of each training setting does to the run (docs/pipeline.md, "When a stage reruns"): a weights setting names
 # a new run (trained from step 0); a schedule or observation setting keeps the run's name, so the train stage, whose cache
 # key carries it, runs again and continues the run from its latest checkpoint.
 SCHEDULE_CHANGES = [
