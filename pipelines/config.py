@@ -13,7 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from gan.config import (
-    ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, Recipe, RegConfig, Section, TrainConfig, check_eval, check_recipe,
+    ConfigError, DataConfig, EvalConfig, Recipe, Section, TrainConfig, check_eval, check_recipe,
 )
 
 
@@ -87,7 +87,6 @@ class RayConfig(Section):
 class RegistryConfig(Section):
     model_name: str = Field("mnist-gan", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="registered model name")
     experiment: str = Field("gan-pipeline", min_length=1, description="MLflow experiment name")
-    promote_metric: str = Field("fid", pattern=r"^fid$", description="lower is better; champion moves only on an improvement beyond the noise")
     max_memorised_share: float = Field(
         0.2, ge=0, le=1, description="a challenger whose share of samples closer to a training image than 95 % of held-out images are "
         "exceeds this never becomes champion (about 0.05 is chance)",
@@ -99,12 +98,11 @@ class RuntimeConfig(Section):
     workdir: str = Field("gan-work", min_length=1, description="folder (relative to the current one) for datasets, checkpoints, stores")
 
 
-class PipelineConfig(Section):
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+class PipelineConfig(Recipe):
+    """The library's recipe (model, train, reg, optim) and what running it as a pipeline adds."""
+
     train: TrainSection = Field(default_factory=TrainSection)
-    reg: RegConfig = Field(default_factory=RegConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)

@@ -37,9 +37,6 @@ class Scores:
     class_kl: float
     class_histogram: list[float]
 
-    def as_dict(self, prefix: str = "") -> dict[str, float]:
-        return {f"{prefix}{k}": v for k, v in self.__dict__.items() if k != "class_histogram"}
-
 
 @dataclass(frozen=True)
 class Reference:
