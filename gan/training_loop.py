@@ -256,13 +256,15 @@ def train(
     steps_per_epoch: int | None = None,
     quick_fid: Callable[[nn.Module, Latent], float] | None = None,
     init: dict | None = None,
+    nan_at_step: int | None = None,
 ) -> dict[str, float]:
     """Train for `recipe.train.epochs` epochs (or its time budget), resuming from a checkpoint state if given, else
     warm-started from `init` (a parent's checkpoint state: `state.warm_start`) if given.
 
     `steps_per_epoch` sizes the schedules (learning rate, instance noise); by default it is measured in
     the first epoch. `quick_fid(G_ema, latent)` is called on rank 0 every `fid_every_epochs`, and before the first
-    step of a warm start (the parent's quality, at 0 s).
+    step of a warm start (the parent's quality, at 0 s). `nan_at_step`: a drill of the watchdog, D's weights turned NaN
+    after that step, once.
     """
     check_recipe(recipe, image_shape)
     t, device = recipe.train, ctx.device
@@ -292,7 +294,7 @@ def train(
     z_fixed, c_fixed = (x if x is None else x.to(device) for x in fixed_latents(t.seed, t.num_sample_images, latent))
     ema_at = [-1]
     # The watchdog's memory: the last good state (rolled back to on non-finite numbers), the real images' diversity.
-    good, real_diversity, d_wins_streak, nan_step = copy.deepcopy(s.state_dict()), None, 0, watchdog.nan_hook_step()
+    good, real_diversity, d_wins_streak = copy.deepcopy(s.state_dict()), None, 0
 
     def ema_ready() -> nn.Module:
         """The EMA generator with BatchNorm statistics for its current weights (recomputed once per step at most)."""
@@ -328,7 +330,7 @@ def train(
                 window.add(loss.accumulate_gradients(phase.name, real, labels, gen, progress))
                 window.add(step_phase(phase, recipe, progress, s.lr_scale))
             s.step, steps_in_epoch, images_seen = s.step + 1, steps_in_epoch + 1, images_seen + len(real)
-            if s.step == nan_step and not watchdog.rollbacks(s.events):  # the test hook fires once per run
+            if s.step == nan_at_step and not watchdog.rollbacks(s.events):  # the drill fires once per run
                 watchdog.inject_nan(s.D)
             if s.step % t.log_every_steps == 0 and ctx.is_main:
                 values = window.take()

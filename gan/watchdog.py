@@ -12,7 +12,6 @@ Events live in the training state (`events`), so checkpoints, the evaluation and
 """
 
 import math
-import os
 
 import torch
 from torch import nn
@@ -20,7 +19,6 @@ from torch import nn
 from gan.config import TrainConfig
 from gan.objectives import LOSSES, probability_stats
 
-NAN_HOOK = "GAN_INJECT_NAN_AT_STEP"  # test hook: D's weights turn NaN after this step (once per run)
 ROLLBACK, D_WINS, COLLAPSE, CLEARED = "rollback", "d_wins", "collapse", "collapse_cleared"
 
 
@@ -58,12 +56,6 @@ def diversity(images: torch.Tensor) -> float:
 
 def rollbacks(events: list[dict]) -> int:
     return sum(e["kind"] == ROLLBACK for e in events)
-
-
-def nan_hook_step() -> int | None:
-    """The documented test hook's step (GAN_INJECT_NAN_AT_STEP), read once per run; None when unset."""
-    target = os.environ.get(NAN_HOOK)
-    return int(target) if target else None
 
 
 def inject_nan(D: nn.Module) -> None:

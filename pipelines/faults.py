@@ -1,14 +1,28 @@
-"""The documented test hook `GAN_PIPELINE_FAIL_AT`: failures and SIGKILLs injected at named points of the stages
-(`pipelines.stages.STAGES`), to exercise retries, caching and resumption. A form not listed is an error."""
+"""The documented test hooks: `GAN_PIPELINE_FAIL_AT`, failures and SIGKILLs injected at named points of the stages
+(`pipelines.stages.STAGES`), to exercise retries, caching and resumption (a form not listed is an error); and
+`GAN_INJECT_NAN_AT_STEP`, the watchdog's drill: D's weights turned NaN after that step, once."""
 
 import os
 import signal
 from pathlib import Path
 
+from gan.config import ConfigError
 from pipelines.stages import STAGES
 
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
+NAN_HOOK = "GAN_INJECT_NAN_AT_STEP"
 ONCE = "once"
+
+
+def nan_at_step() -> int | None:
+    """The NaN drill's step (GAN_INJECT_NAN_AT_STEP), read by the driver and handed to every worker (so it acts on a
+    cluster too); None when unset. Part of the training run's identity: a drill's checkpoint is never a normal run's."""
+    value = os.environ.get(NAN_HOOK, "")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"config error: {NAN_HOOK}={value!r}: expected a step number (1 or more), or unset")
+    return int(value)
 
 
 class InjectedFailure(RuntimeError):

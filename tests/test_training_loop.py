@@ -67,11 +67,12 @@ def digits(rows: slice = slice(0, 512)) -> tuple[np.ndarray, np.ndarray]:
     return source.images[rows], source.labels[rows]  # [N, 1, 8, 8] uint8, [N] int64
 
 
-def run(r: Recipe, resume: dict | None = None, sink: Recorder | None = None, steps_per_epoch: int | None = None) -> Recorder:
+def run(r: Recipe, resume: dict | None = None, sink: Recorder | None = None, steps_per_epoch: int | None = None, **loop: object) -> Recorder:
+    """`train` on 512 8x8 digits; `loop` passes further keyword arguments (init, nan_at_step, ...)."""
     sink = sink or Recorder()
     batches = in_memory_batches(*digits(), r.train.batch_size, seed=0)
     try:
-        train(r, SHAPE, 10, batches, sink, resume=resume, steps_per_epoch=steps_per_epoch)
+        train(r, SHAPE, 10, batches, sink, resume=resume, steps_per_epoch=steps_per_epoch, **loop)
     except Interrupted:
         pass
     return sink

@@ -20,9 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS_PER_EPOCH = 16  # 512 digits / batch 32
 
 
-def test_an_injected_nan_is_rolled_back_with_halved_learning_rates_and_the_run_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(watchdog.NAN_HOOK, str(STEPS_PER_EPOCH + 5))  # in the second epoch
-    sink = run(recipe(train=dict(epochs=3, checkpoint_every_epochs=1)))
+def test_an_injected_nan_is_rolled_back_with_halved_learning_rates_and_the_run_finishes() -> None:
+    sink = run(recipe(train=dict(epochs=3, checkpoint_every_epochs=1)), nan_at_step=STEPS_PER_EPOCH + 5)  # in the second epoch
     final = sink.states[-1]
     events = json.loads(final["events_json"])
     assert [e["kind"] for e in events] == [watchdog.ROLLBACK], events
@@ -35,10 +34,29 @@ def test_an_injected_nan_is_rolled_back_with_halved_learning_rates_and_the_run_f
     assert [m["epoch"] for m in sink.epochs] == [1, 2, 3]
 
 
-def test_a_run_that_keeps_diverging_fails_naming_the_step_and_the_statistic(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(watchdog.NAN_HOOK, "3")
+def test_a_run_that_keeps_diverging_fails_naming_the_step_and_the_statistic() -> None:
     with pytest.raises(watchdog.TrainingDiverged, match=r"training diverged at step 16 \(epoch 1\): loss_d = nan; .*max_rollbacks"):
-        run(recipe(train=dict(epochs=2, max_rollbacks=0)))
+        run(recipe(train=dict(epochs=2, max_rollbacks=0)), nan_at_step=3)
+
+
+def test_the_nan_drill_is_read_by_the_driver_names_its_own_run_and_refuses_a_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drill's step is handed to every worker (not read by the loop from its own environment); a run with the drill
+    is another run than the same config without it, so a later normal run never takes the drill's checkpoint."""
+    from gan.config import ConfigError  # noqa: PLC0415
+    from pipelines.config import PipelineConfig  # noqa: PLC0415
+    from pipelines.faults import NAN_HOOK, nan_at_step  # noqa: PLC0415
+    from pipelines.stages.train import run_name  # noqa: PLC0415
+
+    cfg, manifest = PipelineConfig(), {"fingerprint": "data"}
+    monkeypatch.delenv(NAN_HOOK, raising=False)
+    normal = run_name(cfg, manifest)
+    assert nan_at_step() is None
+    monkeypatch.setenv(NAN_HOOK, "40")
+    assert nan_at_step() == 40 and run_name(cfg, manifest) != normal
+    for bad in ("abc", "0", "-3", "4.5"):
+        monkeypatch.setenv(NAN_HOOK, bad)
+        with pytest.raises(ConfigError, match=f"GAN_INJECT_NAN_AT_STEP='{bad}': expected a step number"):
+            nan_at_step()
 
 
 def test_a_divergence_inside_ray_trains_worker_group_error_is_found() -> None:

@@ -16,7 +16,7 @@ from pipelines.cluster.ray import RAY_RUN_RECORD, ensure_ray
 from pipelines.cluster.worker import train_loop_per_worker
 from pipelines.config import PipelineConfig, check_batch_fits, is_uri
 from pipelines.errors import ClusterUnavailable, is_storage_error, naming, raise_naming
-from pipelines.faults import failure_hook
+from pipelines.faults import failure_hook, nan_at_step
 from pipelines.workspace import Workspace, ray_storage
 
 # On CPUs, a worker's OpenMP threads spin between parallel regions instead of sleeping: a sleeping thread is
@@ -122,7 +122,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
         train_loop_config={
             "config": cfg.model_dump(mode="json"), "image_shape": list(image_shape), "num_classes": manifest["num_classes"],
             "steps_per_epoch": manifest["rows"]["train"] // cfg.ray.num_workers // cfg.train.batch_size,
-            "quick_fid": quick_fid, "failure_hooks": failure_hook(), "init": init,
+            "quick_fid": quick_fid, "failure_hooks": failure_hook(), "nan_at_step": nan_at_step(), "init": init,
             "lineage": lineage,  # kept beside every checkpoint (checkpoint.LINEAGE_FILE): the registry tags the version with it
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources),

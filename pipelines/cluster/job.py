@@ -19,7 +19,7 @@ from pipelines import console
 from pipelines.cluster.ray import check_driver, cluster_runtime_env
 from pipelines.config import PipelineConfig
 from pipelines.errors import user_errors
-from pipelines.faults import FAIL_HOOK
+from pipelines.faults import FAIL_HOOK, NAN_HOOK
 from pipelines.workspace import Workspace, ray_storage
 
 SPEC_ENV = "GAN_PIPELINE_TRAIN_JOB"  # the job's input: {"config", "dataset_dir", "run_name", "lineage", "files"}
@@ -46,7 +46,7 @@ def train_as_job(cfg: PipelineConfig, dataset_dir: str, run_name: str, lineage: 
     })
     spec = {"config": config.model_dump(mode="json"), "dataset_dir": str(Path(dataset_dir).resolve()), "run_name": run_name,
             "lineage": lineage, "files": files}
-    env = {SPEC_ENV: json.dumps(spec), **({FAIL_HOOK: os.environ[FAIL_HOOK]} if os.environ.get(FAIL_HOOK) else {})}
+    env = {SPEC_ENV: json.dumps(spec), **{hook: os.environ[hook] for hook in (FAIL_HOOK, NAN_HOOK) if os.environ.get(hook)}}  # the drills too
     client = JobSubmissionClient()  # RAY_ADDRESS, in any of its forms
     job_id = client.submit_job(
         entrypoint="python -m pipelines.cluster.job_main", submission_id=f"{run_name[:26]}-{uuid.uuid4().hex[:8]}",

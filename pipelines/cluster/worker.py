@@ -162,7 +162,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     try:
         train_loop(
             cfg.recipe, image_shape, loop_config["num_classes"], epoch_batches, sink, ctx, resume, cfg.model_dump(mode="json"),
-            steps_per_epoch=loop_config["steps_per_epoch"], quick_fid=quick_fid, init=init,
+            steps_per_epoch=loop_config["steps_per_epoch"], quick_fid=quick_fid, init=init, nan_at_step=loop_config["nan_at_step"],
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,7 +12,7 @@ from pipelines.cluster import fit, job
 from pipelines.cluster.ray import trains_as_job
 from pipelines.config import PipelineConfig, cache_key, fingerprint
 from pipelines.errors import retry_unless_user_error
-from pipelines.faults import maybe_fail
+from pipelines.faults import maybe_fail, nan_at_step
 from pipelines.provenance import stage_code
 from pipelines.registry import warm_start
 from pipelines.registry.warm_start import Parent
@@ -36,7 +36,8 @@ def schedule_key(cfg: PipelineConfig) -> str:
 def run_name(cfg: PipelineConfig, manifest: dict, parent: dict | None = None) -> str:
     """Same data, same training, same parent (its state's digest; none for a cold start): same run, so a re-run resumes
     its checkpoints."""
-    return "train-" + fingerprint(manifest["fingerprint"], training_key(cfg), parent and parent["digest"])
+    drill = nan_at_step()  # the watchdog's drill trains a run of its own
+    return "train-" + fingerprint(manifest["fingerprint"], training_key(cfg), parent and parent["digest"], *([drill] if drill else []))
 
 
 def run_config(cfg: PipelineConfig, parent: dict | None) -> PipelineConfig:
