@@ -78,6 +78,17 @@ def generate(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor | None = None,
     return out
 
 
+def fixed_latents(seed: int, count: int, latent: Latent) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The latent batch every training sample grid is drawn from, the same on every rank and every resume.
+
+    Conditional and InfoGAN models show every class (or categorical code), in order."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.arange(count) * max(latent.num_classes or latent.info_categorical, 1) // count  # every class, in order
+    noise = torch.randn(count, latent.z_dim, generator=gen)
+    cont = torch.rand(count, latent.info_continuous, generator=gen) * 2 - 1
+    return latent.with_codes(noise, rows, cont), (rows if latent.num_classes else None)
+
+
 def random_inputs(latent: Latent, n: int, seed: int, label: int | None = None, class_probs: np.ndarray | None = None) -> Inputs:
     """n random inputs: labels fixed to `label`, else drawn from `class_probs` (uniform by default); random codes."""
     rng = np.random.default_rng(seed)

@@ -11,6 +11,7 @@ Checked once per epoch (the loop makes every rank act alike):
 Events live in the training state (`events`), so checkpoints, the evaluation and the registry see them.
 """
 
+import copy
 import math
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 
 from gan.config import TrainConfig
 from gan.objectives import LOSSES, probability_stats
+from gan.state import TrainingState
 
 ROLLBACK, D_WINS, COLLAPSE, CLEARED = "rollback", "d_wins", "collapse", "collapse_cleared"
 
@@ -80,3 +82,64 @@ def class_collapse(effective: float, real_effective: float, ratio: float) -> str
                 f"{real_effective:.2f} (eval.collapse_ratio {ratio:g})")
     return None
 
+
+
+class Watchdog:
+    """The loop's side of the checks: the last good state (rolled back to on non-finite numbers), the real images'
+    diversity (the collapse check's reference, rank 0) and the run of epochs the discriminator won outright."""
+
+    def __init__(self, s: TrainingState, t: TrainConfig) -> None:
+        self.s, self.t, self.good, self.real_diversity, self.d_wins_streak = s, t, None, None, 0
+
+    def see_real(self, real: torch.Tensor) -> None:
+        """Rank 0, the first batch: the real images' diversity, in the units the samples are measured in."""
+        if self.real_diversity is None and len(real) > 1:
+            self.real_diversity = diversity(real[: self.t.num_sample_images])
+
+    def problem(self, metrics: dict[str, float]) -> str | None:
+        """Every rank, at an epoch's end: its own non-finite number, named."""
+        return nonfinite(metrics, {"G": self.s.G, "D": self.s.D})
+
+    def roll_back(self, problem: str) -> None:
+        """Restore the last good state with halved learning rates, keeping the clock, the epoch log and the events."""
+        s, done = self.s, rollbacks(self.s.events)
+        if done >= self.t.max_rollbacks:
+            raise TrainingDiverged(
+                f"training diverged at step {s.step} (epoch {s.epoch}): {problem}; still after {done} rollbacks with halved "
+                "learning rates (train.max_rollbacks)"
+            )
+        kept = s.train_seconds, s.epoch_log, s.history, s.lr_scale * 0.5
+        event = {"epoch": s.epoch, "step": s.step, "kind": ROLLBACK, "detail": f"{problem}; back to epoch {self.good['epoch']}, learning rates x{kept[3]:g}"}
+        events = [*s.events, event]
+        s.load_state_dict(self.good)
+        s.train_seconds, s.epoch_log, s.history, s.lr_scale = kept
+        s.events = events
+        s.history.append({"step": s.step, "watchdog_rollbacks": float(done + 1)})
+        print(f"[watchdog] step {event['step']}: {event['detail']}", flush=True)
+
+    def watch_balance(self, metrics: dict[str, float], is_main: bool) -> None:
+        """After a healthy epoch: the D-wins streak (an event when it reaches `d_wins_epochs`) and the rollback count."""
+        s, t = self.s, self.t
+        self.d_wins_streak = self.d_wins_streak + 1 if d_wins(t, metrics) else 0
+        if self.d_wins_streak == t.d_wins_epochs and is_main:
+            detail = f"D(x) {metrics['d_real']:.3f}, D(G(z)) {metrics['d_fake']:.3f} for {self.d_wins_streak} epochs"
+            s.events.append({"epoch": s.epoch, "step": s.step, "kind": D_WINS, "detail": detail})
+            print(f"[watchdog] epoch {s.epoch}: the discriminator wins outright: {detail}", flush=True)
+        metrics["watchdog_rollbacks"] = float(rollbacks(s.events))
+
+    def check_samples(self, samples: torch.Tensor) -> None:
+        """Rank 0, at checkpoints: the fixed-latent samples' diversity against the real images'; collapse is an event."""
+        s, t, reference = self.s, self.t, self.real_diversity
+        if not (t.watchdog and t.collapse_ratio and reference and len(samples) > 1 and s.step >= t.collapse_min_steps):
+            return
+        ratio = diversity(samples) / reference
+        s.history.append({"step": s.step, "sample_diversity_ratio": ratio})
+        collapsed = ratio < t.collapse_ratio
+        if collapsed or verdict(s.events):  # a collapse, or the first healthy check after one
+            detail = f"sample diversity {ratio:.3f} x the real images' (train.collapse_ratio {t.collapse_ratio})"
+            s.events.append({"epoch": s.epoch, "step": s.step, "kind": COLLAPSE if collapsed else CLEARED, "detail": detail})
+            print(f"[watchdog] epoch {s.epoch}: {'samples collapsed' if collapsed else 'collapse cleared'}: {detail}", flush=True)
+
+    def keep(self) -> None:
+        """At the start and at every checkpoint: this state is the one to roll back to."""
+        self.good = copy.deepcopy(self.s.state_dict())

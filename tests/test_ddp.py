@@ -14,7 +14,8 @@ from gan.config import Recipe
 from gan.distributed import WorkerContext
 from gan.latent import Latent
 from gan.state import build_state
-from gan.training_loop import in_memory_batches, train
+from gan.batches import in_memory_batches
+from gan.training_loop import train
 from tests.test_training_loop import SHAPE, Recorder, digits, recipe
 
 WORLD, SHARD, BATCH = 2, 64, 16  # 4 steps per rank and recipe

@@ -17,7 +17,8 @@ import pytest
 from gan import checkpoint
 from gan.config import Recipe
 from gan.data import load_source, read_manifest
-from gan.training_loop import in_memory_batches, train
+from gan.batches import in_memory_batches
+from gan.training_loop import train
 from pipelines.cluster.ray import RAY_RUN_RECORD
 from pipelines.config import PipelineConfig
 from pipelines.registry import champion, head_to_head

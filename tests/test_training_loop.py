@@ -18,7 +18,9 @@ from gan.latent import Latent
 from gan.networks import build_generator
 from gan.objectives import LOSSES
 from gan.state import STATE_KEYS
-from gan.training_loop import ema_beta, in_memory_batches, recompute_bn_stats, schedule_steps, train
+from gan.batches import in_memory_batches
+from gan.ema import ema_beta, recompute_bn_stats
+from gan.training_loop import schedule_steps, train
 from pipelines.config import PRESETS_DIR, load_config, preset_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")

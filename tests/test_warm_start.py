@@ -14,7 +14,8 @@ from gan import checkpoint
 from gan.config import ConfigError, TrainConfig, warm_started
 from gan.latent import Latent
 from gan.state import build_state, warm_start
-from gan.training_loop import in_memory_batches, train
+from gan.batches import in_memory_batches
+from gan.training_loop import train
 from pipelines.config import PipelineConfig, load_config
 from pipelines.registry import warm_start as resolution
 from pipelines.registry.warm_start import Parent, resolve, state_file

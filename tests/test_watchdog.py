@@ -12,7 +12,6 @@ import torch
 from gan import metrics, watchdog
 from gan.config import TrainConfig
 from gan.state import TrainingState
-from gan.training_loop import check_samples
 from tests.test_training_loop import recipe, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,14 +89,16 @@ def test_collapse_is_an_event_a_registry_refuses_until_a_later_check_clears_it()
     s = TrainingState(*(None,) * 7)
     t = TrainConfig(collapse_min_steps=0)
     real = torch.rand(16, 1, 8, 8)
-    reference = watchdog.diversity(real)
-    check_samples(s, t, real, reference)
+    dog = watchdog.Watchdog(s, t)
+    dog.see_real(real)
+    check_samples = dog.check_samples
+    check_samples(real)
     assert s.events == [] and watchdog.verdict(s.events) is None
     s.epoch = 4
-    check_samples(s, t, real[:1].repeat(16, 1, 1, 1) + 1e-3 * torch.rand(16, 1, 8, 8), reference)  # one image, 16 times
+    check_samples(real[:1].repeat(16, 1, 1, 1) + 1e-3 * torch.rand(16, 1, 8, 8))  # one image, 16 times
     assert [e["kind"] for e in s.events] == [watchdog.COLLAPSE]
     assert "collapsed (epoch 4" in watchdog.verdict(s.events)
-    check_samples(s, t, real, reference)
+    check_samples(real)
     assert watchdog.verdict(s.events) is None and s.events[-1]["kind"] == watchdog.CLEARED
     assert [round(h["sample_diversity_ratio"], 2) for h in s.history][::2] == [1.0, 1.0]
 

@@ -21,7 +21,8 @@ from gan.config import TrainConfig
 from gan.distributed import WorkerContext, rank_seed
 from gan.images import save_grid
 from gan.metrics import QuickFID
-from gan.training_loop import Batch, in_memory_batches, train as train_loop
+from gan.batches import Batch, in_memory_batches
+from gan.training_loop import train as train_loop
 from pipelines.config import PipelineConfig
 from pipelines.errors import raise_naming
 from pipelines.faults import InjectedFailure

@@ -36,7 +36,8 @@ from gan.config import ConfigError, ModelConfig, OptimConfig, Recipe, RegConfig,
 from gan.latent import Latent
 from gan.networks import build_generator
 from gan.sampling import generate
-from gan.training_loop import in_memory_batches, train
+from gan.batches import in_memory_batches
+from gan.training_loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "conf" / "presets" / "recommended.yaml"

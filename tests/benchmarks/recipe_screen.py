@@ -27,7 +27,8 @@ from gan.images import save_grid
 from gan.latent import Latent
 from gan.networks import build_generator
 from gan.sampling import generate
-from gan.training_loop import in_memory_batches, train
+from gan.batches import in_memory_batches
+from gan.training_loop import train
 
 SOURCE, HOLDOUT, SPLIT_SEED = "bundled-mnist", 0.2, 0  # the defaults of the data section
 EVAL = EvalConfig()

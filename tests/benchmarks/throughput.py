@@ -31,7 +31,8 @@ from gan.config import Recipe
 from gan.latent import Latent
 from gan.networks import build_discriminator, build_generator
 from gan.objectives import LOSSES
-from gan.training_loop import in_memory_batches, train
+from gan.batches import in_memory_batches
+from gan.training_loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
 WARMUP_STEPS = 20

@@ -1,0 +1,34 @@
+"""Training batches: an in-memory array's batches per epoch (single-process runs, tests, benchmarks), and a batch's way
+onto the device as the networks' input."""
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+
+from gan import distributed
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images [N, C, H, W] (uint8, or float for vector data), labels [N] int64
+
+
+def in_memory_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, rank: int = 0) -> Callable[[int], Iterable[Batch]]:
+    """Batches of an array [N, ...] and its labels [N], reshuffled each epoch; for single-process runs and tests."""
+    data, targets = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+    def epoch_batches(epoch: int) -> Iterable[Batch]:
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(distributed.rank_seed(seed, rank, epoch, distributed.DATA)))
+        for start in range(0, len(data) - batch_size + 1, batch_size):  # drop the last, short batch
+            rows = order[start : start + batch_size]
+            yield data[rows], targets[rows]
+
+    return epoch_batches
+
+
+def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """uint8 images -> floats in [0, 1] on the device (copied from pinned memory without a host sync on GPUs);
+    float data (e.g. 2-D points) as it is."""
+    if device.type == "cuda":
+        images = images.pin_memory()
+    x = images.to(device, non_blocking=True)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
