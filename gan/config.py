@@ -65,7 +65,7 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    arch: Literal["mlp", "dcgan", "resnet"] = Field(
+    arch: str = Field(  # a name in gan.networks.ARCHS (gan.choices checks it)
         "dcgan", description="'mlp' (the article's MLP GAN), 'dcgan' (depth follows the image size) or 'resnet' (SNGAN-style residual G and D)"
     )
     z_dim: int = Field(100, ge=1, le=4096, description="noise dimensions of the latent (InfoGAN codes come on top)")
@@ -84,7 +84,7 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    loss: Literal["minimax", "ns", "hinge", "lsgan", "wgan", "wgan-gp"] = Field(
+    loss: str = Field(  # a name in gan.objectives.LOSSES (gan.choices checks it)
         "hinge", description="adversarial loss: minimax (the article's, saturating G), ns (non-saturating), hinge, lsgan, "
         "wgan (weight clipping), wgan-gp (gradient penalty)",
     )

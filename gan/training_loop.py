@@ -17,6 +17,7 @@ from torch import nn
 
 from gan import distributed, optim, watchdog
 from gan.batches import Batch, to_model_input
+from gan.choices import check_choices
 from gan.config import Recipe, TrainConfig, check_recipe
 from gan.ema import EMA, ema_g_steps
 from gan.latent import Latent
@@ -153,6 +154,7 @@ def train(
     after that step, once.
     """
     check_recipe(recipe, image_shape)
+    check_choices(recipe)
     t, device = recipe.train, ctx.device
     latent = Latent.of(recipe.model, num_classes)
     # 1. The state; DDP in this one block (s.G and s.D stay the plain modules underneath); the EMA, whose horizon goes on

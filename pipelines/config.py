@@ -114,6 +114,29 @@ class PipelineConfig(Recipe):
         return Recipe(model=self.model, train=TrainConfig(**self.train.model_dump()), reg=self.reg, optim=self.optim)
 
 
+def keys(section: str | None = None) -> list[tuple[str, str, str]]:
+    """Every config key as (section.key, default, help), in the models' order: what `gan-pipeline keys` prints and
+    docs/keys.md shows, read from the typed models, so the help strings are the one description of each key."""
+    rows = []
+    for name, field in PipelineConfig.model_fields.items():
+        if section in (None, name):
+            model = field.default_factory()
+            for key, f in type(model).model_fields.items():
+                rows.append((f"{name}.{key}", json.dumps(getattr(model, key)), f.description or ""))
+    return rows
+
+
+def keys_markdown() -> str:
+    """docs/keys.md: one table per section (`gan-pipeline keys --markdown` writes it; tests/test_docs.py keeps it current)."""
+    lines = ["# Every config key", "", "Generated from the typed config's help strings by `gan-pipeline keys --markdown > docs/keys.md`;",
+             "`gan-pipeline keys [SECTION]` prints the same in a terminal. What the sections mean: [recipes.md](recipes.md#the-switches).", ""]
+    for name in PipelineConfig.model_fields:
+        lines += [f"## {name}", "", "| key | default | what it does |", "|---|---|---|"]
+        lines += [f"| `{key}` | `{default}` | {text.replace('|', '/')} |" for key, default, text in keys(name)]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def load_config(paths: str | Path | list | None = None, overrides: list[str] = ()) -> PipelineConfig:
     """Defaults, then each YAML file in order (later files win, key by key), then each `section.key=value`
     override, validated once at the end; then the recipe's cross-section rules and the evaluation's."""
@@ -131,6 +154,11 @@ def load_config(paths: str | Path | list | None = None, overrides: list[str] = (
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_describe(err, ", ".join(map(str, files)) or "defaults", overrides)) from None
+    from gan.choices import unknown_choice  # noqa: PLC0415 - the tables need torch; a mistyped key should not wait for it
+
+    if bad := unknown_choice(cfg.recipe):
+        key, value, allowed = bad
+        raise ConfigError(f"config error: {key} = {value!r} ({_origin(key, ', '.join(map(str, files)) or 'defaults', overrides)}): {allowed}")
     check_recipe(cfg.recipe)
     check_eval(cfg.eval)
     return cfg
@@ -193,10 +221,14 @@ def _describe(err: ValidationError, origin: str, overrides: list[str]) -> str:
         what = f"unknown key; allowed here: {', '.join(sorted(model.model_fields))}"
     else:
         what = first["msg"]
-    given = [o.split("=", 1)[0].strip() for o in overrides]
-    source = "--set" if any(g == key or g.startswith(key + ".") for g in given) else origin
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"config error: {key} = {value!r} ({source}): {what}{more}"
+    return f"config error: {key} = {value!r} ({_origin(key, origin, overrides)}): {what}{more}"
+
+
+def _origin(key: str, files: str, overrides: list[str]) -> str:
+    """Where a key's value came from: '--set' when an override names it (or a key under it), else the files."""
+    given = [o.split("=", 1)[0].strip() for o in overrides]
+    return "--set" if any(g == key or g.startswith(key + ".") for g in given) else files
 
 
 def check_batch_fits(cfg: "PipelineConfig", train_rows: int) -> None:

@@ -174,3 +174,17 @@ def test_inception_extractor_needs_a_readable_weights_file_and_enough_samples(tm
     assert str(err.value) == (
         f"config error: eval.inception_weights = '{weights}' acts only with eval.feature_extractor 'inception'; it would do nothing here"
     )
+
+
+def test_the_choices_of_arch_and_loss_are_their_tables_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row of ARCHS or LOSSES is an allowed value at once: no second list to keep equal."""
+    from gan import networks, objectives  # noqa: PLC0415
+    from gan.choices import CHOICES, check_choices  # noqa: PLC0415
+
+    assert CHOICES["model.arch"][1] is networks.ARCHS and CHOICES["train.loss"][1] is objectives.LOSSES
+    with pytest.raises(ConfigError, match=r"^config error: model.arch = 'tiny' \(--set\): Input should be 'mlp', 'dcgan' or 'resnet'$"):
+        load_config(None, ["model.arch=tiny"])
+    monkeypatch.setitem(networks.ARCHS, "tiny", networks.ARCHS["mlp"])
+    assert load_config(None, ["model.arch=tiny"]).model.arch == "tiny"
+    with pytest.raises(ConfigError, match=r"^config error: train.loss = 'nope': Input should be 'minimax', .* or 'wgan-gp'$"):
+        check_choices(Recipe.model_validate({"train": {"loss": "nope"}}))  # the library's own check, as train() runs it

@@ -115,3 +115,9 @@ def test_every_relative_link_reaches_a_file_and_its_heading() -> None:
 def test_the_readme_is_a_front_door() -> None:
     lines = README.read_text().splitlines()
     assert len(lines) <= MAX_README_LINES, f"README.md has {len(lines)} lines (at most {MAX_README_LINES}): move reference to docs/"
+
+
+def test_the_key_reference_is_generated_from_the_config_as_it_is() -> None:
+    from pipelines.config import keys_markdown  # noqa: PLC0415 - the other checks here read files only
+
+    assert (ROOT / "docs" / "keys.md").read_text() == keys_markdown() + "\n", "docs/keys.md is stale: gan-pipeline keys --markdown > docs/keys.md"

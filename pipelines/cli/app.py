@@ -13,7 +13,7 @@ import yaml
 
 from pipelines import console, errors
 from pipelines.cluster.ray import check_driver
-from pipelines.config import ConfigError, PipelineConfig, load_config, preset_path
+from pipelines.config import ConfigError, PipelineConfig, keys, keys_markdown, load_config, preset_path
 from pipelines.errors import RegistrationRefused, UsageError
 from pipelines.workspace import Workspace, acquire_workspace_lock, check_stores, configure_environment, release_workspace_locks, writable_workspace
 
@@ -52,6 +52,23 @@ def _print_config_and_exit(cfg: PipelineConfig) -> None:
     """--dry-run: the resolved config, and exit."""
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
     raise typer.Exit(0)
+
+
+@app.command("keys")
+def keys_command(
+    section: Annotated[Optional[str], typer.Argument(help="one section (model, train, reg, optim, data, eval, ray, registry, runtime)")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="the tables of docs/keys.md")] = False,
+) -> None:
+    """Every config key with its default and what it does (the typed config's help strings)."""
+    if markdown:
+        typer.echo(keys_markdown())
+        return
+    rows = keys(section)
+    if not rows:
+        raise UsageError(f"keys {section}: no such section; expected one of {', '.join(PipelineConfig.model_fields)}")
+    width = max(len(k) for k, _, _ in rows)
+    for key, default, text in rows:
+        typer.echo(f"{key:<{width}}  {default}\n{'':<{width}}  {text}")
 
 
 def _console(workspace: Workspace, verbose: bool) -> None:
