@@ -8,16 +8,10 @@ Where images come from is `gan/sources.py`.
 """
 
 import dataclasses
-import hashlib
 import json
-import os
-import re
-import shutil
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -26,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gan.files import sync, write_json, written_aside
+from gan.hashing import Digest
 from gan.sources import (  # noqa: F401 - the names callers know gan.data by
     BUNDLED,
     GREY_AS_STORED,
@@ -132,7 +128,7 @@ class Shards:
         self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.buffered, self.rows, self.files = 0, 0, []
         self.labels: list[np.ndarray] = []
-        self.digest = hashlib.sha256()
+        self.digest = Digest()
         self.writer, self.sink, self.path = None, None, folder  # the open shard's writer, file and path
         self.open_rows: list[tuple[np.ndarray, np.ndarray]] = []  # labels and indices of the open shard's row groups
         folder.mkdir()
@@ -163,7 +159,7 @@ class Shards:
             self.sink = pa.OSFile(str(self.path), "wb")
             self.writer = pq.ParquetWriter(self.sink, SCHEMA)
         self.writer.write_table(to_table(images[:count], labels[:count], index[:count]), row_group_size=count)
-        self.digest.update(np.ascontiguousarray(images[:count]).tobytes())
+        self.digest.add(images[:count])
         self.open_rows.append((labels[:count], index[:count]))
         if not self.room():  # the shard is full
             self.close_shard()
@@ -175,8 +171,7 @@ class Shards:
         self.sink.close()
         sync(self.path)
         labels, index = (np.concatenate(parts) for parts in zip(*self.open_rows))
-        for array in (labels, index):
-            self.digest.update(np.ascontiguousarray(array).tobytes())
+        self.digest.add(labels, index)
         self.writer, self.open_rows = None, []
         self.files.append(f"{self.folder.name}/{self.path.name}")
         self.labels.append(labels)
@@ -324,9 +319,7 @@ def pixel_hashes(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _manifest(rows: Rows, splits: dict[str, Shards], image_shape: tuple, checksum: str, holdout_fraction: float,
               seed: int, quarantined: int, lineage: dict | None) -> dict:
     labels = {name: np.concatenate(s.labels) if s.labels else np.zeros(0, np.int64) for name, s in splits.items()}
-    digest = hashlib.sha256(json.dumps([int(n) for n in image_shape]).encode())
-    for shards in splits.values():
-        digest.update(shards.digest.digest())
+    digest = Digest(json.dumps([int(n) for n in image_shape]), *(shards.digest.raw() for shards in splits.values()))
     classes = len(rows.class_names) or int(rows.labels.max()) + 1
     return {
         "format_version": FORMAT_VERSION,
@@ -341,7 +334,7 @@ def _manifest(rows: Rows, splits: dict[str, Shards], image_shape: tuple, checksu
         "labelled": rows.labelled,
         "source": rows.description,
         "source_checksum": checksum,
-        "fingerprint": digest.hexdigest(),
+        "fingerprint": digest.hex(),
         "holdout_fraction": holdout_fraction,
         "split_seed": seed,
         "quarantined": quarantined,
@@ -359,86 +352,6 @@ def fail_with_report(problems: list[Problem], where: str, report: Path | None) -
     if report is not None:
         write_json(report, quarantine_report(problems, where))
     raise_problems(problems, where, str(report) if report is not None else "")
-
-
-def write_json(path: Path, content: dict) -> None:
-    """Write a JSON file so that readers see the old content or the new, never half of it."""
-    tmp = Path(path).parent / f".tmp-{Path(path).name}-{temp_tag()}"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.write_text(json.dumps(content, indent=2))
-        sync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def sync(path: Path) -> None:
-    """Flush a file's (or a folder's entries') writes to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def temp_tag() -> str:
-    """Host, process and a random part: a temporary on shared storage names its writer, so cleanup elsewhere spares it."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-@contextmanager
-def written_aside(out_dir: Path) -> Iterator[Path]:
-    """Yield a hidden sibling folder to fill; publish it as `out_dir` by one rename, or remove it on failure.
-
-    Readers see `out_dir` either absent or complete. If another writer published first, theirs stays.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{temp_tag()}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        sync(tmp)  # the files were synced as written: now their names, so a crash after the rename finds them whole
-        try:
-            os.rename(tmp, out_dir)
-            sync(out_dir.parent)
-        except OSError:
-            if not out_dir.is_dir():
-                raise
-            shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-@contextmanager
-def scratch_space(parent: Path) -> Iterator[Path]:
-    """A private folder for temporary files, removed afterwards whatever happens."""
-    folder = Path(parent) / f".tmp-scratch-{temp_tag()}"
-    folder.mkdir(parents=True)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def remove_stale_temporaries(parent: Path) -> None:
-    """Delete what `written_aside` left behind in writers on this host that are no longer running; another host's
-    temporaries are left alone (their writer may be alive there)."""
-    mine = re.compile(rf"\.tmp-.+-{re.escape(socket.gethostname())}-(\d+)-[0-9a-f]{{8}}")
-    for tmp in Path(parent).glob(".tmp-*"):
-        match = mine.fullmatch(tmp.name)
-        if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def to_table(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> pa.Table:

@@ -9,7 +9,6 @@ decoding image files is the slow part, so `decode_jobs` runs it in a process poo
 import dataclasses
 import functools
 import gzip
-import hashlib
 import importlib.resources
 import os
 import shutil
@@ -28,6 +27,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
+
+from gan.hashing import sha256, sha256_file, sha256_records
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # the only decoders Pillow may pick, whatever a file's name says
@@ -333,7 +334,7 @@ def source_inputs(source: str) -> list[tuple[str, str]]:
     root = location.path.rstrip("/")
     names = [Path(f.path).name if f is location else f.path[len(root) + 1:] for f, _ in files]
     stamps = [_stamp(f, i) for f, i in files]
-    listing = hashlib.sha256(repr((source, names, stamps)).encode()).hexdigest()
+    listing = sha256(repr((source, names, stamps)))
     last = _LAST_HASHED
     if last is not None and last[0] == listing:
         return list(last[1])
@@ -373,18 +374,12 @@ def source_checksum(source: str) -> str:
 
 
 def inputs_checksum(inputs: list[tuple[str, str]]) -> str:
-    digest = hashlib.sha256()
-    for name, sha in inputs:
-        digest.update(f"{name}\x1f{sha}\x1e".encode())
-    return digest.hexdigest()
+    return sha256_records(inputs)
 
 
 def _sha256_file(location: Location) -> str:
-    digest = hashlib.sha256()
     with location.fs.open_input_stream(location.path) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_file(f)
 
 
 def _files_below(location: Location) -> list[tuple[Location, pafs.FileInfo]]:

@@ -3,7 +3,6 @@
 Defaults live in the models below; YAML files and `--set section.key=value` only override them.
 """
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from gan.config import (
     ConfigError, DataConfig, EvalConfig, Recipe, Section, TrainConfig, check_eval, check_recipe,
 )
+from gan.hashing import sha256, sha256_json
 
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "presets"
@@ -213,10 +213,9 @@ def check_batch_fits(cfg: "PipelineConfig", train_rows: int) -> None:
 
 def cache_key(*parts: object) -> str:
     """A stage's Prefect cache key: a hash of its real inputs."""
-    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return sha256("\x1f".join(str(p) for p in parts))
 
 
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-able parts (config sections, checksums, versions)."""
-    text = json.dumps([p.model_dump(mode="json") if isinstance(p, Section) else p for p in parts], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_json([p.model_dump(mode="json") if isinstance(p, Section) else p for p in parts])[:16]

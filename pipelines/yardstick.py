@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan import data, metrics, sampling
+from gan import data, files, metrics, sampling
 from gan.config import ConfigError, check_eval
 from gan.latent import Latent
 from gan.sampling import Inputs
@@ -194,8 +194,8 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
     model = metrics.train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment)
     accuracy = metrics.accuracy(model, data.iter_split(dataset_dir, "heldout"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": model.state_dict(), "accuracy": accuracy}, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    with files.replacing(path) as tmp:
+        torch.save({"state": model.state_dict(), "accuracy": accuracy}, tmp)
     return model, accuracy
 
 
@@ -221,8 +221,8 @@ def reference_of(
     if not folder.is_dir():
         images = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))[0]
         embedded = embed(extractor, classifier, images, cfg.eval.ray_embed_min_images)
-        data.remove_stale_temporaries(folder.parent)
-        with data.written_aside(folder) as tmp:  # both arrays appear together, as float32 when that loses nothing
+        files.remove_stale_temporaries(folder.parent)
+        with files.written_aside(folder) as tmp:  # both arrays appear together, as float32 when that loses nothing
             np.save(tmp / "feats.npy", narrowed(embedded.feats))
             np.save(tmp / "classes.npy", narrowed(embedded.classes))
     feats, classes = (np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float64) for name in ("feats", "classes"))

@@ -1,14 +1,12 @@
 """Data: the IDX reader on good and corrupt files, the stratified split, the atomic Parquet dataset."""
 
 import gzip
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gan import data
+from gan import data, files
 
 
 def make_idx_dir(directory: Path, count: int = 40, size: int = 8, gz: bool = True, prefix: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -129,24 +127,11 @@ def test_failed_write_leaves_nothing_that_looks_finished(tmp_path: Path, monkeyp
     def explode(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise OSError("disk full")
 
-    monkeypatch.setattr(data.os, "rename", explode)
+    monkeypatch.setattr(files.os, "rename", explode)
     with pytest.raises(OSError, match="disk full"):
         data.write_dataset(source, tmp_path / "out" / "ds", 0.2, 0, "x")
     assert not (tmp_path / "out" / "ds").exists()
     assert list((tmp_path / "out").iterdir()) == []  # the temporary folder was removed too
-
-
-def test_stale_temporaries_of_dead_writers_on_this_host_are_removed_and_others_kept(tmp_path: Path) -> None:
-    """Temporaries name host and process: on shared storage, another node's live writer must keep its folder."""
-    host = socket.gethostname()
-    stale, live, elsewhere = (tmp_path / f".tmp-ds-{h}-{pid}-abcd1234" for h, pid in
-                              ((host, 999999999), (host, os.getpid()), ("other-node", 999999999)))
-    for folder in (stale, live, elsewhere):
-        (folder / "train").mkdir(parents=True)
-    data.remove_stale_temporaries(tmp_path)
-    assert not stale.exists() and live.exists() and elsewhere.exists()
-    with data.written_aside(tmp_path / "ds") as tmp:
-        assert tmp.name.startswith(f".tmp-ds-{host}-{os.getpid()}-")
 
 
 def test_bundled_mnist_is_real_and_balanced() -> None:

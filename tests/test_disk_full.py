@@ -118,7 +118,7 @@ def test_a_checkpoint_on_a_full_disk_fails_naming_its_file_and_saves_once_space_
     with pytest.raises(OSError) as failed:
         checkpoint.save(state, folder)
     assert failed.value.errno == errno.ENOSPC and failed.value.filename == str(folder / "state.pt")
-    assert list(folder.iterdir()) == []  # neither state.pt nor a partial state.tmp
+    assert list(folder.iterdir()) == []  # neither state.pt nor a partial temporary
     message, code = _failure(failed.value)
     assert code == 2
     assert message.startswith(f"error: no space left on device writing {folder / 'state.pt'}: free some space there (df -h {folder}")

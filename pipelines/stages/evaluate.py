@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from prefect import task
 
-from gan import checkpoint as ckpt, data, metrics, sampling, watchdog
+from gan import checkpoint as ckpt, data, files, metrics, sampling, watchdog
 from gan.config import ConfigError, unreadable
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
 from gan.latent import Latent
@@ -161,10 +161,10 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         "collapsed": watchdog.class_collapse(model_scores.effective_classes, floor_scores.effective_classes, cfg.eval.collapse_ratio),
         **({"data_change": changes} if changes else {}),
     }
-    data.remove_stale_temporaries(out.parent)
+    files.remove_stale_temporaries(out.parent)
     if out.exists():  # a folder without its report was not published by this code: replace it
         shutil.rmtree(out)
-    with data.written_aside(out) as tmp:  # the report and its pictures appear together
+    with files.written_aside(out) as tmp:  # the report and its pictures appear together
         histograms = {"training images": report["reference_class_histogram"], "held-out real": floor_scores.class_histogram,
                       "generated": model_scores.class_histogram}
         write_pictures(tmp, fake_images, real_images, fake.classes.argmax(1), manifest["num_classes"], state, histograms)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import task
 
-from gan import data
+from gan import data, files
 from gan.config import ConfigError, check_recipe
 from pipelines.config import PipelineConfig, cache_key, check_batch_fits, fingerprint
 from pipelines.errors import raise_naming, retry_unless_user_error
@@ -67,7 +67,7 @@ def ingest(cfg: PipelineConfig) -> str:
         return str(out)
     workspace = Workspace.of(cfg.runtime.workdir)
     for parent in (out.parent, workspace.root / "scratch"):  # what killed ingests left on this host
-        data.remove_stale_temporaries(parent)
+        files.remove_stale_temporaries(parent)
     lineage, changes = parent_version(cfg, inputs)
     if lineage["parent"]:
         counts = ", ".join(f"{n} {kind}" for kind, n in lineage["changes"].items())
@@ -76,7 +76,7 @@ def ingest(cfg: PipelineConfig) -> str:
     options = data.WriteOptions(cfg.data.on_bad_input, cfg.data.shard_mb, workers, workspace.root / "quarantine" / f"{out.name}.json",
                                 shard_written(cfg))
     print(f"[ingest] reading {cfg.data.source} ({len(inputs)} file(s); {workers} decoding process(es))")
-    with data.scratch_space(workspace.root / "scratch") as scratch:  # unpacked arrays, copies of remote files
+    with files.scratch_space(workspace.root / "scratch") as scratch:  # unpacked arrays, copies of remote files
         rows = data.open_source(cfg.data.source, shaping(cfg), scratch, (cfg.data.image_column, cfg.data.label_column), workers)
         rows = data.declare_classes(rows, tuple(cfg.data.classes))
         try:
