@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from gan.config import (
     ConfigError, DataConfig, EvalConfig, Recipe, Section, TrainConfig, check_eval, check_recipe,
 )
+from gan.data.errors import DataError
 from gan.hashing import sha256, sha256_json
 
 
@@ -201,8 +202,6 @@ def _describe(err: ValidationError, origin: str, overrides: list[str]) -> str:
 
 def check_batch_fits(cfg: "PipelineConfig", train_rows: int) -> None:
     """Every worker must get at least one full batch per epoch."""
-    from gan.data import DataError  # noqa: PLC0415 - a mistyped key should not wait for the data readers
-
     per_worker = train_rows // cfg.ray.num_workers
     if per_worker < cfg.train.batch_size:
         raise DataError(

@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from gan import data, files
+from gan import files
 from gan.config import check_recipe
+from gan.data.manifest import read_manifest
 from gan.watchdog import TrainingDiverged
 from pipelines import console
 from pipelines.cluster.ray import RAY_RUN_RECORD, ensure_ray
@@ -94,7 +95,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
     import ray.train  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
-    manifest = data.read_manifest(Path(dataset_dir))
+    manifest = read_manifest(Path(dataset_dir))
     image_shape = tuple(manifest["image_shape"])
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, manifest["rows"]["train"])
