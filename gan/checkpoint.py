@@ -1,6 +1,5 @@
 """Complete, self-describing training checkpoints, loaded without unpickling arbitrary objects."""
 
-import hashlib
 import io
 import json
 import os
@@ -9,6 +8,8 @@ from pathlib import Path
 import torch
 
 from gan.config import ModelConfig
+from gan.files import replacing
+from gan.hashing import sha256_file
 from gan.latent import Latent
 from gan.networks import build_generator
 from gan.state import STATE_KEYS
@@ -29,15 +30,10 @@ def save(state: dict, directory: Path) -> Path:
     OSError naming state.pt: torch's own error for it is a RuntimeError about stream positions."""
     assert set(REQUIRED) <= state.keys(), f"checkpoint state lacks {set(REQUIRED) - state.keys()}"
     path = Path(directory) / STATE_FILE
-    tmp = path.with_suffix(".tmp")
     try:
-        with open(tmp, "wb") as file:
+        with replacing(path) as tmp, open(tmp, "wb") as file:  # synced before the rename: a disk full on write-back fails here
             torch.save({"format_version": FORMAT_VERSION, **state}, file)
-            file.flush()
-            os.fsync(file.fileno())  # a disk that fills up on write-back fails here, not after the rename
-        tmp.replace(path)
     except (OSError, RuntimeError) as err:
-        tmp.unlink(missing_ok=True)
         cause = err if isinstance(err, OSError) else err.__context__  # torch wraps the file's OSError in a RuntimeError
         if not isinstance(cause, OSError):
             raise
@@ -68,8 +64,7 @@ def _checked(state: dict, path: object) -> dict:
 
 def digest(directory: Path) -> str:
     """sha256 of a checkpoint's state.pt: what names it as a warm start's parent."""
-    with (Path(directory) / STATE_FILE).open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return sha256_file(Path(directory) / STATE_FILE)
 
 
 def lineage_of(directory: Path) -> dict:

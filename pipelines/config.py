@@ -3,7 +3,6 @@
 Defaults live in the models below; YAML files and `--set section.key=value` only override them.
 """
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -15,6 +14,8 @@ from pydantic import Field, ValidationError, field_validator
 from gan.config import (
     ConfigError, DataConfig, EvalConfig, Recipe, Section, TrainConfig, check_eval, check_recipe,
 )
+from gan.data.errors import DataError
+from gan.hashing import sha256, sha256_json
 
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "presets"
@@ -233,8 +234,6 @@ def _origin(key: str, files: str, overrides: list[str]) -> str:
 
 def check_batch_fits(cfg: "PipelineConfig", train_rows: int) -> None:
     """Every worker must get at least one full batch per epoch."""
-    from gan.data import DataError  # noqa: PLC0415 - a mistyped key should not wait for the data readers
-
     per_worker = train_rows // cfg.ray.num_workers
     if per_worker < cfg.train.batch_size:
         raise DataError(
@@ -245,10 +244,9 @@ def check_batch_fits(cfg: "PipelineConfig", train_rows: int) -> None:
 
 def cache_key(*parts: object) -> str:
     """A stage's Prefect cache key: a hash of its real inputs."""
-    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return sha256("\x1f".join(str(p) for p in parts))
 
 
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-able parts (config sections, checksums, versions)."""
-    text = json.dumps([p.model_dump(mode="json") if isinstance(p, Section) else p for p in parts], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_json([p.model_dump(mode="json") if isinstance(p, Section) else p for p in parts])[:16]

@@ -26,7 +26,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """The errors that are the user's to fix (retrying cannot help). Imported when asked: a mistyped key should not wait
     for torch."""
     from gan.checkpoint import CheckpointError  # noqa: PLC0415
-    from gan.data import DataError  # noqa: PLC0415
+    from gan.data.errors import DataError  # noqa: PLC0415
     from gan.watchdog import TrainingDiverged  # noqa: PLC0415
 
     return ConfigError, DataError, CheckpointError, RegistrationRefused, TrainingDiverged, ClusterUnavailable

@@ -8,7 +8,6 @@ docs/pipeline.md ("When a stage reruns").
 
 import ast
 import functools
-import hashlib
 import importlib.metadata
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import NamedTuple
 
 import gan
 import pipelines
+from gan.hashing import sha256_records
 
 GAN_DIR, PIPELINES_DIR = Path(gan.__file__).parent, Path(pipelines.__file__).parent
 PACKAGES = (GAN_DIR, PIPELINES_DIR)  # the project's own code: an import elsewhere is a library's
@@ -33,8 +33,9 @@ class StageCode(NamedTuple):
 
 
 # By stage (`pipelines.stages.STAGES`; register has no cache). Training keys on the code that computes the weights: the
-# workers' code with all it imports (networks, losses, the loop, data, checkpoints) and the modules that hand the
-# workers their config and data (the stage and the driver). Not on what those import besides: the evaluation's feature
+# workers' code with all it imports (networks, losses, the loop, the dataset's reader, checkpoints; not the source formats
+# and the writer, whose output the dataset's fingerprint names) and the modules that hand the workers their config and
+# data (the stage and the driver). Not on what those import besides: the evaluation's feature
 # classifier it borrows for quick FIDs is keyed by its own cache (`feature_extractor_key`), and the console, the
 # workspace and the registry do not touch the weights, so an edit there lets an unchanged training config resume. Code
 # that shapes what the workers get belongs in one of these modules.
@@ -119,11 +120,7 @@ def stage_modules(stage: StageCode, modules: dict[str, Path]) -> set[str]:
 
 def digest(names: set[str], modules: dict[str, Path]) -> str:
     """A hash of the modules' code: comments, docstrings and layout do not count."""
-    h = hashlib.sha256()
-    for name in sorted(names):
-        path = modules[name]
-        h.update(f"{name}\x1f{parsed(path.read_bytes(), str(path))[0]}\x1e".encode())
-    return h.hexdigest()[:12]
+    return sha256_records((name, parsed(modules[name].read_bytes(), str(modules[name]))[0]) for name in sorted(names))[:12]
 
 
 @functools.cache

@@ -205,12 +205,13 @@ def tracking_uri(workspace: Workspace) -> str:
 def datasets(workspace: Workspace) -> Iterator[tuple[Path, dict]]:
     """The complete datasets of the working folder, with their manifests (folders are named by source bytes and split
     settings; manifests tell the content)."""
-    from gan import data  # noqa: PLC0415 - the readers: only when asked
+    from gan.data.errors import DataError  # noqa: PLC0415 - pyarrow: only when asked
+    from gan.data.manifest import read_manifest  # noqa: PLC0415
 
     for folder in sorted(workspace.datasets.glob("[!.]*")):  # not the temporaries of a writer
         try:
-            yield folder, data.read_manifest(folder)
-        except data.DataError:  # incomplete, or written in an older format
+            yield folder, read_manifest(folder)
+        except DataError:  # incomplete, or written in an older format
             continue
 
 

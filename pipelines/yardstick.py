@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan import data, metrics, sampling
+from gan import files, metrics, sampling
 from gan.config import ConfigError, check_eval
+from gan.data.reader import iter_split, load_split, sample_rows
 from gan.latent import Latent
 from gan.sampling import Inputs
 from pipelines.cluster.embed import embed_images
@@ -171,7 +172,7 @@ def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
 def train_rows(cfg: PipelineConfig, manifest: dict) -> np.ndarray:
     """The training split's rows the evaluation holds in memory (eval.train_sample): a seeded sample, or every row of a
     smaller split."""
-    return data.sample_rows(manifest["rows"]["train"], cfg.eval.train_sample)
+    return sample_rows(manifest["rows"]["train"], cfg.eval.train_sample)
 
 
 def sample_tag(cfg: PipelineConfig, manifest: dict) -> tuple[int, ...]:
@@ -190,12 +191,12 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
         model.load_state_dict(blob["state"])
         return model.eval(), float(blob["accuracy"])
     print(f"[evaluate] training the feature classifier ({cfg.eval.classifier_epochs} epochs)")
-    images, labels = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))
+    images, labels = load_split(dataset_dir, "train", train_rows(cfg, manifest))
     model = metrics.train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment)
-    accuracy = metrics.accuracy(model, data.iter_split(dataset_dir, "heldout"))
+    accuracy = metrics.accuracy(model, iter_split(dataset_dir, "heldout"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": model.state_dict(), "accuracy": accuracy}, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    with files.replacing(path) as tmp:
+        torch.save({"state": model.state_dict(), "accuracy": accuracy}, tmp)
     return model, accuracy
 
 
@@ -219,10 +220,10 @@ def reference_of(
     key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"], *sample_tag(cfg, manifest))
     folder = Workspace.of(cfg.runtime.workdir).features / f"train-{key}"
     if not folder.is_dir():
-        images = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))[0]
+        images = load_split(dataset_dir, "train", train_rows(cfg, manifest))[0]
         embedded = embed(extractor, classifier, images, cfg.eval.ray_embed_min_images)
-        data.remove_stale_temporaries(folder.parent)
-        with data.written_aside(folder) as tmp:  # both arrays appear together, as float32 when that loses nothing
+        files.remove_stale_temporaries(folder.parent)
+        with files.written_aside(folder) as tmp:  # both arrays appear together, as float32 when that loses nothing
             np.save(tmp / "feats.npy", narrowed(embedded.feats))
             np.save(tmp / "classes.npy", narrowed(embedded.classes))
     feats, classes = (np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float64) for name in ("feats", "classes"))

@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 from gan import checkpoint
-from gan.data import load_source
+from gan.data.sources import load_source
 from pipelines.cluster.ray import RAY_RUN_RECORD
 from pipelines.config import PipelineConfig
 from pipelines.stages.register import register

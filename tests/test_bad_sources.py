@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan.data import write_idx
+from gan.data.formats.idx import write_idx
 from tests.test_ingest import distinct_images, png_bytes
 
 CLI = str(Path(sys.executable).with_name("gan-pipeline"))

@@ -135,6 +135,8 @@ def test_the_training_keys_on_the_code_that_computes_the_weights() -> None:
             "gan.networks.dcgan", "gan.checkpoint"} <= train
     assert not {"pipelines.stages.evaluate", "pipelines.stages.register", "pipelines.console", "pipelines.workspace", "pipelines.flow",
                 "pipelines.registry.client"} & train
+    # It reads a dataset, never a source: no format reader, no writer (an edit there re-ingests, and the run resumes).
+    assert "gan.data.reader" in train and not {m for m in train if m.startswith(("gan.data.formats", "gan.data.sources", "gan.data.writer"))}
     evaluate = stage_modules(STAGE_CODE["evaluate"], modules)
     assert {"pipelines.stages.evaluate", "pipelines.cluster.embed", "gan.metrics.fid", "gan.checkpoint"} <= evaluate
     assert not {"pipelines.stages.train", "pipelines.cluster.worker", "gan.training_loop", "pipelines.stages.register"} & evaluate

@@ -118,7 +118,7 @@ def test_a_checkpoint_on_a_full_disk_fails_naming_its_file_and_saves_once_space_
     with pytest.raises(OSError) as failed:
         checkpoint.save(state, folder)
     assert failed.value.errno == errno.ENOSPC and failed.value.filename == str(folder / "state.pt")
-    assert list(folder.iterdir()) == []  # neither state.pt nor a partial state.tmp
+    assert list(folder.iterdir()) == []  # neither state.pt nor a partial temporary
     message, code = _failure(failed.value)
     assert code == 2
     assert message.startswith(f"error: no space left on device writing {folder / 'state.pt'}: free some space there (df -h {folder}")
@@ -216,7 +216,8 @@ def test_an_ingest_on_a_full_disk_fails_naming_the_dataset_and_writes_it_whole_o
     0.5 MiB, with room for about half of them."""
     import numpy as np  # noqa: PLC0415
 
-    from gan import data  # noqa: PLC0415
+    from gan.data import writer  # noqa: PLC0415
+    from gan.data.manifest import read_manifest  # noqa: PLC0415
     from pipelines.cli.app import _failure  # noqa: PLC0415
     from pipelines.config import load_config  # noqa: PLC0415
     from pipelines.stages.ingest import ingest  # noqa: PLC0415
@@ -234,7 +235,7 @@ def test_an_ingest_on_a_full_disk_fails_naming_the_dataset_and_writes_it_whole_o
     else:  # the disk fills as the fourth shard's first row group is written, its file open
         opened = []
 
-        class FullDiskWriter(data.pq.ParquetWriter):
+        class FullDiskWriter(writer.pq.ParquetWriter):
             def __init__(self, *args, **options) -> None:  # noqa: ANN002, ANN003
                 super().__init__(*args, **options)
                 opened.append(self)
@@ -244,7 +245,7 @@ def test_an_ingest_on_a_full_disk_fails_naming_the_dataset_and_writes_it_whole_o
                     raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
                 super().write_table(table, row_group_size=row_group_size)
 
-        monkeypatch.setattr(data.pq, "ParquetWriter", FullDiskWriter)
+        monkeypatch.setattr(writer.pq, "ParquetWriter", FullDiskWriter)
         small_disk.fill(leave=0)
 
     with pytest.raises(OSError) as failed:
@@ -261,7 +262,7 @@ def test_an_ingest_on_a_full_disk_fails_naming_the_dataset_and_writes_it_whole_o
 
     small_disk.free()
     assert ingest(cfg) == str(out)
-    assert data.read_manifest(out)["rows"] == data.read_manifest(whole)["rows"]
+    assert read_manifest(out)["rows"] == read_manifest(whole)["rows"]
     assert sum(pq_rows(out / split) for split in ("train", "heldout")) == 4000
 
 

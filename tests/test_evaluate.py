@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from gan import data, metrics
+from gan import metrics
+from gan.data.reader import load_split
+from gan.data.rows import Source
+from gan.data.writer import write_dataset
 from pipelines import yardstick
 from pipelines.config import load_config
 from pipelines.stages import evaluate
@@ -52,8 +55,8 @@ def test_the_same_checkpoint_measured_against_other_data_is_another_evaluation(t
 def dataset(tmp_path: Path, count: int) -> tuple[Path, dict]:
     """A dataset of `count` random 8x8 images in ten classes (a fifth held out) and its manifest."""
     rng = np.random.default_rng(0)
-    source = data.Source(rng.integers(0, 256, (count, 1, 8, 8), dtype=np.uint8), np.arange(count) % 10, "random")
-    return tmp_path / "ds", data.write_dataset(source, tmp_path / "ds", 0.2, 0, "x")
+    source = Source(rng.integers(0, 256, (count, 1, 8, 8), dtype=np.uint8), np.arange(count) % 10, "random")
+    return tmp_path / "ds", write_dataset(source, tmp_path / "ds", 0.2, 0, "x")
 
 
 def instrument(extractor: metrics.Extractor, classifier: metrics.Classifier, reference: metrics.Reference) -> yardstick.Instrument:
@@ -68,7 +71,7 @@ def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path:
     classifier = metrics.Classifier((1, 8, 8), 10)
     extractor = metrics.build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
     folder, manifest = dataset(tmp_path, 375)
-    train, _ = data.load_split(folder, "train")
+    train, _ = load_split(folder, "train")
     fake = np.random.default_rng(1).integers(0, 256, (200, 1, 8, 8), dtype=np.uint8)
     embedded = []
 
@@ -102,7 +105,7 @@ def test_the_evaluation_holds_a_bounded_sample_of_a_large_training_split(tmp_pat
     """eval.train_sample bounds what the evaluation holds: the reference is a seeded sample of that many training rows,
     named in the cache keys; a sample as large as the split is the whole split, under the keys it always had."""
     folder, manifest = dataset(tmp_path, 375)
-    train, _ = data.load_split(folder, "train")
+    train, _ = load_split(folder, "train")
     classifier = metrics.Classifier((1, 8, 8), 10)
     extractor = metrics.build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
     embedded = []

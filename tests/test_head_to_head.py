@@ -16,7 +16,8 @@ import pytest
 
 from gan import checkpoint
 from gan.config import Recipe
-from gan.data import load_source, read_manifest
+from gan.data.manifest import read_manifest
+from gan.data.sources import load_source
 from gan.batches import in_memory_batches
 from gan.training_loop import train
 from pipelines.cluster.ray import RAY_RUN_RECORD

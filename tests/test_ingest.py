@@ -10,9 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from gan import data
 from gan.config import ConfigError
-from gan.data import DataError, load_split, read_manifest
+from gan.data.errors import DataError
+from gan.data.manifest import read_manifest
+from gan.data.reader import load_split
+from gan.data.rows import Source
+from gan.data.writer import WriteOptions, write_dataset
 from pipelines.config import load_config
 from pipelines.stages.ingest import ingest, preflight
 from tests.test_data import make_idx_dir
@@ -119,11 +122,11 @@ def test_an_npz_streams_into_row_group_sized_shards(tmp_path: Path) -> None:
 def test_shards_are_written_a_row_group_at_a_time_and_the_fingerprint_is_the_contents(tmp_path: Path) -> None:
     """What the writer buffers and a reader holds is one row group; how the rows fall into row groups changes the
     files, not the dataset's fingerprint (which covers each shard's images, labels and indices)."""
-    source = data.Source(distinct_images(300)[:, None], np.arange(300) % 3, "distinct")
-    layouts = {"one group per shard": data.WriteOptions(shard_mb=0.005),
-               "groups of 20 rows": data.WriteOptions(shard_mb=0.005, row_group_mb=20 * 64 / 2**20),
-               "one shard": data.WriteOptions(row_group_mb=0.001)}
-    written = {name: data.write_dataset(source, tmp_path / name, 0.2, 0, "x", options) for name, options in layouts.items()}
+    source = Source(distinct_images(300)[:, None], np.arange(300) % 3, "distinct")
+    layouts = {"one group per shard": WriteOptions(shard_mb=0.005),
+               "groups of 20 rows": WriteOptions(shard_mb=0.005, row_group_mb=20 * 64 / 2**20),
+               "one shard": WriteOptions(row_group_mb=0.001)}
+    written = {name: write_dataset(source, tmp_path / name, 0.2, 0, "x", options) for name, options in layouts.items()}
     groups = {name: [pq.ParquetFile(tmp_path / name / f).metadata.num_row_groups for f in m["shards"]["train"]]
               for name, m in written.items()}
     assert groups == {"one group per shard": [1, 1, 1], "groups of 20 rows": [5, 5, 4], "one shard": [15]}

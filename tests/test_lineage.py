@@ -14,7 +14,7 @@ import mlflow
 import pytest
 
 from gan.checkpoint import STATE_FILE
-from gan.data import read_manifest
+from gan.data.manifest import read_manifest
 from pipelines.cluster.ray import RAY_RUN_RECORD
 from pipelines.errors import UsageError
 from pipelines.provenance import DISTRIBUTION, commit_exists, git_sha

@@ -41,7 +41,7 @@ def test_coverage_and_kl_detect_mode_collapse() -> None:
 
 
 def test_classifier_learns_and_scores_real_data_near_the_floor() -> None:
-    from gan.data import load_source
+    from gan.data.sources import load_source
 
     source = load_source("bundled-digits")  # 8x8 digits: tiny and fast
     x, y = source.images, source.labels

@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from gan.data import read_manifest
+from gan.data.manifest import read_manifest
 from pipelines.cli.main import main
 from pipelines.config import PipelineConfig
 from pipelines.errors import UsageError

@@ -22,7 +22,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from gan.data import read_manifest
+from gan.data.manifest import read_manifest
 from tests.registry_store import digit_files
 from tests.services import BIN, free_port, start, stop, stop_group, wait_healthy
 from tests.test_schedule import api, wait_for_deployment, wait_until_ended

@@ -12,7 +12,7 @@ import torch
 
 from gan import checkpoint
 from gan.config import ModelConfig, Recipe, TrainConfig
-from gan.data import load_source
+from gan.data.sources import load_source
 from gan.distributed import BATCHNORM, rank_seed
 from gan.latent import Latent
 from gan.networks import build_generator

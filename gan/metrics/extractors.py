@@ -8,7 +8,6 @@ An extractor's `key` goes into every report: scores are comparable only between 
 extractor is a module and a row of EXTRACTORS.
 """
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gan.hashing import sha256_file
 from gan.metrics.classifier import FEATURE_DIM, Classifier, embed
 from gan.metrics.inception import FEATURE_DIM as INCEPTION_DIM
 from gan.metrics.inception import PREPROCESSING, load_fid_inception
@@ -57,9 +57,7 @@ def from_inception_weights(*, inception_weights: str | Path, **_: object) -> Ext
 
 def inception_key(path: Path) -> str:
     """'inception-<first 12 hex of the file's sha256>-<preprocessing>'; pytorch-fid's file starts 6726825d."""
-    with path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()[:12]
-    return f"inception-{digest}-{PREPROCESSING}"
+    return f"inception-{sha256_file(path)[:12]}-{PREPROCESSING}"
 
 
 EXTRACTORS: dict[str, Callable[..., Extractor]] = {"classifier": from_classifier, "inception": from_inception_weights}

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gan.files import replacing
 from gan.latent import Latent
 from gan.metrics.classifier import Classifier, embed
 from gan.metrics.fid import frechet_distance_from_stats, gaussian_stats
@@ -30,8 +31,8 @@ class QuickFID:
             "mu": torch.from_numpy(self.mu), "cov": torch.from_numpy(self.cov), "class_probs": torch.from_numpy(self.class_probs),
             "samples": self.samples, "seed": self.seed, "key": self.key,
         }
-        torch.save(blob, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        with replacing(path) as tmp:
+            torch.save(blob, tmp)
         return path
 
     @classmethod

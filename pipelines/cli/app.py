@@ -138,7 +138,7 @@ def _failure(err: Exception) -> tuple[str, int]:
     """A stage's error as one line and an exit code: bad data, a bad checkpoint or a place that cannot be written is the
     user's to fix (2); anything else failed the pipeline (1). Imported here: a mistyped key should not wait for torch."""
     from gan.checkpoint import CheckpointError  # noqa: PLC0415
-    from gan.data import DataError  # noqa: PLC0415
+    from gan.data.errors import DataError  # noqa: PLC0415
 
     if isinstance(err, (DataError, CheckpointError)):
         return f"error: {err}", 2

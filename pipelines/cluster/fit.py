@@ -2,14 +2,13 @@
 `cluster/worker.py`; Ray Train's failures turned into the one line a user needs. Runs in the stage's process or, as a
 Ray Job, on the cluster (`cluster/job_main.py`)."""
 
-import os
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from gan import data
+from gan import files
 from gan.config import check_recipe
+from gan.data.manifest import read_manifest
 from gan.watchdog import TrainingDiverged
 from pipelines import console
 from pipelines.cluster.ray import RAY_RUN_RECORD, ensure_ray
@@ -73,17 +72,15 @@ def local_copy(checkpoint, workspace: Workspace, run: str) -> Path:  # noqa: ANN
     """A checkpoint kept in remote storage, downloaded once into <workdir>/checkpoints/<run>/<its folder name>, beside
     the run's record: the later stages read a local folder, and lineage finds the run. Both appear by one rename."""
     out = workspace.checkpoints / run / PurePosixPath(checkpoint.path).name
-    record = out.parent / f".tmp-{RAY_RUN_RECORD}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         if not out.is_dir():
-            data.remove_stale_temporaries(out.parent)
-            with data.written_aside(out) as tmp:
+            files.remove_stale_temporaries(out.parent)
+            with files.written_aside(out) as tmp:
                 checkpoint.to_directory(str(tmp))
-        with checkpoint.filesystem.open_input_stream(str(PurePosixPath(checkpoint.path).parent / RAY_RUN_RECORD)) as remote:
+        remote_record = str(PurePosixPath(checkpoint.path).parent / RAY_RUN_RECORD)
+        with checkpoint.filesystem.open_input_stream(remote_record) as remote, files.replacing(out.parent / RAY_RUN_RECORD) as record:
             record.write_bytes(remote.read())
-        os.replace(record, out.parent / RAY_RUN_RECORD)
     except OSError as err:
-        record.unlink(missing_ok=True)
         raise_naming(err, out)
     return out
 
@@ -98,7 +95,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
     import ray.train  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
-    manifest = data.read_manifest(Path(dataset_dir))
+    manifest = read_manifest(Path(dataset_dir))
     image_shape = tuple(manifest["image_shape"])
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, manifest["rows"]["train"])

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan import checkpoint as ckpt, data
+from gan import checkpoint as ckpt
 from gan.config import TrainConfig
+from gan.data.reader import decode_images
 from gan.distributed import WorkerContext, rank_seed
 from gan.images import save_grid
 from gan.metrics import QuickFID
@@ -105,13 +106,13 @@ def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], r
             local_shuffle_buffer_size=4 * train_cfg.batch_size, local_shuffle_seed=rank_seed(train_cfg.seed, rank, epoch),
         )
         for batch in batches:
-            yield torch.from_numpy(data.decode_images(batch["image"], image_shape)), torch.from_numpy(batch["label"].astype(np.int64))
+            yield torch.from_numpy(decode_images(batch["image"], image_shape)), torch.from_numpy(batch["label"].astype(np.int64))
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
         nonlocal in_memory
         if train_cfg.cache_shard and in_memory is None:
             parts = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
-            images = np.concatenate([data.decode_images(b["image"], image_shape) for b in parts])
+            images = np.concatenate([decode_images(b["image"], image_shape) for b in parts])
             labels = np.concatenate([b["label"] for b in parts])
             in_memory = in_memory_batches(images, labels, train_cfg.batch_size, train_cfg.seed, rank)
         yield from (in_memory or stream)(epoch)

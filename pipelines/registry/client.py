@@ -4,7 +4,7 @@ the tags and artifacts the pipeline keeps there, and artifacts downloaded once i
 import shutil
 from pathlib import Path, PurePosixPath
 
-from gan import data
+from gan import files
 from pipelines.config import MODEL_URI, PipelineConfig, fingerprint
 from pipelines.errors import UsageError
 from pipelines.workspace import Workspace, tracking_uri
@@ -82,10 +82,10 @@ def download_once(cfg: PipelineConfig, artifact_uri: str, folder: Path) -> Path:
     target = folder / PurePosixPath(artifact_uri).name
     if not target.is_file():
         connect(cfg)
-        data.remove_stale_temporaries(folder.parent)
+        files.remove_stale_temporaries(folder.parent)
         if folder.is_dir():  # a folder without its file was not published by this code
             shutil.rmtree(folder)
-        with data.written_aside(folder) as tmp:
+        with files.written_aside(folder) as tmp:
             found = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(tmp / "download"))
             Path(found).rename(tmp / target.name)
             shutil.rmtree(tmp / "download")

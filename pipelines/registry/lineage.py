@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from gan import data
 from gan.checkpoint import STATE_FILE
+from gan.data.manifest import read_manifest
 from pipelines.cluster.ray import RAY_RUN_RECORD
 from pipelines.config import PipelineConfig
 from pipelines.errors import UsageError, first_line
@@ -209,7 +209,7 @@ def dataset_link(cfg: PipelineConfig, fingerprint: str | None) -> Link:
     if folder is None:
         datasets = Workspace.of(cfg.runtime.workdir).datasets
         return Link("dataset", fingerprint, False, f"missing: no dataset with this fingerprint in {datasets}")
-    manifest = data.read_manifest(folder)
+    manifest = read_manifest(folder)
     return Link("dataset", fingerprint, True, f"{folder}; source checksum {manifest['source_checksum']}")
 
 
@@ -343,7 +343,7 @@ def evaluation_inputs(cfg: PipelineConfig, model_uri: str, dataset_dir: Path | N
             datasets = Workspace.of(cfg.runtime.workdir).datasets
             raise UsageError(f"{what}: no dataset with its data (fingerprint {wanted[:12]}) in {datasets}; "
                              "run `gan-pipeline ingest` with its data config, or give --dataset")
-    elif (held := data.read_manifest(dataset_dir)["fingerprint"]) != wanted:
+    elif (held := read_manifest(dataset_dir)["fingerprint"]) != wanted:
         raise UsageError(f"--dataset {dataset_dir}: holds other data than {what} was trained on (fingerprint {held[:12]}, "
                          f"not {wanted[:12]}); leave --dataset out to find its own")
     return dataset_dir, checkpoint

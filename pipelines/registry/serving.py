@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gan import data, sampling
+from gan import sampling
+from gan.data.errors import DataError
 from gan.latent import Latent
 from pipelines.config import PipelineConfig
 from pipelines.errors import UsageError
@@ -38,7 +39,7 @@ def load_served(cfg: PipelineConfig, model_uri: str) -> tuple["mlflow.pyfunc.PyF
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as err:
-        raise data.DataError(f"--model {model_uri}: cannot load it from {tracking_uri(Workspace.of(cfg.runtime.workdir))}: {err.message}") from None
+        raise DataError(f"--model {model_uri}: cannot load it from {tracking_uri(Workspace.of(cfg.runtime.workdir))}: {err.message}") from None
     layout = (model.metadata.metadata or {}).get("latent")
     latent = Latent(**layout) if layout else Latent(model.metadata.get_input_schema().inputs[0].shape[1])
     return model, latent

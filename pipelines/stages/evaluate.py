@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from prefect import task
 
-from gan import checkpoint as ckpt, data, metrics, sampling, watchdog
+from gan import checkpoint as ckpt, files, metrics, sampling, watchdog
 from gan.config import ConfigError, unreadable
+from gan.data.manifest import is_complete, read_manifest
+from gan.data.reader import iter_split, load_split, pixel_stats
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
 from gan.latent import Latent
 from pipelines import console
@@ -101,7 +103,7 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
     maybe_fail("evaluate", kill_here=False)
     dataset_dir, workspace = Path(dataset_dir), Workspace.of(cfg.runtime.workdir)
     # Named by what it measures: the checkpoint, the data it is measured against, the settings and the code.
-    data_fingerprint = data.read_manifest(dataset_dir)["fingerprint"]
+    data_fingerprint = read_manifest(dataset_dir)["fingerprint"]
     out = workspace.evaluations / fingerprint(str(checkpoint_dir), data_fingerprint, eval_key(cfg), stage_code("evaluate"))
     if (out / REPORT).is_file():
         print(f"[evaluate] report already complete: {out / REPORT}")
@@ -114,7 +116,7 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
 def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, out: Path, bar: console.Bar) -> None:
     """Score the checkpoint's EMA generator against the dataset; write the report and its pictures into `out` at once."""
     started = time.time()
-    manifest = data.read_manifest(dataset_dir)
+    manifest = read_manifest(dataset_dir)
     classifier, accuracy = feature_classifier(cfg, dataset_dir, manifest)
     classifier_key = feature_extractor_key(cfg, manifest)
     extractor = feature_extractor(cfg, classifier, classifier_key)
@@ -136,12 +138,12 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     state = ckpt.load(checkpoint_dir)
     G, _, latent = ckpt.ema_generator(state)
     inputs, fake_images = instrument.draw(G, latent)  # [n, C, H, W] in [0, 1]
-    real_images, _ = data.load_split(dataset_dir, "heldout", np.random.default_rng(cfg.eval.seed).choice(heldout, n, replace=False))
+    real_images, _ = load_split(dataset_dir, "heldout", np.random.default_rng(cfg.eval.seed).choice(heldout, n, replace=False))
     fake, real = (instrument.embed(images, cfg.eval.ray_embed_min_images) for images in (fake_images, real_images))
     model_scores, floor_scores = (instrument.score(embedded, cfg.eval.coverage_min_fraction) for embedded in (fake, real))
     # Memorisation: generated images' nearest training image, against held-out reals': in pixels among every training
     # image (read from disk a record batch at a time; uint8 read in [0, 1], like the samples), in features among the sample's.
-    pixels = metrics.find_memorisation(lambda: (images for images, _ in data.iter_split(dataset_dir, "train")), fake_images, real_images)
+    pixels = metrics.find_memorisation(lambda: (images for images, _ in iter_split(dataset_dir, "train")), fake_images, real_images)
     features = metrics.find_memorisation(reference.feats, fake.feats, real.feats)
 
     bar.update(3, note="samples scored")
@@ -161,16 +163,16 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         "collapsed": watchdog.class_collapse(model_scores.effective_classes, floor_scores.effective_classes, cfg.eval.collapse_ratio),
         **({"data_change": changes} if changes else {}),
     }
-    data.remove_stale_temporaries(out.parent)
+    files.remove_stale_temporaries(out.parent)
     if out.exists():  # a folder without its report was not published by this code: replace it
         shutil.rmtree(out)
-    with data.written_aside(out) as tmp:  # the report and its pictures appear together
+    with files.written_aside(out) as tmp:  # the report and its pictures appear together
         histograms = {"training images": report["reference_class_histogram"], "held-out real": floor_scores.class_histogram,
                       "generated": model_scores.class_histogram}
         write_pictures(tmp, fake_images, real_images, fake.classes.argmax(1), manifest["num_classes"], state, histograms)
         # The closest generated/training pairs in pixels: generated images on top, their nearest training image below.
         closest = torch.as_tensor(pixels.closest)
-        pairs = torch.cat([fake_images[closest[:, 0]], metrics.to_float(data.load_split(dataset_dir, "train", closest[:, 1].numpy())[0])])
+        pairs = torch.cat([fake_images[closest[:, 0]], metrics.to_float(load_split(dataset_dir, "train", closest[:, 1].numpy())[0])])
         save_grid(pairs, tmp / "nearest_train.png", nrow=len(closest))
         if latent.num_classes:
             report["conditional"] = conditional_scores(G, latent, classifier, tmp, cfg.eval.seed)
@@ -230,14 +232,14 @@ def data_change(cfg: PipelineConfig, manifest: dict, dataset_dir: Path, instrume
     section = {"parent": parent["fingerprint"], "files": manifest.get("changes", {}), "first_files": manifest.get("changes_first", {}),
                "rows": {"before": parent["rows"], "after": manifest["rows"]}}
     folder = Workspace.of(cfg.runtime.workdir).datasets / parent["folder"]
-    if not data.is_complete(folder):
+    if not is_complete(folder):
         section["missing"] = f"the parent dataset {folder} is no longer in this working folder"
         return {**section, "summary": change_line(section)}
-    before = data.read_manifest(folder)
+    before = read_manifest(folder)
     names = list(dict.fromkeys(before["class_names"] + manifest["class_names"]))  # the union, in order of first appearance
     section["class_mix"] = {when: {name: round(share, 4) for name, share in zip(names, label_shares(m, names))}
                             for when, m in (("before", before), ("after", manifest))}
-    section["pixels"] = {"before": data.pixel_stats(folder, "train"), "after": data.pixel_stats(dataset_dir, "train")}
+    section["pixels"] = {"before": pixel_stats(folder, "train"), "after": pixel_stats(dataset_dir, "train")}
     if tuple(before["image_shape"]) == instrument.yardstick.image_shape:
         old = reference_of(cfg, instrument.extractor, instrument.classifier, classifier_key, before, folder)
         section["fid"] = instrument.reference.fid(old.feats)
@@ -260,7 +262,7 @@ def change_line(changes: dict) -> str:
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
     workdir = Workspace.of(cfg.runtime.workdir).root
-    data_fingerprint = data.read_manifest(Path(parameters["dataset_dir"]))["fingerprint"]
+    data_fingerprint = read_manifest(Path(parameters["dataset_dir"]))["fingerprint"]
     return cache_key("evaluate", parameters["checkpoint_dir"], data_fingerprint, eval_key(cfg), workdir, stage_code("evaluate"))
 
 

@@ -7,8 +7,14 @@ from pathlib import Path
 
 from prefect import task
 
-from gan import data
+from gan import files
 from gan.config import ConfigError, check_recipe
+from gan.data.inputs import forget_source_inputs, inputs_checksum, source_checksum, source_inputs
+from gan.data.manifest import FORMAT_VERSION, QUARANTINE, is_complete, read_inputs
+from gan.data.rows import declare_classes
+from gan.data.shaping import Shaping
+from gan.data.sources import open_source, peek_source
+from gan.data.writer import WriteOptions, write_dataset
 from pipelines.config import PipelineConfig, cache_key, check_batch_fits, fingerprint
 from pipelines.errors import raise_naming, retry_unless_user_error
 from pipelines.faults import maybe_fail, maybe_kill
@@ -16,16 +22,16 @@ from pipelines.provenance import stage_code
 from pipelines.workspace import Workspace, datasets
 
 
-def shaping(cfg: PipelineConfig) -> data.Shaping:
+def shaping(cfg: PipelineConfig) -> Shaping:
     """What `data.channels`, `data.image_size` and `data.resize_filter` convert every image to."""
-    return data.Shaping(cfg.data.channels, cfg.data.image_size, cfg.data.resize_filter)
+    return Shaping(cfg.data.channels, cfg.data.image_size, cfg.data.resize_filter)
 
 
 def settings_key(cfg: PipelineConfig) -> str:
     """Everything besides the source's bytes that decides a dataset's content (the shard size does not)."""
     d = cfg.data
     return fingerprint(dataclasses.asdict(shaping(cfg)), d.holdout_fraction, d.split_seed, d.image_column, d.label_column,
-                       d.classes, d.on_bad_input, data.FORMAT_VERSION)
+                       d.classes, d.on_bad_input, FORMAT_VERSION)
 
 
 def dataset_dir(cfg: PipelineConfig, checksum: str) -> Path:
@@ -43,7 +49,7 @@ def parent_version(cfg: PipelineConfig, inputs: list[tuple[str, str]]) -> tuple[
     if not same:
         return lineage, None
     _, folder, manifest = max(same, key=lambda t: t[0])
-    before, now = data.read_inputs(folder), dict(inputs)
+    before, now = read_inputs(folder), dict(inputs)
     changes = {
         "added": sorted(n for n in now if n not in before),
         "changed": sorted(n for n in now if n in before and before[n] != now[n]),
@@ -58,36 +64,36 @@ def parent_version(cfg: PipelineConfig, inputs: list[tuple[str, str]]) -> tuple[
 def ingest(cfg: PipelineConfig) -> str:
     """Write (or find already written) the dataset for `cfg.data`; return its folder."""
     maybe_fail("ingest", kill_here=False)  # `kill:ingest` is once a shard is written (`shard_written`)
-    inputs = data.source_inputs(cfg.data.source)  # as the cache key read them, unless a file changed since
-    data.forget_source_inputs()
-    checksum = data.inputs_checksum(inputs)
+    inputs = source_inputs(cfg.data.source)  # as the cache key read them, unless a file changed since
+    forget_source_inputs()
+    checksum = inputs_checksum(inputs)
     out = dataset_dir(cfg, checksum)
-    if data.is_complete(out):
+    if is_complete(out):
         print(f"[ingest] dataset already complete: {out}")
         return str(out)
     workspace = Workspace.of(cfg.runtime.workdir)
     for parent in (out.parent, workspace.root / "scratch"):  # what killed ingests left on this host
-        data.remove_stale_temporaries(parent)
+        files.remove_stale_temporaries(parent)
     lineage, changes = parent_version(cfg, inputs)
     if lineage["parent"]:
         counts = ", ".join(f"{n} {kind}" for kind, n in lineage["changes"].items())
         print(f"[ingest] a new version of the dataset in {lineage['parent']['folder'][:12]}: {counts} input file(s)")
     workers = cfg.data.ingest_workers or max(1, (os.cpu_count() or 1) - 1)  # one core writes the shards
-    options = data.WriteOptions(cfg.data.on_bad_input, cfg.data.shard_mb, workers, workspace.root / "quarantine" / f"{out.name}.json",
-                                shard_written(cfg))
+    options = WriteOptions(cfg.data.on_bad_input, cfg.data.shard_mb, workers, workspace.root / "quarantine" / f"{out.name}.json",
+                           shard_written(cfg))
     print(f"[ingest] reading {cfg.data.source} ({len(inputs)} file(s); {workers} decoding process(es))")
-    with data.scratch_space(workspace.root / "scratch") as scratch:  # unpacked arrays, copies of remote files
-        rows = data.open_source(cfg.data.source, shaping(cfg), scratch, (cfg.data.image_column, cfg.data.label_column), workers)
-        rows = data.declare_classes(rows, tuple(cfg.data.classes))
+    with files.scratch_space(workspace.root / "scratch") as scratch:  # unpacked arrays, copies of remote files
+        rows = open_source(cfg.data.source, shaping(cfg), scratch, (cfg.data.image_column, cfg.data.label_column), workers)
+        rows = declare_classes(rows, tuple(cfg.data.classes))
         try:
-            manifest = data.write_dataset(rows, out, cfg.data.holdout_fraction, cfg.data.split_seed, checksum,
-                                          options, lineage, inputs, changes)
+            manifest = write_dataset(rows, out, cfg.data.holdout_fraction, cfg.data.split_seed, checksum,
+                                     options, lineage, inputs, changes)
         except OSError as err:
             raise_naming(err, out)  # a full disk names the dataset (none is left)
     print(f"[ingest] wrote {manifest['rows']} rows of {manifest['image_shape']} in "
           f"{sum(map(len, manifest['shards'].values()))} shard(s) to {out}")
     if manifest["quarantined"]:
-        print(f"[ingest] skipped {manifest['quarantined']} bad input(s), listed in {out / data.QUARANTINE}")
+        print(f"[ingest] skipped {manifest['quarantined']} bad input(s), listed in {out / QUARANTINE}")
     return str(out)
 
 
@@ -104,9 +110,9 @@ def shard_written(cfg: PipelineConfig) -> Callable[[str, int], None]:
 def preflight(cfg: PipelineConfig) -> tuple[int, ...]:
     """Fail fast on bad input before any service starts: unreadable source, a model that cannot fit it. Returns the shape
     the source's images will have."""
-    image_shape, train_rows = data.peek_source(cfg.data.source, cfg.data.holdout_fraction, shaping(cfg),
-                                               (cfg.data.image_column, cfg.data.label_column), cfg.data.on_bad_input,
-                                               tuple(cfg.data.classes))
+    image_shape, train_rows = peek_source(cfg.data.source, cfg.data.holdout_fraction, shaping(cfg),
+                                          (cfg.data.image_column, cfg.data.label_column), cfg.data.on_bad_input,
+                                          tuple(cfg.data.classes))
     check_recipe(cfg.recipe, image_shape)
     check_batch_fits(cfg, train_rows)
     check_local_cpus(cfg)
@@ -129,7 +135,7 @@ def check_local_cpus(cfg: PipelineConfig) -> None:
 def _key(context, parameters: dict) -> str:  # noqa: ANN001 - Prefect's callback signature
     cfg: PipelineConfig = parameters["cfg"]
     workdir = Workspace.of(cfg.runtime.workdir).root
-    return cache_key("ingest", data.source_checksum(cfg.data.source), fingerprint(cfg.data), workdir, stage_code("ingest"))
+    return cache_key("ingest", source_checksum(cfg.data.source), fingerprint(cfg.data), workdir, stage_code("ingest"))
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,

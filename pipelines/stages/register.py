@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from prefect import task
 
-from gan import checkpoint as ckpt, data, watchdog
+from gan import checkpoint as ckpt, watchdog
+from gan.data.manifest import read_manifest
 from gan.latent import Latent
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.errors import retry_unless_user_error
@@ -146,7 +147,7 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     import mlflow  # noqa: PLC0415
 
     # 1. Read and check every input before touching the registry.
-    manifest = data.read_manifest(Path(dataset_dir))
+    manifest = read_manifest(Path(dataset_dir))
     report = json.loads(Path(report_path).read_text())
     fid = float(report["model"]["fid"])
     assert math.isfinite(fid), f"evaluation report {report_path} has a non-finite FID {fid}"

@@ -5,8 +5,10 @@ from pathlib import Path
 
 from prefect import task
 
-from gan import data, metrics
+from gan import metrics
 from gan.config import SCHEDULE_KEYS, warm_started
+from gan.data.manifest import read_manifest
+from gan.data.reader import load_split
 from pipelines import console, yardstick
 from pipelines.cluster import fit, job
 from pipelines.cluster.ray import trains_as_job
@@ -54,7 +56,7 @@ def quick_fid_file(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> Pa
     path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}.pt"
     if not path.is_file():
         classifier, _ = yardstick.feature_classifier(cfg, dataset_dir, manifest)
-        feats, _ = metrics.embed(classifier, data.load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0])
+        feats, _ = metrics.embed(classifier, load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0])
         stats = metrics.gaussian_stats(feats)
         metrics.QuickFID(classifier, *stats, yardstick.class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
     return path
@@ -64,14 +66,14 @@ def quick_fid_file(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> Pa
 def warm_start_task(cfg: PipelineConfig, dataset_dir: str) -> dict | None:
     """train.init_from -> the parent to warm-start from (its training state on this machine), checked against the data;
     None for a cold start. Not cached: an alias such as @champion names another version once the champion moves."""
-    manifest = data.read_manifest(Path(dataset_dir))
+    manifest = read_manifest(Path(dataset_dir))
     parent = warm_start.resolve(cfg, tuple(manifest["image_shape"]), manifest["num_classes"], manifest["fingerprint"], training_key(cfg))
     return None if parent is None else parent.as_dict()
 
 
 def _key(context, parameters: dict) -> str:  # noqa: ANN001
     cfg: PipelineConfig = parameters["cfg"]
-    manifest = data.read_manifest(Path(parameters["dataset_dir"]))
+    manifest = read_manifest(Path(parameters["dataset_dir"]))
     return cache_key("train", run_name(cfg, manifest, parameters.get("parent")), schedule_key(cfg), Workspace.of(cfg.runtime.workdir).root)
 
 
@@ -87,7 +89,7 @@ def train_task(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None
 def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> dict:
     """The run's name and what its workers get (the parent's state, the quick-FID yardstick, the lineage kept beside each
     checkpoint), then the driver, here or as a Ray Job; its output."""
-    manifest = data.read_manifest(Path(dataset_dir))
+    manifest = read_manifest(Path(dataset_dir))
     name = run_name(cfg, manifest, parent)
     lineage = {"run": name, "training_key": training_key(cfg), "dataset_fingerprint": manifest["fingerprint"], "warm_start": parent}
     init = None if parent is None else str(warm_start.state_file(cfg, Parent.of_dict(parent)))

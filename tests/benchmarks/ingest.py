@@ -28,16 +28,21 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gan import data  # noqa: E402
+from gan.data.inputs import source_checksum  # noqa: E402
+from gan.data.shaping import Shaping  # noqa: E402
+from gan.data.sources import open_source  # noqa: E402
+from gan.data.writer import WriteOptions, write_dataset  # noqa: E402
 
 CHILD = """
 import json, resource, sys, tempfile
 from pathlib import Path
-from gan import data
+from gan.data.shaping import Shaping
+from gan.data.sources import open_source
+from gan.data.writer import WriteOptions, write_dataset
 src, out = sys.argv[1], Path(sys.argv[2])
 with tempfile.TemporaryDirectory() as scratch:
-    rows = data.open_source(src, data.Shaping(channels=int(sys.argv[3])), Path(scratch))
-    data.write_dataset(rows, out, 0.2, 0, "bench", data.WriteOptions(workers=int(sys.argv[4])))
+    rows = open_source(src, Shaping(channels=int(sys.argv[3])), Path(scratch))
+    write_dataset(rows, out, 0.2, 0, "bench", WriteOptions(workers=int(sys.argv[4])))
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))  # ru_maxrss would carry the parent's over exec
 print(json.dumps({"peak_mib": int(hwm.split()[1]) / 1024}))
 """
@@ -59,10 +64,10 @@ def arrays(count: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 def ingest_once(source: Path, channels: int, out: Path, workers: int = 1, checksum: bool = False) -> None:
     shutil.rmtree(out, ignore_errors=True)
-    digest = data.source_checksum(str(source)) if checksum else "bench"
+    digest = source_checksum(str(source)) if checksum else "bench"
     with tempfile.TemporaryDirectory() as scratch:
-        rows = data.open_source(str(source), data.Shaping(channels=channels), Path(scratch))
-        data.write_dataset(rows, out, 0.2, 0, digest, data.WriteOptions(workers=workers))
+        rows = open_source(str(source), Shaping(channels=channels), Path(scratch))
+        write_dataset(rows, out, 0.2, 0, digest, WriteOptions(workers=workers))
 
 
 def child_peak(source: Path, channels: int, out: Path, workers: int = 1) -> float:
@@ -118,7 +123,7 @@ def main() -> None:
             print(f"{label:<12}{count:>7}{r['np_save_rows_s']:>11,.0f}{r['np_save_sync_rows_s']:>11,.0f}{r['ingest_rows_s']:>10,.0f}"
                   f"{r['ratio']:>7.2f}{r['ratio_sync']:>10.2f}{r['ingest_checksum_rows_s']:>11,.0f}{r['ratio_with_checksum']:>10.2f}")
 
-        group = data.WriteOptions().row_group_mb
+        group = WriteOptions().row_group_mb
         print("\npeak resident memory of a fresh process ingesting an .npz (28x28 grey); the writer buffers a row group per"
               f" split (row_group_mb = {group:g} MiB of pixels, {int(group * 2**20) // 784} rows)")
         for count in (6_000, 60_000, 240_000, 480_000):

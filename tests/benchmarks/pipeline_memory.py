@@ -22,13 +22,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gan import data  # noqa: E402
+from gan.data.sources import load_source  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("gan-pipeline"))
 
 
 def make_source(path: Path, count: int) -> None:
-    mnist = data.load_source("bundled-mnist")
+    mnist = load_source("bundled-mnist")
     pick = np.arange(count) % len(mnist.labels)
     noise = np.random.default_rng(0).integers(0, 3, (count, 1, 28, 28), dtype=np.uint8)
     np.savez(path, images=np.clip(mnist.images[pick].astype(np.int16) + noise, 0, 255).astype(np.uint8), labels=mnist.labels[pick])

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 import yaml
 
-from gan import data, metrics
+from gan import metrics
 from gan.config import EvalConfig, Recipe
+from gan.data.sources import load_source
+from gan.data.writer import stratified_split
 from gan.images import save_grid
 from gan.latent import Latent
 from gan.networks import build_generator
@@ -36,8 +38,8 @@ EVAL = EvalConfig()
 
 def split() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training images, their labels and the held-out images, in the order ingest writes them."""
-    source = data.load_source(SOURCE)
-    heldout = data.stratified_split(source.labels, HOLDOUT, SPLIT_SEED)
+    source = load_source(SOURCE)
+    heldout = stratified_split(source.labels, HOLDOUT, SPLIT_SEED)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(source.labels))
     train_rows, heldout_rows = order[~heldout[order]], order[heldout[order]]
     return source.images[train_rows], source.labels[train_rows], source.images[heldout_rows]

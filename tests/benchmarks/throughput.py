@@ -135,12 +135,13 @@ def main() -> None:
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
 
-    from gan import data  # noqa: PLC0415
+    from gan.data.sources import load_source  # noqa: PLC0415
+    from gan.data.writer import stratified_split  # noqa: PLC0415
     from pipelines.config import load_config, preset_path  # noqa: PLC0415
     from pipelines.workspace import Workspace, configure_environment  # noqa: PLC0415
 
-    source = data.load_source("bundled-mnist")
-    heldout = data.stratified_split(source.labels, 0.2, 0)
+    source = load_source("bundled-mnist")
+    heldout = stratified_split(source.labels, 0.2, 0)
     images, labels = source.images[~heldout], source.labels[~heldout]
     classes = int(labels.max()) + 1
     rows = []

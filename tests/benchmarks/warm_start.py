@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gan.data import load_source
+from gan.data.sources import load_source
 from gan.images import save_time_to_quality
 
 ROOT = Path(__file__).resolve().parents[2]
