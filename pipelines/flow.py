@@ -2,6 +2,7 @@
 
 import json
 import time
+from importlib import import_module
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,11 +11,11 @@ from prefect.runtime import flow_run
 
 from pipelines.config import PipelineConfig
 from pipelines.errors import first_line
-from pipelines.stages.evaluate import evaluate_task
-from pipelines.stages.ingest import ingest_task
-from pipelines.stages.register import register_task
-from pipelines.stages.train import train_task, warm_start_task
+from pipelines.stages import STAGES, Step
 from pipelines.workspace import Workspace, workspace_lock
+
+# Every stage's steps in `STAGES` order, as each stage module lists them: a new stage is its module and its name there.
+STEPS: list[Step] = [step for stage in STAGES for step in import_module(f"pipelines.stages.{stage}").STEPS]
 
 
 def run_stage(stage, timings: dict, output_exists: Callable[[object], bool], *args: object) -> object:  # noqa: ANN001
@@ -39,16 +40,8 @@ def gan_pipeline(config: dict) -> dict:
     run = {"flow_run_id": str(flow_run.id), "flow_started_unix": flow_started, "stages": stages}  # grows stage by stage
     with workspace_lock(Workspace.of(cfg.runtime.workdir)):  # one run at a time per working folder (held already under the CLI)
         try:
-            run["dataset"] = dataset = run_stage(ingest_task, stages, lambda path: Path(path, "manifest.json").is_file(), cfg)
-            # A warm start's parent, resolved at each run: @champion names another version once the champion moves.
-            run["warm_start"] = parent = run_stage(warm_start_task, stages, lambda _: True, cfg, dataset) if cfg.train.init_from else None
-            run["train"] = trained = run_stage(train_task, stages, lambda out: Path(out["checkpoint"]).is_dir(), cfg, dataset, parent)
-            run["report"] = report = run_stage(
-                evaluate_task, stages, lambda path: Path(path).is_file(), cfg, dataset, trained["checkpoint"]
-            )
-            run["registered"] = run_stage(
-                register_task, stages, lambda _: True, cfg, dataset, trained["checkpoint"], report, str(flow_run.id)
-            )
+            for step in STEPS:  # each reads what the ones before it made from the run record
+                run[step.key] = run_stage(step.task, stages, step.output_exists, *step.inputs(cfg, run)) if step.when(cfg) else None
         except Exception as err:
             # What ran, came from cache or failed, and what it made; and the error's first line.
             write_summary(cfg, run | {"failed": f"{type(err).__name__}: {first_line(err)}"})

@@ -32,18 +32,21 @@ class StageCode(NamedTuple):
     alone: tuple[str, ...] = ()
 
 
-# By stage (`pipelines.stages.STAGES`; register has no cache). Training keys on the code that computes the weights: the
-# workers' code with all it imports (networks, losses, the loop, the dataset's reader, checkpoints; not the source formats
-# and the writer, whose output the dataset's fingerprint names) and the modules that hand the workers their config and
-# data (the stage and the driver). Not on what those import besides: the evaluation's feature
-# classifier it borrows for quick FIDs is keyed by its own cache (`feature_extractor_key`), and the console, the
+# The stages whose code digest is not simply their module and all it imports (`code_rule`). Training keys on the code
+# that computes the weights: the workers' code with all it imports (networks, losses, the loop, the dataset's reader,
+# checkpoints; not the source formats and the writer, whose output the dataset's fingerprint names) and the modules that
+# hand the workers their config and data (the stage and the driver). Not on what those import besides: the evaluation's
+# feature classifier it borrows for quick FIDs is keyed by its own cache (`feature_extractor_key`), and the console, the
 # workspace and the registry do not touch the weights, so an edit there lets an unchanged training config resume. Code
 # that shapes what the workers get belongs in one of these modules.
 STAGE_CODE = {
-    "ingest": StageCode(("pipelines.stages.ingest",)),
     "train": StageCode(("pipelines.cluster.worker",), alone=("pipelines.stages.train", "pipelines.cluster.fit")),
-    "evaluate": StageCode(("pipelines.stages.evaluate",)),
 }
+
+
+def code_rule(stage: str) -> StageCode:
+    """The modules a stage's code digest covers: its own `STAGE_CODE` rule, else its module and all that it imports."""
+    return STAGE_CODE.get(stage, StageCode((f"pipelines.stages.{stage}",)))
 
 
 def project_modules(packages: tuple[Path, ...] = PACKAGES) -> dict[str, Path]:
@@ -125,9 +128,9 @@ def digest(names: set[str], modules: dict[str, Path]) -> str:
 
 @functools.cache
 def stage_code(stage: str) -> str:
-    """The digest of the code `stage` (a key of STAGE_CODE) runs, computed once per process."""
+    """The digest of the code `stage` (a name in `STAGES`) runs, computed once per process."""
     modules = project_modules()
-    return digest(stage_modules(STAGE_CODE[stage], modules), modules)
+    return digest(stage_modules(code_rule(stage), modules), modules)
 
 
 @functools.cache

@@ -37,6 +37,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.stages import STAGES
 from tests.services import BIN, free_port, start, stop_group, wait_healthy
 from tests.test_pipeline import CLI, SMOKE, TINY, cli, cli_env, registry
 
@@ -45,7 +46,6 @@ pytestmark = pytest.mark.integration
 RUN = ("run", "-c", SMOKE, *(arg for item in (*TINY, "registry.model_name=fault-gan") for arg in ("--set", item)))
 CHAIN = ("ingest", "kill:ingest", "ingest:once,train", "train:once,evaluate", "kill:evaluate", "evaluate:once,register",
          "kill:register", "register:once")
-STAGES = ("ingest", "train", "evaluate", "register")
 
 
 def prefect_server(workdir: Path) -> tuple[subprocess.Popen, str]:

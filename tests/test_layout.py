@@ -112,15 +112,15 @@ def test_no_import_cycle_between_the_library_modules() -> None:
 
 
 def test_the_stages_are_named_once() -> None:
-    """The flow's tasks, the fault hook's points and the code digests all go by `STAGES`."""
+    """The flow's steps, the fault hook's points and the code digests all go by `STAGES`: each stage module lists its
+    own steps, the last of them the stage's own task, and nothing else names the stages."""
     from pipelines.faults import failure_hook  # noqa: PLC0415
+    from pipelines.flow import STEPS  # noqa: PLC0415
     from pipelines.provenance import STAGE_CODE  # noqa: PLC0415
-    from pipelines.stages.evaluate import evaluate_task  # noqa: PLC0415
-    from pipelines.stages.ingest import ingest_task  # noqa: PLC0415
-    from pipelines.stages.register import register_task  # noqa: PLC0415
-    from pipelines.stages.train import train_task  # noqa: PLC0415
 
-    assert [task.name for task in (ingest_task, train_task, evaluate_task, register_task)] == list(STAGES)
+    tasks = [step.task.name for step in STEPS]
+    assert [name for name in tasks if name in STAGES] == list(STAGES) and set(tasks) - set(STAGES) == {"warm-start"}
+    assert len({step.key for step in STEPS}) == len(STEPS)  # each output its own key in the run record
     assert set(STAGE_CODE) < set(STAGES) and STAGE_MODULES == {m for m in MODULES if m.startswith("pipelines.stages.")}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GAN_PIPELINE_FAIL_AT", ",".join(f"kill:{stage}" for stage in STAGES))

@@ -22,6 +22,7 @@ from pipelines.config import PipelineConfig, cache_key, fingerprint
 from pipelines.errors import retry_unless_user_error
 from pipelines.faults import maybe_fail, maybe_kill
 from pipelines.provenance import stage_code
+from pipelines.stages import Step
 from pipelines.workspace import Workspace
 from pipelines.yardstick import (
     BUNDLE, Instrument, Yardstick, class_mix, feature_classifier, feature_extractor, feature_extractor_key, label_shares, reference_of,
@@ -301,3 +302,6 @@ def report_markdown(report_path: Path) -> str:
         *([f"**Data**: {report['data_change']['summary']}", ""] if "data_change" in report else []),
         "Pictures: " + ", ".join(f"[{name}]({(report_path.parent / name).as_uri()})" for name in pictures),
     ])
+
+
+STEPS = (Step("report", evaluate_task, lambda cfg, run: (cfg, run["dataset"], run["train"]["checkpoint"]), lambda path: Path(path).is_file()),)

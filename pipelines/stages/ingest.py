@@ -19,6 +19,7 @@ from pipelines.config import PipelineConfig, cache_key, check_batch_fits, finger
 from pipelines.errors import raise_naming, retry_unless_user_error
 from pipelines.faults import maybe_fail, maybe_kill
 from pipelines.provenance import stage_code
+from pipelines.stages import Step
 from pipelines.workspace import Workspace, datasets
 
 
@@ -143,3 +144,6 @@ def _key(context, parameters: dict) -> str:  # noqa: ANN001 - Prefect's callback
 def ingest_task(cfg: PipelineConfig) -> str:
     """Source -> Parquet dataset folder (cached on the source checksum, ingest config and ingest code)."""
     return ingest(cfg)
+
+
+STEPS = (Step("dataset", ingest_task, lambda cfg, run: (cfg,), lambda path: Path(path, "manifest.json").is_file()),)

@@ -26,6 +26,7 @@ from pipelines.registry.client import (
 )
 from pipelines.registry.serving import MODEL_CODE, input_schema
 from pipelines.registry.warm_start import Parent
+from pipelines.stages import Step
 from pipelines.workspace import Workspace
 from pipelines.yardstick import BUNDLE
 
@@ -227,5 +228,8 @@ def _already_registered(client, name: str, existing) -> dict:  # noqa: ANN001
 def register_task(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_path: str, flow_run_id: str | None) -> dict:
     """Evaluated checkpoint -> MLflow run + registered version (idempotent per checkpoint and report)."""
     return register(cfg, dataset_dir, checkpoint_dir, report_path, flow_run_id)
+
+
+STEPS = (Step("registered", register_task, lambda cfg, run: (cfg, run["dataset"], run["train"]["checkpoint"], run["report"], run["flow_run_id"])),)
 
 

@@ -16,6 +16,7 @@ from pipelines.config import PipelineConfig, cache_key, fingerprint
 from pipelines.errors import retry_unless_user_error
 from pipelines.faults import maybe_fail, nan_at_step
 from pipelines.provenance import stage_code
+from pipelines.stages import Step
 from pipelines.registry import warm_start
 from pipelines.registry.warm_start import Parent
 from pipelines.workspace import Workspace
@@ -98,3 +99,10 @@ def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> 
     if trains_as_job(cfg):
         return job.train_as_job(run_config(cfg, parent), dataset_dir, name, lineage, files, console.task_logger())
     return fit.fit(run_config(cfg, parent), dataset_dir, name, lineage, **files, logger=console.task_logger())
+
+
+STEPS = (
+    # A warm start's parent, resolved at each run: @champion names another version once the champion moves.
+    Step("warm_start", warm_start_task, lambda cfg, run: (cfg, run["dataset"]), when=lambda cfg: bool(cfg.train.init_from)),
+    Step("train", train_task, lambda cfg, run: (cfg, run["dataset"], run["warm_start"]), lambda out: Path(out["checkpoint"]).is_dir()),
+)
