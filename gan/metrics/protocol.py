@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gan.metrics.bootstrap import fid_bootstrap
+from gan.metrics.bootstrap import bootstrap
 from gan.metrics.classes import class_histogram, effective_classes, kl_divergence
 from gan.metrics.density_coverage import density_coverage
 from gan.metrics.fid import frechet_distance_from_stats, gaussian_stats
@@ -71,7 +71,7 @@ def score(
     is_mean, is_std = inception_score(probs)
     reference_feats, scale = reference.feats, reference.kid_scale
     same_size = reference_feats[np.random.default_rng(seed).choice(len(reference_feats), min(len(feats), len(reference_feats)), replace=False)]
-    boot_mean, boot_std = fid_bootstrap(feats, reference.mu, reference.cov, seed=seed)
+    boot_mean, boot_std = bootstrap(feats, reference.fid, seed=seed)
     return Scores(
         fid=reference.fid(feats),
         fid_bootstrap_mean=boot_mean,

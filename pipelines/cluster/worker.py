@@ -20,7 +20,7 @@ from gan import checkpoint as ckpt, data
 from gan.config import TrainConfig
 from gan.distributed import WorkerContext, rank_seed
 from gan.images import save_grid
-from gan.metrics import QuickFID
+from gan.metrics.quick_fid import QuickFID
 from gan.training_loop import Batch, in_memory_batches, train as train_loop
 from pipelines.config import PipelineConfig
 from pipelines.errors import raise_naming

@@ -10,10 +10,15 @@ import numpy as np
 import torch
 from prefect import task
 
-from gan import checkpoint as ckpt, data, metrics, sampling, watchdog
+from gan import checkpoint as ckpt, data, sampling, watchdog
 from gan.config import ConfigError, unreadable
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
 from gan.latent import Latent
+from gan.metrics import fid
+from gan.metrics.classes import code_agreement, label_accuracy
+from gan.metrics.classifier import Classifier, embed, to_float
+from gan.metrics.extractors import Extractor, inception_key
+from gan.metrics.memorisation import Memorisation, find_memorisation
 from pipelines import console
 from pipelines.cluster.embed import embed_images
 from pipelines.config import PipelineConfig, cache_key, fingerprint
@@ -33,14 +38,14 @@ def eval_key(cfg: PipelineConfig) -> str:
     """The evaluation settings, with the Inception weights named by their file's bytes instead of its path: a weights
     file replaced in place is another network, and its evaluation must not be answered from cache."""
     weights = cfg.eval.inception_weights
-    network = metrics.inception_key(Path(weights).expanduser()) if weights is not None and not unreadable(weights) else None
+    network = inception_key(Path(weights).expanduser()) if weights is not None and not unreadable(weights) else None
     return fingerprint(cfg.eval.model_dump(mode="json", exclude={"inception_weights"}), network)
 
 
-def check_sample_count(n: int, extractor: metrics.Extractor, cfg: PipelineConfig, heldout: int) -> None:
+def check_sample_count(n: int, extractor: Extractor, cfg: PipelineConfig, heldout: int) -> None:
     """FID needs more samples than the extractor's feature dimensions: fail before any embedding, naming the settings."""
     try:
-        metrics.check_sample_count(n, extractor.feature_dim)
+        fid.check_sample_count(n, extractor.feature_dim)
     except ValueError as err:
         raise ConfigError(
             f"config error: eval.feature_extractor {extractor.name!r} with eval.num_samples = {cfg.eval.num_samples} and "
@@ -62,11 +67,11 @@ def write_pictures(
         save_curves(history, folder / "curves.png", ckpt.snapshots_of(state))
 
 
-def conditional_scores(G: torch.nn.Module, latent: Latent, classifier: metrics.Classifier, folder: Path, seed: int) -> dict:
+def conditional_scores(G: torch.nn.Module, latent: Latent, classifier: Classifier, folder: Path, seed: int) -> dict:
     """Conditional models: how often the classifier agrees with the label asked for, per class; one row per label."""
     inputs = sampling.per_class_inputs(latent, 100, seed)
     images = inputs.generate(G, latent)
-    accuracy = metrics.label_accuracy(metrics.embed(classifier, images)[1], inputs.label, latent.num_classes)
+    accuracy = label_accuracy(embed(classifier, images)[1], inputs.label, latent.num_classes)
     save_grid(images.view(latent.num_classes, 100, *images.shape[1:])[:, :10].flatten(0, 1), folder / "samples_by_label.png", nrow=10)
     return {"per_class_accuracy": [round(a, 4) for a in accuracy], "min_accuracy": min(accuracy), "mean_accuracy": float(np.mean(accuracy))}
 
@@ -74,7 +79,7 @@ def conditional_scores(G: torch.nn.Module, latent: Latent, classifier: metrics.C
 def infogan_scores(G: torch.nn.Module, latent: Latent, codes: np.ndarray, predicted: np.ndarray, num_classes: int, folder: Path, seed: int) -> dict:
     """InfoGAN: agreement of the categorical code with the classifier's digit under the best one-to-one mapping;
     the classic figure (rows: categorical code, columns: first continuous code from -2 to 2)."""
-    agreement, mapping = metrics.code_agreement(codes, predicted, latent.info_categorical, num_classes)
+    agreement, mapping = code_agreement(codes, predicted, latent.info_categorical, num_classes)
     if latent.info_continuous:
         save_grid(sampling.code_sweep_inputs(latent, 10, seed).generate(G, latent), folder / "infogan_codes.png", nrow=10)
     else:
@@ -141,8 +146,8 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     model_scores, floor_scores = (instrument.score(embedded, cfg.eval.coverage_min_fraction) for embedded in (fake, real))
     # Memorisation: generated images' nearest training image, against held-out reals': in pixels among every training
     # image (read from disk a record batch at a time; uint8 read in [0, 1], like the samples), in features among the sample's.
-    pixels = metrics.find_memorisation(lambda: (images for images, _ in data.iter_split(dataset_dir, "train")), fake_images, real_images)
-    features = metrics.find_memorisation(reference.feats, fake.feats, real.feats)
+    pixels = find_memorisation(lambda: (images for images, _ in data.iter_split(dataset_dir, "train")), fake_images, real_images)
+    features = find_memorisation(reference.feats, fake.feats, real.feats)
 
     bar.update(3, note="samples scored")
     draws = [model_scores.fid] + fids_of_draws(G, latent, instrument, cfg, lambda k: bar.update(3 + k, note=f"draw {k}"))
@@ -170,7 +175,7 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         write_pictures(tmp, fake_images, real_images, fake.classes.argmax(1), manifest["num_classes"], state, histograms)
         # The closest generated/training pairs in pixels: generated images on top, their nearest training image below.
         closest = torch.as_tensor(pixels.closest)
-        pairs = torch.cat([fake_images[closest[:, 0]], metrics.to_float(data.load_split(dataset_dir, "train", closest[:, 1].numpy())[0])])
+        pairs = torch.cat([fake_images[closest[:, 0]], to_float(data.load_split(dataset_dir, "train", closest[:, 1].numpy())[0])])
         save_grid(pairs, tmp / "nearest_train.png", nrow=len(closest))
         if latent.num_classes:
             report["conditional"] = conditional_scores(G, latent, classifier, tmp, cfg.eval.seed)
@@ -212,7 +217,7 @@ def fid_line(report: dict) -> str:
             f"{report['num_images']} samples, step {report['step']})" + (f"; {report['collapsed']}" if report.get("collapsed") else ""))
 
 
-def memorisation_summary(m: metrics.Memorisation) -> dict:
+def memorisation_summary(m: Memorisation) -> dict:
     """The share of generated images closer to a training image than all but the closest 5 % of held-out reals are."""
     return {
         "memorised_share": m.share, "threshold": m.threshold,

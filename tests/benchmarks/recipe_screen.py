@@ -21,7 +21,11 @@ import numpy as np
 import torch
 import yaml
 
-from gan import data, metrics
+from gan import data
+from gan.metrics.classes import class_histogram
+from gan.metrics.classifier import embed, train_classifier
+from gan.metrics.protocol import Reference, score
+from gan.metrics.quick_fid import QuickFID
 from gan.config import EvalConfig, Recipe
 from gan.images import save_grid
 from gan.latent import Latent
@@ -70,13 +74,13 @@ def main() -> None:
     shape, classes = tuple(images.shape[1:]), int(labels.max()) + 1
 
     # 1. The evaluation's yardstick: its classifier, the training images' features, the floor.
-    classifier = metrics.train_classifier(images, labels, classes, EVAL.classifier_epochs, EVAL.classifier_seed)
-    reference_feats, reference_probs = metrics.embed(classifier, images)
-    reference = metrics.Reference.of(reference_feats, metrics.class_histogram(reference_probs))
+    classifier = train_classifier(images, labels, classes, EVAL.classifier_epochs, EVAL.classifier_seed)
+    reference_feats, reference_probs = embed(classifier, images)
+    reference = Reference.of(reference_feats, class_histogram(reference_probs))
     real = heldout[np.random.default_rng(EVAL.seed).choice(len(heldout), EVAL.num_samples, replace=False)]
-    floor = metrics.score(*metrics.embed(classifier, real), reference, EVAL.coverage_min_fraction)
+    floor = score(*embed(classifier, real), reference, EVAL.coverage_min_fraction)
     mix = np.bincount(labels, minlength=classes) / len(labels)  # the class mix conditional samples are drawn in
-    quick = metrics.QuickFID(classifier, reference.mu, reference.cov, mix, EVAL.num_samples, EVAL.seed)
+    quick = QuickFID(classifier, reference.mu, reference.cov, mix, EVAL.num_samples, EVAL.seed)
 
     # 2. Train, with quick FIDs on the schedule the recipe asks for.
     sink, started = LastState(), time.time()
@@ -94,7 +98,7 @@ def main() -> None:
         G = build_generator(recipe.model, shape, latent)
         G.load_state_dict(sink.state[key])
         fake = generate(G, z, c)
-        scores[key] = metrics.score(*metrics.embed(classifier, fake), reference, EVAL.coverage_min_fraction)
+        scores[key] = score(*embed(classifier, fake), reference, EVAL.coverage_min_fraction)
         if key == "G_ema":
             args.out.mkdir(parents=True, exist_ok=True)
             save_grid(fake[:64], args.out / f"{args.name}.png")
