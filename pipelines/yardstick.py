@@ -21,16 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan import data, sampling
-from gan.metrics.classes import class_histogram
-from gan.metrics.classifier import Classifier, accuracy, source_digest, train_classifier
-from gan.metrics.classifier import embed as classifier_embed
-from gan.metrics.extractors import Extractor, build_extractor, inception_key
-from gan.metrics.inception import WeightsError
-from gan.metrics.protocol import Reference, Scores, score
+from gan import data
 from gan.config import ConfigError, check_eval
 from gan.latent import Latent
-from gan.sampling import Inputs
+from gan.metrics import evaluation
+from gan.metrics.classes import class_histogram
+from gan.metrics.classifier import Classifier, accuracy, source_digest, train_classifier
+from gan.metrics.evaluation import Embedded, Reference, embed_set
+from gan.metrics.extractors import Extractor, build_extractor, inception_key
+from gan.metrics.inception import WeightsError
 from pipelines.cluster.embed import embed_images
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.workspace import Workspace
@@ -82,20 +81,14 @@ def names(class_names: tuple[str, ...]) -> str:
     return f"{len(class_names)} ({shown})"
 
 
-@dataclass(frozen=True)
-class Embedded:
-    """One image set as a yardstick reads it."""
-
-    feats: np.ndarray  # [N, D] the extractor's features: FID, KID, the k-NN metrics, feature memorisation
-    probs: np.ndarray  # [N, K'] the extractor's softmax: the Inception Score
-    classes: np.ndarray  # [N, K] the domain classifier's probabilities: class coverage, collapse, InfoGAN agreement
+def embedder(ray_min_images: int) -> evaluation.Embed:
+    """The evaluation's `embed`: in Ray tasks for sets of at least `ray_min_images` images, else in this process."""
+    return lambda extractor, images: embed_images(extractor, images, ray_min_images)
 
 
 def embed(extractor: Extractor, classifier: Classifier, images: np.ndarray | torch.Tensor, ray_min_images: int) -> Embedded:
     """An image set through the extractor (in Ray tasks when large) and, for the class metrics, the domain classifier."""
-    feats, probs = embed_images(extractor, images, ray_min_images)
-    classes = probs if extractor.network is classifier else classifier_embed(classifier, images)[1]
-    return Embedded(feats, probs, classes)
+    return embed_set(extractor, classifier, images, embedder(ray_min_images))
 
 
 def narrowed(values: np.ndarray) -> np.ndarray:
@@ -115,23 +108,17 @@ class Instrument:
     reference: Reference
     class_mix: np.ndarray  # [K] the reference data's class shares: conditional models draw their labels in it
 
-    def draw(self, G: torch.nn.Module, latent: Latent, seed: int | None = None) -> tuple[Inputs, torch.Tensor]:
-        """num_images samples of G ([N, C, H, W] in [0, 1]) from the yardstick's latents (or those of another seed)."""
-        inputs = sampling.random_inputs(latent, self.yardstick.num_images, self.yardstick.seed if seed is None else seed,
-                                        class_probs=self.class_mix)
-        return inputs, inputs.generate(G, latent)
-
     def embed(self, images: np.ndarray | torch.Tensor, ray_min_images: int) -> Embedded:
         return embed(self.extractor, self.classifier, images, ray_min_images)
 
-    def score(self, embedded: Embedded, coverage_min_fraction: float) -> Scores:
-        """Every metric of one embedded image set against the reference; the bootstrap is seeded by the yardstick."""
-        return score(embedded.feats, embedded.probs, self.reference, coverage_min_fraction, self.yardstick.seed,
-                             classes=embedded.classes)
+    def score(self, embedded: Embedded, coverage_min_fraction: float) -> dict:
+        """Every metric of one embedded image set against the reference (evaluation.score), seeded by the yardstick."""
+        return evaluation.score(embedded, self.reference, self.yardstick.seed, coverage_min_fraction)
 
-    def measure(self, G: torch.nn.Module, latent: Latent, ray_min_images: int, coverage_min_fraction: float) -> Scores:
+    def measure(self, G: torch.nn.Module, latent: Latent, ray_min_images: int, coverage_min_fraction: float) -> dict:
         """A generator's scores on this yardstick: its samples from the yardstick's latents, embedded and scored."""
-        return self.score(self.embed(self.draw(G, latent)[1], ray_min_images), coverage_min_fraction)
+        images = evaluation.draw(G, latent, self.yardstick.num_images, self.yardstick.seed, self.class_mix)[1]
+        return self.score(self.embed(images, ray_min_images), coverage_min_fraction)
 
     def save(self, path: Path) -> Path:
         """Everything `load` needs to measure again, without the data: the networks' weights and the reference."""
@@ -198,11 +185,11 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
     print(f"[evaluate] training the feature classifier ({cfg.eval.classifier_epochs} epochs)")
     images, labels = data.load_split(dataset_dir, "train", train_rows(cfg, manifest))
     model = train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment)
-    accuracy = accuracy(model, data.iter_split(dataset_dir, "heldout"))
+    held_out = accuracy(model, data.iter_split(dataset_dir, "heldout"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": model.state_dict(), "accuracy": accuracy}, path.with_suffix(".tmp"))
+    torch.save({"state": model.state_dict(), "accuracy": held_out}, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
-    return model, accuracy
+    return model, held_out
 
 
 def feature_extractor(cfg: PipelineConfig, classifier: Classifier, classifier_key: str) -> Extractor:

@@ -10,8 +10,8 @@ import torch
 from gan import data
 from gan.metrics.classes import class_histogram
 from gan.metrics.classifier import Classifier
+from gan.metrics.evaluation import Reference
 from gan.metrics.extractors import Extractor, build_extractor
-from gan.metrics.protocol import Reference
 from pipelines import yardstick
 from pipelines.config import load_config
 from pipelines.stages import evaluate

@@ -6,12 +6,11 @@ import torch
 
 from gan.metrics.classes import class_histogram, kl_divergence
 from gan.metrics.classifier import accuracy, embed, train_classifier
-from gan.metrics.fid import frechet_distance
+from gan.metrics.evaluation import Embedded, Reference, embed_set, score
+from gan.metrics.extractors import build_extractor
+from gan.metrics.fid import fid, frechet_distance
 from gan.metrics.inception_score import inception_score
-from gan.metrics.protocol import Reference, score
-from gan.metrics.fid import fid
-from gan.metrics.kid import kid
-from gan.metrics.protocol import KID_SUBSETS
+from gan.metrics.kid import KID_SUBSETS, kid
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_shift() -> None:
@@ -53,12 +52,12 @@ def test_classifier_learns_and_scores_real_data_near_the_floor() -> None:
     assert accuracy(model, [(x[1400:1500], y[1400:1500]), (x[1500:], y[1500:])]) > 0.8
     ref_feats, ref_probs = embed(model, x[:1000])
     reference = Reference.of(ref_feats, class_histogram(ref_probs))
-    real = score(*embed(model, x[1000:1400]), reference, 0.01)
-    noise = score(*embed(model, torch.rand(400, 1, 8, 8)), reference, 0.01)
-    assert real.fid < noise.fid / 5
-    assert real.classes_covered == 10 and real.inception_score > noise.inception_score
-    assert real.kid < noise.kid / 5 and real.fid_bootstrap_std < real.fid  # every score beside its spread
-    assert real.precision > noise.precision and real.recall > noise.recall and real.coverage > noise.coverage
+    extractor = build_extractor("classifier", classifier=model, classifier_key="k")
+    real, noise = (score(embed_set(extractor, model, images), reference, 0, 0.01) for images in (x[1000:1400], torch.rand(400, 1, 8, 8)))
+    assert real["fid"] < noise["fid"] / 5
+    assert real["classes_covered"] == 10 and real["inception_score"] > noise["inception_score"]
+    assert real["kid"] < noise["kid"] / 5 and real["fid_bootstrap_std"] < real["fid"]  # every score beside its spread
+    assert real["precision"] > noise["precision"] and real["recall"] > noise["recall"] and real["coverage"] > noise["coverage"]
 
 
 @pytest.mark.parametrize("kid_rescale", [True, False])
@@ -71,12 +70,12 @@ def test_scores_against_a_reference_summarised_once_equal_the_metrics_of_its_fea
     scale = np.sqrt((ref_feats**2).mean()) if kid_rescale else 1.0
     for shift in (0.0, 0.5):  # the floor's set and the model's, against the same reference
         feats, probs = 3 * rng.normal(size=(100, 8)) + shift, rng.dirichlet(np.ones(10), 100)
-        scores = score(feats, probs, reference, 0.01, seed=3)
-        assert scores.fid == reference.fid(feats) == frechet_distance(feats, ref_feats)
+        scores = score(Embedded(feats, probs, probs), reference, seed=3, min_fraction=0.01)
+        assert scores["fid"] == reference.fid(feats) == frechet_distance(feats, ref_feats)
         boot = fid(ref_feats, feats, bootstrap_rounds=50, seed=3)
-        assert (scores.fid, scores.fid_bootstrap_mean, scores.fid_bootstrap_std) == (boot["fid"], boot["fid_bootstrap_mean"], boot["fid_bootstrap_std"])
-        assert (scores.kid, scores.kid_std) == tuple(kid(ref_feats / scale, feats / scale, subsets=KID_SUBSETS, seed=3).values())
-        assert scores.class_kl == kl_divergence(class_histogram(probs), class_histogram(ref_probs))
+        assert {k: scores[k] for k in boot} == boot  # the FID and its bootstrap spread, from the features themselves
+        assert (scores["kid"], scores["kid_std"]) == tuple(kid(ref_feats / scale, feats / scale, subsets=KID_SUBSETS, seed=3).values())
+        assert scores["class_kl"] == kl_divergence(class_histogram(probs), class_histogram(ref_probs))
 
 
 def test_inception_score_does_not_depend_on_row_order() -> None:

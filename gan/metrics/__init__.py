@@ -8,7 +8,8 @@
 - inception: the FID Inception-v3 from a local weights file, the other feature network
 - extractors: the feature networks by name (`build_extractor("inception", inception_weights=...)`), each with the
   key a report names it by
-- protocol: the evaluation's Scores of one image set against the training images' Reference; quick_fid: the FID run during training
+- evaluation: the protocol (as stylegan2-ada's metric_main): a generator's report, every listed metric run through the
+  registry; quick_fid: the FID run during training
 
 Nothing is imported here: importing one metric (the training loop's quick FID) does not import them all.
 """

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from gan.metrics.bootstrap import bootstrap
-from gan.metrics.registry import Features, register
+from gan.metrics.registry import Features, Shown, register
 
 BOOTSTRAP_ROUNDS = 50  # resamples behind the evaluation's FID spread
 
@@ -96,7 +96,8 @@ def frechet_distance_from_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.nd
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_covmean)
 
 
-@register("fid")
+@register("fid", reads=("gaussian", "feats"), options=lambda context: {"bootstrap_rounds": BOOTSTRAP_ROUNDS, "seed": context.seed},
+          shown=(Shown("FID", "fid", std="fid_bootstrap_std"),))
 def fid(
     real: Features | tuple[np.ndarray, np.ndarray], fake: Features, batch_size: int = 4096, bootstrap_rounds: int = 0, seed: int = 0,
 ) -> dict[str, float]:

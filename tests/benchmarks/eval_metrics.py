@@ -26,7 +26,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from gan.metrics import density_coverage, fid, precision_recall  # noqa: F401  (registers them)
+from gan.metrics import evaluation  # noqa: F401  (fills METRICS)
 from gan.metrics.kid import kernel_inception_distance
 from gan.metrics.registry import compute
 

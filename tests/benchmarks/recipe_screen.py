@@ -24,7 +24,7 @@ import yaml
 from gan import data
 from gan.metrics.classes import class_histogram
 from gan.metrics.classifier import embed, train_classifier
-from gan.metrics.protocol import Reference, score
+from gan.metrics.evaluation import Embedded, Reference, score
 from gan.metrics.quick_fid import QuickFID
 from gan.config import EvalConfig, Recipe
 from gan.images import save_grid
@@ -78,7 +78,8 @@ def main() -> None:
     reference_feats, reference_probs = embed(classifier, images)
     reference = Reference.of(reference_feats, class_histogram(reference_probs))
     real = heldout[np.random.default_rng(EVAL.seed).choice(len(heldout), EVAL.num_samples, replace=False)]
-    floor = score(*embed(classifier, real), reference, EVAL.coverage_min_fraction)
+    real_feats, real_probs = embed(classifier, real)
+    floor = score(Embedded(real_feats, real_probs, real_probs), reference, 0, EVAL.coverage_min_fraction)
     mix = np.bincount(labels, minlength=classes) / len(labels)  # the class mix conditional samples are drawn in
     quick = QuickFID(classifier, reference.mu, reference.cov, mix, EVAL.num_samples, EVAL.seed)
 
@@ -98,7 +99,8 @@ def main() -> None:
         G = build_generator(recipe.model, shape, latent)
         G.load_state_dict(sink.state[key])
         fake = generate(G, z, c)
-        scores[key] = score(*embed(classifier, fake), reference, EVAL.coverage_min_fraction)
+        feats, probs = embed(classifier, fake)
+        scores[key] = score(Embedded(feats, probs, probs), reference, 0, EVAL.coverage_min_fraction)
         if key == "G_ema":
             args.out.mkdir(parents=True, exist_ok=True)
             save_grid(fake[:64], args.out / f"{args.name}.png")
@@ -106,9 +108,9 @@ def main() -> None:
     result = {
         "name": args.name, "recipe": yaml.safe_load(args.recipe) or {}, "wall_seconds": round(wall, 1),
         "train_seconds": round(float(sink.state["train_seconds"]), 1), "steps": int(sink.state["step"]),
-        "fid": round(ema.fid, 2), "fid_over_floor": round(ema.fid / floor.fid, 2), "fid_live_g": round(scores["G"].fid, 2),
-        "is": round(ema.inception_score, 2), "is_floor": round(floor.inception_score, 2), "classes": ema.classes_covered,
-        "class_kl": round(ema.class_kl, 4), "floor_fid": round(floor.fid, 2),
+        "fid": round(ema["fid"], 2), "fid_over_floor": round(ema["fid"] / floor["fid"], 2), "fid_live_g": round(scores["G"]["fid"], 2),
+        "is": round(ema["inception_score"], 2), "is_floor": round(floor["inception_score"], 2), "classes": ema["classes_covered"],
+        "class_kl": round(ema["class_kl"], 4), "floor_fid": round(floor["fid"], 2),
         "quick_fid": [(q["epoch"], q["seconds"], round(q["fid"], 2)) for q in json.loads(sink.state["snapshots_json"])],
     }
     print(json.dumps(result))
