@@ -15,7 +15,7 @@ from gan.data import load_source
 from gan.latent import Latent
 from gan.metrics import evaluation, registry
 from gan.metrics.classes import class_histogram
-from gan.metrics.classifier import Classifier, to_float
+from gan.metrics.classifier import to_float, train_classifier
 from gan.metrics.extractors import build_extractor
 from gan.metrics.registry import Shown, register
 
@@ -41,11 +41,11 @@ class Replay(nn.Module):
 
 @pytest.fixture(scope="module")
 def world() -> dict:
-    """Training images (the reference), held-out images (the floor) and a disjoint pool of real images; an untrained
-    classifier as the feature network (its features are a fixed function of the images, which is all FID needs)."""
-    images = load_source("bundled-digits").images  # [1797, 1, 8, 8] uint8
-    torch.manual_seed(0)
-    classifier = Classifier((1, 8, 8), 10).eval()
+    """Training images (the reference), held-out images (the floor) and a disjoint pool of real images; a classifier
+    trained for two epochs on the training images as the feature network."""
+    source = load_source("bundled-digits")  # [1797, 1, 8, 8] uint8
+    images = source.images
+    classifier = train_classifier(images[:1000], source.labels[:1000], 10, epochs=2, seed=0)
     extractor = build_extractor("classifier", classifier=classifier, classifier_key="test")
     train, heldout, pool = images[:1000], images[1000 : 1000 + N], images[1000 + N : 1000 + 2 * N]
     feats, probs = extractor.embed(train)
