@@ -9,24 +9,22 @@ from prefect import flow
 
 from gan import checkpoint as ckpt, sampling
 from gan.images import save_labelled_rows, save_time_to_quality
+from gan.metrics.evaluation import figure
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.flow import gan_pipeline
 from pipelines.workspace import Workspace
 
 
 def result_row(name: str, cfg: PipelineConfig, summary: dict) -> dict:
-    """One preset's scores (and their ratio to the real-vs-real floor), training time and throughput."""
+    """One preset's scores (the report's list of metrics, and its FID's ratio to the real-vs-real floor), training time
+    and throughput."""
     report = json.loads(Path(summary["report"]).read_text())
     model, floor = report["model"], report["real_vs_real"]
     images = report["step"] * cfg.train.batch_size * cfg.ray.num_workers
     return {
-        "preset": name, "fid": model["fid"], "fid_over_floor": model["fid"] / floor["fid"], "floor_fid": floor["fid"],
-        "fid_mean": report["fid_draws"]["mean"], "fid_std": report["fid_draws"]["std"], "fid_draws": len(report["fid_draws"]["values"]),
-        "is": model["inception_score"], "is_over_floor": model["inception_score"] / floor["inception_score"],
-        "classes": model["classes_covered"], "class_kl": model["class_kl"], "steps": report["step"], "epochs": report["epoch"],
+        "preset": name, "metrics": report["metrics"], "fid": model["fid"], "floor_fid": floor["fid"], "fid_over_floor": model["fid"] / floor["fid"],
+        "steps": report["step"], "epochs": report["epoch"],
         "train_seconds": report["train_seconds"], "images_per_sec": images / max(report["train_seconds"], 1e-9),
-        "label_accuracy_min": report.get("conditional", {}).get("min_accuracy"),
-        "code_agreement": report.get("infogan", {}).get("code_class_agreement"),
         "model": f"{summary['registered']['model_name']} v{summary['registered']['version']}" if "version" in summary["registered"]
         else "not registered (collapsed)",  # refused by the watchdog or by the evaluation's collapse gate
         "quick_fid": [{**q, "fid_over_floor": q["fid"] / floor["fid"]} for q in report["quick_fid"]],
@@ -35,21 +33,19 @@ def result_row(name: str, cfg: PipelineConfig, summary: dict) -> dict:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = [
-        "| preset | FID | FID ÷ floor | FID over draws | IS (÷ floor) | classes | class KL | label acc. (min) | code agreement | epochs | train s | img/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    """One column per number the reports list (in their order; '–' where a preset's report lacks it, such as label
+    accuracy for an unconditional model), then the training time; the floors below."""
+    labels = list(dict.fromkeys(line["label"] for r in rows for line in r["metrics"]))
+    lines = [f"| preset | FID ÷ floor | {' | '.join(labels)} | epochs | train s | img/s |", "|---|" + "---:|" * (len(labels) + 4)]
     for r in rows:
-        extra = [f"{r[k]:.3f}" if r[k] is not None else "–" for k in ("label_accuracy_min", "code_agreement")]
-        lines.append(
-            f"| {r['preset']} | {r['fid']:.2f} | {r['fid_over_floor']:.1f}× | {r['fid_mean']:.2f} ± {r['fid_std']:.2f} | "
-            f"{r['is']:.2f} ({r['is_over_floor']:.0%}) | {r['classes']} | "
-            f"{r['class_kl']:.3f} | {extra[0]} | {extra[1]} | {r['epochs']} | {r['train_seconds']:.0f} | {r['images_per_sec']:.0f} |"
-        )
-    lines.append(
-        f"\nReal-vs-real floor: FID {rows[0]['floor_fid']:.2f} (held-out real images against the training images). "
-        f"FID over draws: mean ± std over {rows[0]['fid_draws']} draws of latents, the first being the FID column's."
-    )
+        by_label = {line["label"]: line for line in r["metrics"]}
+        cells = [figure(by_label[label]["value"], by_label[label]["std"], by_label[label]["format"]) if label in by_label else "–"
+                 for label in labels]
+        lines.append(f"| {r['preset']} | {r['fid_over_floor']:.1f}× | {' | '.join(cells)} | {r['epochs']} | {r['train_seconds']:.0f} | "
+                     f"{r['images_per_sec']:.0f} |")
+    floors = "; ".join(f"{line['label']} {figure(line['floor'], line['floor_std'], line['format'])}"
+                       for line in rows[0]["metrics"] if line["floor"] is not None)
+    lines.append(f"\nReal-vs-real floor (held-out real images against the training images, as many as the samples): {floors}.")
     return "\n".join(lines) + "\n"
 
 

@@ -21,11 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan import files, metrics, sampling
+from gan import files
 from gan.config import ConfigError, check_eval
 from gan.data.reader import iter_split, load_split, sample_rows
 from gan.latent import Latent
-from gan.sampling import Inputs
+from gan.metrics import evaluation
+from gan.metrics.classes import class_histogram
+from gan.metrics.classifier import Classifier, accuracy, source_digest, train_classifier
+from gan.metrics.evaluation import Embedded, Reference, embed_set
+from gan.metrics.extractors import Extractor, build_extractor, inception_key
+from gan.metrics.inception import WeightsError
 from pipelines.cluster.embed import embed_images
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.workspace import Workspace
@@ -77,20 +82,14 @@ def names(class_names: tuple[str, ...]) -> str:
     return f"{len(class_names)} ({shown})"
 
 
-@dataclass(frozen=True)
-class Embedded:
-    """One image set as a yardstick reads it."""
-
-    feats: np.ndarray  # [N, D] the extractor's features: FID, KID, the k-NN metrics, feature memorisation
-    probs: np.ndarray  # [N, K'] the extractor's softmax: the Inception Score
-    classes: np.ndarray  # [N, K] the domain classifier's probabilities: class coverage, collapse, InfoGAN agreement
+def embedder(ray_min_images: int) -> evaluation.Embed:
+    """The evaluation's `embed`: in Ray tasks for sets of at least `ray_min_images` images, else in this process."""
+    return lambda extractor, images: embed_images(extractor, images, ray_min_images)
 
 
-def embed(extractor: metrics.Extractor, classifier: metrics.Classifier, images: np.ndarray | torch.Tensor, ray_min_images: int) -> Embedded:
+def embed(extractor: Extractor, classifier: Classifier, images: np.ndarray | torch.Tensor, ray_min_images: int) -> Embedded:
     """An image set through the extractor (in Ray tasks when large) and, for the class metrics, the domain classifier."""
-    feats, probs = embed_images(extractor, images, ray_min_images)
-    classes = probs if extractor.network is classifier else metrics.embed(classifier, images)[1]
-    return Embedded(feats, probs, classes)
+    return embed_set(extractor, classifier, images, embedder(ray_min_images))
 
 
 def narrowed(values: np.ndarray) -> np.ndarray:
@@ -105,28 +104,22 @@ class Instrument:
     """A yardstick ready to measure: its networks, its reference and the class mix samples are drawn in."""
 
     yardstick: Yardstick
-    extractor: metrics.Extractor
-    classifier: metrics.Classifier  # the domain classifier (the extractor too, unless that is Inception)
-    reference: metrics.Reference
+    extractor: Extractor
+    classifier: Classifier  # the domain classifier (the extractor too, unless that is Inception)
+    reference: Reference
     class_mix: np.ndarray  # [K] the reference data's class shares: conditional models draw their labels in it
-
-    def draw(self, G: torch.nn.Module, latent: Latent, seed: int | None = None) -> tuple[Inputs, torch.Tensor]:
-        """num_images samples of G ([N, C, H, W] in [0, 1]) from the yardstick's latents (or those of another seed)."""
-        inputs = sampling.random_inputs(latent, self.yardstick.num_images, self.yardstick.seed if seed is None else seed,
-                                        class_probs=self.class_mix)
-        return inputs, inputs.generate(G, latent)
 
     def embed(self, images: np.ndarray | torch.Tensor, ray_min_images: int) -> Embedded:
         return embed(self.extractor, self.classifier, images, ray_min_images)
 
-    def score(self, embedded: Embedded, coverage_min_fraction: float) -> metrics.Scores:
-        """Every metric of one embedded image set against the reference; the bootstrap is seeded by the yardstick."""
-        return metrics.score(embedded.feats, embedded.probs, self.reference, coverage_min_fraction, self.yardstick.seed,
-                             classes=embedded.classes)
+    def score(self, embedded: Embedded, coverage_min_fraction: float) -> dict:
+        """Every metric of one embedded image set against the reference (evaluation.score), seeded by the yardstick."""
+        return evaluation.score(embedded, self.reference, self.yardstick.seed, coverage_min_fraction)
 
-    def measure(self, G: torch.nn.Module, latent: Latent, ray_min_images: int, coverage_min_fraction: float) -> metrics.Scores:
+    def measure(self, G: torch.nn.Module, latent: Latent, ray_min_images: int, coverage_min_fraction: float) -> dict:
         """A generator's scores on this yardstick: its samples from the yardstick's latents, embedded and scored."""
-        return self.score(self.embed(self.draw(G, latent)[1], ray_min_images), coverage_min_fraction)
+        images = evaluation.draw(G, latent, self.yardstick.num_images, self.yardstick.seed, self.class_mix)[1]
+        return self.score(self.embed(images, ray_min_images), coverage_min_fraction)
 
     def save(self, path: Path) -> Path:
         """Everything `load` needs to measure again, without the data: the networks' weights and the reference."""
@@ -146,17 +139,17 @@ class Instrument:
         if blob.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: yardstick format_version {blob.get('format_version')!r}, expected {FORMAT_VERSION}")
         yardstick = Yardstick.of_dict(json.loads(blob["yardstick"]))
-        classifier = metrics.Classifier(yardstick.image_shape, len(yardstick.class_names))
+        classifier = Classifier(yardstick.image_shape, len(yardstick.class_names))
         classifier.load_state_dict(blob["classifier"])
         classifier.eval()
         if blob["extractor"] == "inception":
-            if inception_weights is None or metrics.inception_key(Path(inception_weights).expanduser()) != yardstick.extractor:
+            if inception_weights is None or inception_key(Path(inception_weights).expanduser()) != yardstick.extractor:
                 raise ValueError(f"the yardstick {yardstick.key} measures with Inception weights {yardstick.extractor}; "
                                  f"eval.inception_weights = {inception_weights!r} is not that file")
-            extractor = metrics.build_extractor("inception", inception_weights=inception_weights)
+            extractor = build_extractor("inception", inception_weights=inception_weights)
         else:
-            extractor = metrics.build_extractor(blob["extractor"], classifier=classifier, classifier_key=yardstick.extractor)
-        reference = metrics.Reference.of(blob["feats"].numpy().astype(np.float64), blob["hist"].numpy(), bool(blob["kid_rescale"]))
+            extractor = build_extractor(blob["extractor"], classifier=classifier, classifier_key=yardstick.extractor)
+        reference = Reference.of(blob["feats"].numpy().astype(np.float64), blob["hist"].numpy(), bool(blob["kid_rescale"]))
         return cls(yardstick, extractor, classifier, reference, blob["class_mix"].numpy())
 
 
@@ -164,7 +157,7 @@ def feature_extractor_key(cfg: PipelineConfig, manifest: dict) -> str:
     """Names the FID/IS feature classifier: scores are comparable only between equal keys. It depends on the data,
     the classifier's settings and its own code only, so a change elsewhere in `gan` keeps champions comparable."""
     return fingerprint(
-        manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment, metrics.source_digest(),
+        manifest["fingerprint"], cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment, source_digest(),
         *sample_tag(cfg, manifest),
     )
 
@@ -181,40 +174,40 @@ def sample_tag(cfg: PipelineConfig, manifest: dict) -> tuple[int, ...]:
     return (cfg.eval.train_sample,) if 0 < cfg.eval.train_sample < manifest["rows"]["train"] else ()
 
 
-def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[metrics.Classifier, float]:
+def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> tuple[Classifier, float]:
     """Train the FID/IS feature classifier once per dataset fingerprint and classifier config; cache it."""
     path = Workspace.of(cfg.runtime.workdir).classifiers / f"{feature_extractor_key(cfg, manifest)}.pt"
     image_shape, num_classes = tuple(manifest["image_shape"]), manifest["num_classes"]
-    model = metrics.Classifier(image_shape, num_classes)
+    model = Classifier(image_shape, num_classes)
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(blob["state"])
         return model.eval(), float(blob["accuracy"])
     print(f"[evaluate] training the feature classifier ({cfg.eval.classifier_epochs} epochs)")
     images, labels = load_split(dataset_dir, "train", train_rows(cfg, manifest))
-    model = metrics.train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment)
-    accuracy = metrics.accuracy(model, iter_split(dataset_dir, "heldout"))
+    model = train_classifier(images, labels, num_classes, cfg.eval.classifier_epochs, cfg.eval.classifier_seed, cfg.eval.classifier_augment)
+    held_out = accuracy(model, iter_split(dataset_dir, "heldout"))
     path.parent.mkdir(parents=True, exist_ok=True)
     with files.replacing(path) as tmp:
-        torch.save({"state": model.state_dict(), "accuracy": accuracy}, tmp)
-    return model, accuracy
+        torch.save({"state": model.state_dict(), "accuracy": held_out}, tmp)
+    return model, held_out
 
 
-def feature_extractor(cfg: PipelineConfig, classifier: metrics.Classifier, classifier_key: str) -> metrics.Extractor:
+def feature_extractor(cfg: PipelineConfig, classifier: Classifier, classifier_key: str) -> Extractor:
     """The network FID, KID, the k-NN metrics, feature memorisation and IS read, as eval.feature_extractor names it."""
     check_eval(cfg.eval)  # the weights file may have gone since the config was loaded
     try:
-        return metrics.build_extractor(
+        return build_extractor(
             cfg.eval.feature_extractor, classifier=classifier, classifier_key=classifier_key, inception_weights=cfg.eval.inception_weights
         )
-    except metrics.WeightsError as err:
+    except WeightsError as err:
         raise ConfigError(f"config error: eval.inception_weights = {cfg.eval.inception_weights!r}: {err}") from None
 
 
 def reference_of(
-    cfg: PipelineConfig, extractor: metrics.Extractor, classifier: metrics.Classifier, classifier_key: str, manifest: dict,
+    cfg: PipelineConfig, extractor: Extractor, classifier: Classifier, classifier_key: str, manifest: dict,
     dataset_dir: Path,
-) -> metrics.Reference:
+) -> Reference:
     """The training images' features and class histogram as every score reads them: those of the sample of `train_rows`,
     the largest set an evaluation embeds, embedded once per extractor, classifier, dataset and sample, and kept."""
     key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"], *sample_tag(cfg, manifest))
@@ -227,7 +220,7 @@ def reference_of(
             np.save(tmp / "feats.npy", narrowed(embedded.feats))
             np.save(tmp / "classes.npy", narrowed(embedded.classes))
     feats, classes = (np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float64) for name in ("feats", "classes"))
-    return metrics.Reference.of(feats, metrics.class_histogram(classes), extractor.kid_rescale)
+    return Reference.of(feats, class_histogram(classes), extractor.kid_rescale)
 
 
 def label_shares(manifest: dict, names: list[str]) -> list[float]:

@@ -143,6 +143,17 @@ def test_the_training_keys_on_the_code_that_computes_the_weights() -> None:
     assert "pipelines.stages.ingest" in stage_modules(code_rule("ingest"), modules)
 
 
+def test_the_training_reaches_no_metric_only_the_evaluation_runs() -> None:
+    """The training loop and the workers import the quick FID's modules only (gan.metrics imports nothing itself): an
+    edit to KID, the k-NN metrics, memorisation, Inception or the evaluation protocol leaves the training's code alone."""
+    modules = project_modules()
+    evaluation_only = {f"gan.metrics.{name}" for name in (
+        "kid", "precision_recall", "density_coverage", "memorisation", "inception", "inception_score", "extractors", "evaluation")}
+    assert not evaluation_only & reach(("gan.training_loop",), modules)
+    train = stage_modules(code_rule("train"), modules)
+    assert "gan.metrics.quick_fid" in train and not evaluation_only & train
+
+
 def test_every_stage_has_its_own_code_and_the_whole_code_has_the_package_version() -> None:
     codes = {stage: provenance.stage_code(stage) for stage in ("ingest", "train", "evaluate")}  # the cached stages
     assert all(re.fullmatch("[0-9a-f]{12}", code) for code in codes.values()) and len(set(codes.values())) == len(codes)

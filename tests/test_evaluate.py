@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from gan import metrics
 from gan.data.reader import load_split
 from gan.data.rows import Source
 from gan.data.writer import write_dataset
+from gan.metrics.classes import class_histogram
+from gan.metrics.classifier import Classifier
+from gan.metrics.evaluation import Reference
+from gan.metrics.extractors import Extractor, build_extractor
 from pipelines import yardstick
 from pipelines.config import load_config
 from pipelines.stages import evaluate
@@ -59,7 +62,7 @@ def dataset(tmp_path: Path, count: int) -> tuple[Path, dict]:
     return tmp_path / "ds", write_dataset(source, tmp_path / "ds", 0.2, 0, "x")
 
 
-def instrument(extractor: metrics.Extractor, classifier: metrics.Classifier, reference: metrics.Reference) -> yardstick.Instrument:
+def instrument(extractor: Extractor, classifier: Classifier, reference: Reference) -> yardstick.Instrument:
     """A yardstick of 200 samples (seed 0) on 8x8 images in ten classes, drawn evenly."""
     measure = yardstick.Yardstick(extractor.key, "d" * 64, 200, 0, (1, 8, 8), tuple(map(str, range(10))))
     return yardstick.Instrument(measure, extractor, classifier, reference, np.full(10, 0.1))
@@ -68,14 +71,14 @@ def instrument(extractor: metrics.Extractor, classifier: metrics.Classifier, ref
 def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     cfg = load_config(None, [f"runtime.workdir={tmp_path}"])
-    classifier = metrics.Classifier((1, 8, 8), 10)
-    extractor = metrics.build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
+    classifier = Classifier((1, 8, 8), 10)
+    extractor = build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
     folder, manifest = dataset(tmp_path, 375)
     train, _ = load_split(folder, "train")
     fake = np.random.default_rng(1).integers(0, 256, (200, 1, 8, 8), dtype=np.uint8)
     embedded = []
 
-    def counted(extractor: metrics.Extractor, images: np.ndarray, min_images: int) -> tuple[np.ndarray, np.ndarray]:
+    def counted(extractor: Extractor, images: np.ndarray, min_images: int) -> tuple[np.ndarray, np.ndarray]:
         embedded.append(len(images))
         return extractor.embed(images)
 
@@ -87,9 +90,9 @@ def test_training_features_are_embedded_once_per_extractor_and_dataset(tmp_path:
     (kept,) = Workspace.of(cfg.runtime.workdir).features.iterdir()
     assert np.load(kept / "feats.npy").dtype == np.float32  # as the network computed them: half the file
     feats, probs = extractor.embed(train)
-    assert (first.feats == feats).all() and (again.feats == feats).all() and (again.hist == metrics.class_histogram(probs)).all()
+    assert (first.feats == feats).all() and (again.feats == feats).all() and (again.hist == class_histogram(probs)).all()
     samples = yardstick.embed(extractor, classifier, fake, cfg.eval.ray_embed_min_images)
-    embedded_now = metrics.Reference.of(feats, metrics.class_histogram(probs))
+    embedded_now = Reference.of(feats, class_histogram(probs))
     scores = [instrument(extractor, classifier, reference).score(samples, 0.01) for reference in (first, again, embedded_now)]
     assert scores[0] == scores[1] == scores[2]
 
@@ -106,8 +109,8 @@ def test_the_evaluation_holds_a_bounded_sample_of_a_large_training_split(tmp_pat
     named in the cache keys; a sample as large as the split is the whole split, under the keys it always had."""
     folder, manifest = dataset(tmp_path, 375)
     train, _ = load_split(folder, "train")
-    classifier = metrics.Classifier((1, 8, 8), 10)
-    extractor = metrics.build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
+    classifier = Classifier((1, 8, 8), 10)
+    extractor = build_extractor("classifier", classifier=classifier, classifier_key="c1", inception_weights=None)
     embedded = []
     monkeypatch.setattr(yardstick, "embed_images", lambda extractor, images, _: (embedded.append(images.copy()), extractor.embed(images))[1])
     configs = {size: load_config(None, [f"runtime.workdir={tmp_path / 'work'}", f"eval.train_sample={size}"])

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from gan import metrics
 from gan.config import INCEPTION_FEATURE_DIM
 from gan.metrics import inception
+from gan.metrics.classifier import FEATURE_DIM, Classifier, embed
 from gan.metrics.extractors import EXTRACTORS, build_extractor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,7 +66,7 @@ def test_weights_file_loads_strict_and_gives_the_same_features(weights: tuple[in
     with torch.no_grad():
         expected = network.features(images)
     loaded = inception.load_fid_inception(path)
-    feats, probs = metrics.embed(loaded, images)
+    feats, probs = embed(loaded, images)
     assert feats.shape == (2, 2048) and feats.dtype == probs.dtype == "float64"
     assert torch.equal(torch.from_numpy(feats).float(), expected) and feats.std() > 0.01
     assert probs.shape == (2, 1008) and abs(probs.sum(1) - 1).max() < 1e-6
@@ -101,9 +101,9 @@ def test_a_file_that_is_not_the_state_dict_is_a_weights_error(tmp_path: Path) ->
 
 
 def test_classifier_extractor_is_the_evaluations_classifier() -> None:
-    classifier = metrics.Classifier((1, 8, 8), 10)
+    classifier = Classifier((1, 8, 8), 10)
     extractor = build_extractor("classifier", classifier=classifier, classifier_key="abc", inception_weights=None)
     images = torch.rand(5, 1, 8, 8)
-    assert extractor.key == "abc" and extractor.feature_dim == metrics.FEATURE_DIM and extractor.kid_rescale
-    for ours, theirs in zip(extractor.embed(images), metrics.embed(classifier, images)):
+    assert extractor.key == "abc" and extractor.feature_dim == FEATURE_DIM and extractor.kid_rescale
+    for ours, theirs in zip(extractor.embed(images), embed(classifier, images)):
         assert (ours == theirs).all()

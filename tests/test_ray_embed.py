@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gan import metrics
+from gan.metrics.classifier import FEATURE_DIM, Classifier
+from gan.metrics.extractors import Extractor, build_extractor
 from pipelines.cluster.embed import embed_images
 
 
@@ -21,10 +22,10 @@ def local_ray():
     ray.shutdown()
 
 
-def small_extractor() -> metrics.Extractor:
+def small_extractor() -> Extractor:
     torch.manual_seed(0)
-    classifier = metrics.Classifier((1, 8, 8), 10)
-    extractor = metrics.build_extractor("classifier", classifier=classifier, classifier_key="test", inception_weights=None)
+    classifier = Classifier((1, 8, 8), 10)
+    extractor = build_extractor("classifier", classifier=classifier, classifier_key="test", inception_weights=None)
     return dataclasses.replace(extractor, batch_size=4)  # 3 chunks of 10 images, each embedded in batches of 4
 
 
@@ -33,7 +34,7 @@ def test_small_sets_are_embedded_in_process() -> None:
 
     extractor, images = small_extractor(), np.random.default_rng(0).integers(0, 256, (30, 1, 8, 8), dtype=np.uint8)
     feats, probs = embed_images(extractor, images, min_images=31)
-    assert not ray.is_initialized() and feats.shape == (30, metrics.FEATURE_DIM) and probs.shape == (30, 10)
+    assert not ray.is_initialized() and feats.shape == (30, FEATURE_DIM) and probs.shape == (30, 10)
 
 
 def test_ray_tasks_give_the_in_process_features_in_order(local_ray: None) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from gan import metrics, watchdog
+from gan import watchdog
+from gan.metrics.classes import class_histogram, effective_classes
 from gan.config import TrainConfig
 from gan.state import TrainingState
 from tests.test_training_loop import recipe, run
@@ -104,8 +105,8 @@ def test_collapse_is_an_event_a_registry_refuses_until_a_later_check_clears_it()
 
 
 def test_the_evaluation_gate_refuses_samples_in_too_few_effective_classes() -> None:
-    one_class, uniform = metrics.class_histogram(np.tile(np.eye(10)[3], (100, 1))), np.full(10, 0.1)
-    assert metrics.effective_classes(one_class) == pytest.approx(1.0) and metrics.effective_classes(uniform) == pytest.approx(10.0)
+    one_class, uniform = class_histogram(np.tile(np.eye(10)[3], (100, 1))), np.full(10, 0.1)
+    assert effective_classes(one_class) == pytest.approx(1.0) and effective_classes(uniform) == pytest.approx(10.0)
     refused = watchdog.class_collapse(1.0, 9.9, 0.25)
     assert refused and refused.startswith("the samples collapsed onto 1.00 effective classes") and "9.90" in refused
     assert watchdog.class_collapse(5.0, 9.9, 0.25) is None and watchdog.class_collapse(1.0, 9.9, 0.0) is None

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from gan.metrics.registry import Shown, register
+
 
 def class_histogram(probs: np.ndarray) -> np.ndarray:
     """Share of images assigned (argmax) to each class."""
@@ -38,3 +40,13 @@ def code_agreement(codes: np.ndarray, predicted: np.ndarray, num_codes: int, num
     for r, c in zip(rows, cols):
         mapping[int(r)] = int(c)
     return float(counts[rows, cols].sum() / len(codes)), mapping
+
+
+@register("classes", reads=("hist", "classes"), options=lambda context: {"min_fraction": context.min_fraction},
+          shown=(Shown("classes", "classes_covered", "d"), Shown("effective classes", "effective_classes"), Shown("class KL", "class_kl", ".3f")))
+def class_coverage(real: np.ndarray, fake: np.ndarray, min_fraction: float = 0.01) -> dict[str, float]:
+    """Of the scored set's class probabilities [N, K]: the classes holding at least `min_fraction` of it, the effective
+    class count, the KL from the reference's class histogram `real` [K], and the set's own histogram (a list)."""
+    hist = class_histogram(fake)
+    return {"classes_covered": int((hist >= min_fraction).sum()), "effective_classes": effective_classes(hist),
+            "class_kl": kl_divergence(hist, real), "class_histogram": [round(float(h), 4) for h in hist]}

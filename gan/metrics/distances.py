@@ -6,6 +6,7 @@ so 10k x 10k (or 60k training images) never needs an N x M matrix in memory at o
 
 from collections.abc import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from gan.metrics.registry import Features
@@ -17,6 +18,12 @@ def as_rows(x: Features, dtype: torch.dtype) -> torch.Tensor:
     """Features [N, D] or images [N, C, H, W] (any dtype) -> [N, D'] float rows."""
     x = torch.as_tensor(x)
     return x.reshape(len(x), -1).to(dtype)
+
+
+def same_size(real: Features, n: int, seed: int) -> Features:
+    """A seeded subset of min(n, N) rows of real [N, D], drawn without replacement: the k-NN metrics' values depend on
+    both sets' sizes, so the evaluation cuts the reference to the scored set's."""
+    return real[np.random.default_rng(seed).choice(len(real), min(n, len(real)), replace=False)]
 
 
 def centred(ref: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:

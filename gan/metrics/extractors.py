@@ -33,7 +33,7 @@ class Extractor:
     spec: dict  # the network's constructor arguments: with its state dict, enough to rebuild it (in a Ray task)
     feature_dim: int
     batch_size: int  # images per forward pass
-    kid_rescale: bool  # KID divides the features by the reference's RMS (see protocol.score); False for order-1 features
+    kid_rescale: bool  # KID divides the features by the reference's RMS (see kid.kid); False for order-1 features
 
     def embed(self, images: np.ndarray | torch.Tensor, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(features [N, D] float64, softmax [N, K] float64), `batch_size` images at a time."""

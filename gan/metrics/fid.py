@@ -1,13 +1,17 @@
 """Frechet distance between two feature sets, each summarised as a Gaussian (FID, Heusel et al. 2017).
 
 `StreamingStats` gathers the mean and covariance batch by batch in float64, so 50k features never sit in
-memory at once; `frechet_distance_from_stats` then needs only the two (mean, covariance) pairs.
+memory at once; `frechet_distance_from_stats` then needs only the two (mean, covariance) pairs. Every FID here
+(the evaluation's, its bootstrap and further draws, the quick FID during training) takes this one path.
 """
 
 import numpy as np
 import torch
 
-from gan.metrics.registry import Features, register
+from gan.metrics.bootstrap import bootstrap
+from gan.metrics.registry import Features, Shown, register
+
+BOOTSTRAP_ROUNDS = 50  # resamples behind the evaluation's FID spread
 
 
 class StreamingStats:
@@ -41,13 +45,14 @@ class StreamingStats:
         self.n = total
         return self
 
-    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+    def stats(self, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(mean [D], covariance [D, D] with ddof 1, as np.cov), float64 numpy.
 
-        Raises ValueError with fewer samples than dimensions + 1: the covariance is then singular
+        With `check`, raises ValueError with fewer samples than dimensions + 1: the covariance is then singular
         (rank <= N - 1 < D), and FID on it is dominated by the missing directions.
         """
-        check_sample_count(self.n, 0 if self.mean is None else self.mean.shape[0])
+        if check:
+            check_sample_count(self.n, 0 if self.mean is None else self.mean.shape[0])
         return self.mean.cpu().numpy(), (self.m2 / (self.n - 1)).cpu().numpy()
 
 
@@ -68,12 +73,13 @@ def streaming_stats(feats: Features, batch_size: int = 4096) -> StreamingStats:
     return stats
 
 
-def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [D] and covariance [D, D] of features [N, D]."""
-    return feats.mean(0), np.cov(feats, rowvar=False)
+def gaussian_stats(feats: Features, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and covariance [D, D] of features [N, D] through StreamingStats, unchecked: the evaluation checks its
+    sample count before it embeds, and a quick FID on few samples is as noisy as its count makes it."""
+    return streaming_stats(feats, batch_size).stats(check=False)
 
 
-def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+def frechet_distance(feats_a: Features, feats_b: Features) -> float:
     """Frechet distance between two feature sets [N, D], each summarised as a Gaussian."""
     return frechet_distance_from_stats(*gaussian_stats(feats_a), *gaussian_stats(feats_b))
 
@@ -90,7 +96,17 @@ def frechet_distance_from_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.nd
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_covmean)
 
 
-@register("fid")
-def fid(real: Features, fake: Features, batch_size: int = 4096) -> dict[str, float]:
-    """FID of `fake` against `real`, both streamed through StreamingStats."""
-    return {"fid": frechet_distance_from_stats(*streaming_stats(real, batch_size).stats(), *streaming_stats(fake, batch_size).stats())}
+@register("fid", reads=("gaussian", "feats"), options=lambda context: {"bootstrap_rounds": BOOTSTRAP_ROUNDS, "seed": context.seed},
+          shown=(Shown("FID", "fid", std="fid_bootstrap_std"),))
+def fid(
+    real: Features | tuple[np.ndarray, np.ndarray], fake: Features, batch_size: int = 4096, bootstrap_rounds: int = 0, seed: int = 0,
+) -> dict[str, float]:
+    """FID of `fake` against `real` (features, or their (mean, covariance) already), both through StreamingStats; with
+    `bootstrap_rounds`, also the mean and std of the FID of as many resamples of `fake` (seeded by `seed`)."""
+    reference = real if isinstance(real, tuple) else streaming_stats(real, batch_size).stats()
+    scores = {"fid": frechet_distance_from_stats(*streaming_stats(fake, batch_size).stats(), *reference)}
+    if bootstrap_rounds:
+        mean, std = bootstrap(fake, lambda resampled: frechet_distance_from_stats(*gaussian_stats(resampled, batch_size), *reference),
+                              bootstrap_rounds, seed)
+        scores |= {"fid_bootstrap_mean": mean, "fid_bootstrap_std": std}
+    return scores

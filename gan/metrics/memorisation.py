@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from gan.metrics.distances import BUDGET, as_rows, nearest
-from gan.metrics.registry import Features, register
+from gan.metrics.registry import Features, Shown, register
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,17 @@ def _mean_row(blocks: Iterable[Features], dtype: torch.dtype, budget: int) -> to
     return (total / count).to(dtype)
 
 
-@register("memorisation")
+def summary(m: Memorisation) -> dict[str, float]:
+    """The memorised share, its threshold, and the median nearest-training distance of generated and held-out samples."""
+    return {
+        "memorised_share": m.share, "threshold": m.threshold,
+        "nearest_train_median": float(np.median(m.fake_distances)), "heldout_nearest_train_median": float(np.median(m.heldout_distances)),
+    }
+
+
+# Not scored set by set (reads None): the evaluation runs it once, on the model's samples, with the held-out images as its floor.
+@register("memorisation", reads=None, shown=(Shown("memorised", "memorised_share", ".1%"),))
 def memorisation(real: Features, fake: Features, *, heldout: Features, percentile: float = 5.0) -> dict[str, float]:
     """`real` is the training set; `heldout` real samples the generator never saw. uint8 inputs are pixels read in
     [0, 1] (as `find_memorisation` reads them), so the distances are on that scale."""
-    m = find_memorisation(real, fake, heldout, percentile)
-    return {
-        "memorised_share": m.share,
-        "memorisation_threshold": m.threshold,
-        "nearest_train_median": float(np.median(m.fake_distances)),
-        "heldout_nearest_train_median": float(np.median(m.heldout_distances)),
-    }
+    return summary(find_memorisation(real, fake, heldout, percentile))

@@ -53,22 +53,14 @@ def _parent_label(parent: dict) -> str:
 
 
 def _print_summary(summary: dict, path: Path) -> None:
+    from gan.metrics.evaluation import summary_line  # noqa: PLC0415
+
     report = json.loads(Path(summary["report"]).read_text())
-    model, floor = report["model"], report["real_vs_real"]
     lines = ["", "stage       status   seconds"]
     lines += [f"{name:<11} {s['status']:<8} {s['seconds']:>7.1f}" for name, s in summary["stages"].items()]
     lines += [
         "",
-        f"FID {model['fid']:.2f} ± {model['fid_bootstrap_std']:.2f} ({model['fid'] / floor['fid']:.1f}x the real-vs-real floor "
-        f"{floor['fid']:.2f} ± {floor['fid_bootstrap_std']:.2f}; over {len(report['fid_draws']['values'])} latent draws "
-        f"{report['fid_draws']['mean']:.2f} ± {report['fid_draws']['std']:.2f}); KID {model['kid']:.4f} ± {model['kid_std']:.4f} "
-        f"(floor {floor['kid']:.4f}); precision {model['precision']:.2f}, recall {model['recall']:.2f}; "
-        f"memorised {report['memorisation']['pixels']['memorised_share']:.1%} (pixels); "
-        f"IS {model['inception_score']:.2f} "
-        f"(floor {floor['inception_score']:.2f}); classes {model['classes_covered']} (floor {floor['classes_covered']}); "
-        f"class KL {model['class_kl']:.3f}; classifier accuracy {report['classifier_test_accuracy']:.3f}"
-        + (f"; label accuracy, worst class {report['conditional']['min_accuracy']:.3f}" if "conditional" in report else "")
-        + (f"; code-class agreement {report['infogan']['code_class_agreement']:.3f}" if "infogan" in report else ""),
+        f"{summary_line(report)}; classifier accuracy {report['classifier_test_accuracy']:.3f}",
         f"NOT registered: {summary['registered']['refused']}" if "refused" in summary["registered"] else
         f"registered {summary['registered']['model_name']} v{summary['registered']['version']}"
         f" (champion: {'yes' if summary['registered']['champion'] else 'no'}, {summary['registered']['reason']})",
@@ -118,7 +110,8 @@ def evaluate(
     if checkpoint is not None and dataset is None:
         raise UsageError("evaluate --checkpoint: --dataset DIR is required too")
     cfg = _prepare(preset, config, set, dry_run)
-    from pipelines.stages.evaluate import evaluate_task, fid_line  # noqa: PLC0415
+    from gan.metrics.evaluation import headline  # noqa: PLC0415
+    from pipelines.stages.evaluate import evaluate_task  # noqa: PLC0415
 
     dataset = dataset and _existing(dataset, "--dataset")
     if model is not None:
@@ -128,7 +121,7 @@ def evaluate(
     else:
         checkpoint = _existing(checkpoint, "--checkpoint")
     report = evaluate_task(cfg, str(dataset), str(checkpoint))
-    typer.echo(f"{model or checkpoint}: {fid_line(json.loads(Path(report).read_text()))}")
+    typer.echo(f"{model or checkpoint}: {headline(json.loads(Path(report).read_text()))}")
     typer.echo(report)
 
 

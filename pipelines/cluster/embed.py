@@ -9,12 +9,13 @@ import math
 import numpy as np
 import torch
 
-from gan import metrics
+from gan.metrics.classifier import embed
+from gan.metrics.extractors import Extractor, rebuild
 from pipelines.cluster.ray import dashboard_address, ensure_ray
 
 
 def embed_images(
-    extractor: metrics.Extractor, images: np.ndarray | torch.Tensor, min_images: int, chunks: int | None = None
+    extractor: Extractor, images: np.ndarray | torch.Tensor, min_images: int, chunks: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The extractor's (features [N, D], softmax [N, K]), float64: in `chunks` parallel Ray tasks (default: one per CPU
     of the cluster, at most one per batch) when there are at least `min_images` images, else in this process (also when
@@ -40,4 +41,4 @@ def embed_chunk(
     network_type: type[torch.nn.Module], spec: dict, state: dict, images: torch.Tensor, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """One Ray task: the network rebuilt from its state dict, and the chunk's (features, softmax)."""
-    return metrics.embed(metrics.rebuild(network_type, spec, state), images, batch_size)
+    return embed(rebuild(network_type, spec, state), images, batch_size)

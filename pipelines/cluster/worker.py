@@ -18,11 +18,11 @@ import torch
 
 from gan import checkpoint as ckpt
 from gan.config import TrainConfig
+from gan.batches import Batch, in_memory_batches
 from gan.data.reader import decode_images
 from gan.distributed import WorkerContext, rank_seed
 from gan.images import save_grid
-from gan.metrics import QuickFID
-from gan.batches import Batch, in_memory_batches
+from gan.metrics.quick_fid import QuickFID
 from gan.training_loop import train as train_loop
 from pipelines.config import PipelineConfig
 from pipelines.errors import raise_naming

@@ -66,7 +66,8 @@ def measured_again(client, cfg: PipelineConfig, name: str, version, instrument: 
     if latent.num_classes and latent.num_classes != len(measure.class_names):
         return f"it draws {latent.num_classes} classes, the yardstick's data has {len(measure.class_names)}"
     scores = instrument.measure(G, latent, cfg.eval.ray_embed_min_images, cfg.eval.coverage_min_fraction)
-    kept = {"fid": scores.fid, "fid_std": scores.fid_bootstrap_std, "kid": scores.kid, "num_images": measure.num_images, "dataset": measure.dataset}
+    kept = {"fid": scores["fid"], "fid_std": scores["fid_bootstrap_std"], "kid": scores["kid"], "num_images": measure.num_images,
+            "dataset": measure.dataset}
     client.set_model_version_tag(name, version.version, tag, json.dumps(kept))
     print(f"[register] {name} v{version.version} on the yardstick of data {measure.dataset[:12]}: FID {kept['fid']:.2f} ± {kept['fid_std']:.2f}")
     return kept

@@ -5,10 +5,12 @@ from pathlib import Path
 
 from prefect import task
 
-from gan import metrics
 from gan.config import SCHEDULE_KEYS, warm_started
 from gan.data.manifest import read_manifest
 from gan.data.reader import load_split
+from gan.metrics.classifier import embed
+from gan.metrics.fid import gaussian_stats
+from gan.metrics.quick_fid import QuickFID
 from pipelines import console, yardstick
 from pipelines.cluster import fit, job
 from pipelines.cluster.ray import trains_as_job
@@ -57,9 +59,9 @@ def quick_fid_file(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> Pa
     path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}.pt"
     if not path.is_file():
         classifier, _ = yardstick.feature_classifier(cfg, dataset_dir, manifest)
-        feats, _ = metrics.embed(classifier, load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0])
-        stats = metrics.gaussian_stats(feats)
-        metrics.QuickFID(classifier, *stats, yardstick.class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
+        feats, _ = embed(classifier, load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0])
+        stats = gaussian_stats(feats)
+        QuickFID(classifier, *stats, yardstick.class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
     return path
 
 

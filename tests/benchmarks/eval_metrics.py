@@ -26,7 +26,9 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from gan import metrics
+from gan.metrics import evaluation  # noqa: F401  (fills METRICS)
+from gan.metrics.kid import kernel_inception_distance
+from gan.metrics.registry import compute
 
 
 def timed(fn: Callable[[], dict[str, float]]) -> tuple[float, dict[str, float]]:
@@ -44,7 +46,7 @@ def identity_features(dim: int) -> nn.Module:
 
 
 def ours_fid(real: np.ndarray, fake: np.ndarray, batch: int) -> dict[str, float]:
-    return metrics.compute("fid", real, fake, batch_size=batch)
+    return compute("fid", real, fake, batch_size=batch)
 
 
 def theirs_fid(real: np.ndarray, fake: np.ndarray, batch: int) -> dict[str, float]:
@@ -57,7 +59,7 @@ def theirs_fid(real: np.ndarray, fake: np.ndarray, batch: int) -> dict[str, floa
 
 
 def ours_kid(real: np.ndarray, fake: np.ndarray, subsets: int, subset_size: int, seed: int) -> dict[str, float]:
-    mean, std = metrics.kernel_inception_distance(real, fake, subsets, subset_size, seed)
+    mean, std = kernel_inception_distance(real, fake, subsets, subset_size, seed)
     return {"kid": mean, "kid_std": std}
 
 
@@ -95,8 +97,8 @@ def main() -> None:
             lambda: ours_kid(real, fake, args.subsets, subset_size, args.seed),
             lambda: theirs_kid(real, fake, args.subsets, subset_size, args.seed, args.batch),
         ),
-        "precision_recall": (lambda: metrics.compute("precision_recall", real, fake), None),
-        "density_coverage": (lambda: metrics.compute("density_coverage", real, fake), None),
+        "precision_recall": (lambda: compute("precision_recall", real, fake), None),
+        "density_coverage": (lambda: compute("density_coverage", real, fake), None),
     }
     rows = []
     for name, (ours, theirs) in runs.items():

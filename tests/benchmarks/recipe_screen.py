@@ -21,7 +21,10 @@ import numpy as np
 import torch
 import yaml
 
-from gan import metrics
+from gan.metrics.classes import class_histogram
+from gan.metrics.classifier import embed, train_classifier
+from gan.metrics.evaluation import Embedded, Reference, score
+from gan.metrics.quick_fid import QuickFID
 from gan.config import EvalConfig, Recipe
 from gan.data.sources import load_source
 from gan.data.writer import stratified_split
@@ -73,13 +76,14 @@ def main() -> None:
     shape, classes = tuple(images.shape[1:]), int(labels.max()) + 1
 
     # 1. The evaluation's yardstick: its classifier, the training images' features, the floor.
-    classifier = metrics.train_classifier(images, labels, classes, EVAL.classifier_epochs, EVAL.classifier_seed)
-    reference_feats, reference_probs = metrics.embed(classifier, images)
-    reference = metrics.Reference.of(reference_feats, metrics.class_histogram(reference_probs))
+    classifier = train_classifier(images, labels, classes, EVAL.classifier_epochs, EVAL.classifier_seed)
+    reference_feats, reference_probs = embed(classifier, images)
+    reference = Reference.of(reference_feats, class_histogram(reference_probs))
     real = heldout[np.random.default_rng(EVAL.seed).choice(len(heldout), EVAL.num_samples, replace=False)]
-    floor = metrics.score(*metrics.embed(classifier, real), reference, EVAL.coverage_min_fraction)
+    real_feats, real_probs = embed(classifier, real)
+    floor = score(Embedded(real_feats, real_probs, real_probs), reference, 0, EVAL.coverage_min_fraction)
     mix = np.bincount(labels, minlength=classes) / len(labels)  # the class mix conditional samples are drawn in
-    quick = metrics.QuickFID(classifier, reference.mu, reference.cov, mix, EVAL.num_samples, EVAL.seed)
+    quick = QuickFID(classifier, reference.mu, reference.cov, mix, EVAL.num_samples, EVAL.seed)
 
     # 2. Train, with quick FIDs on the schedule the recipe asks for.
     sink, started = LastState(), time.time()
@@ -97,7 +101,8 @@ def main() -> None:
         G = build_generator(recipe.model, shape, latent)
         G.load_state_dict(sink.state[key])
         fake = generate(G, z, c)
-        scores[key] = metrics.score(*metrics.embed(classifier, fake), reference, EVAL.coverage_min_fraction)
+        feats, probs = embed(classifier, fake)
+        scores[key] = score(Embedded(feats, probs, probs), reference, 0, EVAL.coverage_min_fraction)
         if key == "G_ema":
             args.out.mkdir(parents=True, exist_ok=True)
             save_grid(fake[:64], args.out / f"{args.name}.png")
@@ -105,9 +110,9 @@ def main() -> None:
     result = {
         "name": args.name, "recipe": yaml.safe_load(args.recipe) or {}, "wall_seconds": round(wall, 1),
         "train_seconds": round(float(sink.state["train_seconds"]), 1), "steps": int(sink.state["step"]),
-        "fid": round(ema.fid, 2), "fid_over_floor": round(ema.fid / floor.fid, 2), "fid_live_g": round(scores["G"].fid, 2),
-        "is": round(ema.inception_score, 2), "is_floor": round(floor.inception_score, 2), "classes": ema.classes_covered,
-        "class_kl": round(ema.class_kl, 4), "floor_fid": round(floor.fid, 2),
+        "fid": round(ema["fid"], 2), "fid_over_floor": round(ema["fid"] / floor["fid"], 2), "fid_live_g": round(scores["G"]["fid"], 2),
+        "is": round(ema["inception_score"], 2), "is_floor": round(floor["inception_score"], 2), "classes": ema["classes_covered"],
+        "class_kl": round(ema["class_kl"], 4), "floor_fid": round(floor["fid"], 2),
         "quick_fid": [(q["epoch"], q["seconds"], round(q["fid"], 2)) for q in json.loads(sink.state["snapshots_json"])],
     }
     print(json.dumps(result))
