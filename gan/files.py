@@ -49,7 +49,7 @@ def replacing(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_json(path: Path, content: dict) -> None:
+def write_json(path: Path, content: dict | list) -> None:
     """Write a JSON file so that readers see the old content or the new, never half of it."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp:

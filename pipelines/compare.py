@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from prefect import flow
 
-from gan import checkpoint as ckpt, sampling
+from gan import checkpoint as ckpt, files, sampling
 from gan.images import save_labelled_rows, save_time_to_quality
 from gan.metrics.evaluation import figure
 from pipelines.config import PipelineConfig, fingerprint
@@ -64,7 +64,7 @@ def write_comparison(configs: dict[str, PipelineConfig], summaries: dict[str, di
     first = next(iter(configs.values()))
     out = Workspace.of(first.runtime.workdir).root / "comparisons" / fingerprint(sorted((r["preset"], r["report"]) for r in rows))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    files.write_json(out / "results.json", rows)
     (out / "table.md").write_text(markdown_table(rows))
     save_labelled_rows({r["preset"]: sample_row(r["checkpoint"], first.eval.seed) for r in rows}, out / "samples.png")
     save_time_to_quality({r["preset"]: r["quick_fid"] for r in rows}, out / "time_to_quality.png")

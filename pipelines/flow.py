@@ -1,14 +1,15 @@
-"""The Prefect flow: ingest -> train -> evaluate -> register, passing paths and ids, never big objects."""
+"""The Prefect flow: the stages in `STAGES` order (ingest -> train -> evaluate -> register), passing paths and ids through
+the run record, never big objects."""
 
-import json
 import time
-from importlib import import_module
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
 
+from gan import files
 from pipelines.config import PipelineConfig
 from pipelines.errors import first_line
 from pipelines.stages import STAGES, Step
@@ -53,8 +54,6 @@ def gan_pipeline(config: dict) -> dict:
 def write_summary(cfg: PipelineConfig, summary: dict) -> Path:
     """<workdir>/runs/<flow run id>.json: what each stage did (ran, cached or failed; seconds) and what it made; written by
     every run, a scheduled one too (the CLI adds its overhead figures to its own runs')."""
-    runs = Workspace.of(cfg.runtime.workdir).root / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    path = runs / f"{summary['flow_run_id']}.json"
-    path.write_text(json.dumps(summary, indent=2))
+    path = Workspace.of(cfg.runtime.workdir).root / "runs" / f"{summary['flow_run_id']}.json"
+    files.write_json(path, summary)
     return path
