@@ -38,9 +38,9 @@ def failure_hook() -> dict[str, int | str | None]:
     in it records the kill, so the re-run goes on), where a kill leaves the most behind: ingest with a shard written
     and no manifest, train as it starts, evaluate with its pictures written aside and its report not yet published,
     register with the model version registered and its aliases not yet moved;
-    `train:N` makes rank 0 crash a few batches after it has saved the checkpoint of epoch N, once (a resumed run starts
-    past epoch N and does not crash again); `kill-worker:N` makes the last rank SIGKILL its own process a few batches
-    after epoch N's checkpoint, once. A form not listed here is an error, so that a misspelt hook cannot pass silently.
+    `train:N` makes rank 0 crash at the first batch after the checkpoint of epoch N, once Ray Train's controller has
+    registered that checkpoint (the group it restores starts past epoch N and does not crash again); `kill-worker:N`
+    makes the last rank SIGKILL its own process there, the same way (`pipelines.cluster.worker.RayTrainSink.batch_start`). A form not listed here is an error, so that a misspelt hook cannot pass silently.
     """
     hooks: dict[str, int | str | None] = {}
     spec = os.environ.get(FAIL_HOOK, "")

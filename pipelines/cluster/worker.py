@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from gan import checkpoint as ckpt
-from gan.config import TrainConfig
 from gan.batches import Batch, in_memory_batches
+from gan.config import TrainConfig
 from gan.data.reader import decode_images
 from gan.distributed import WorkerContext, rank_seed
 from gan.images import save_grid
@@ -29,7 +29,7 @@ from pipelines.errors import raise_naming
 from pipelines.faults import InjectedFailure
 
 SAMPLES = "samples"
-KILL_AT_BATCH = 20
+REGISTERED_WAIT_S = 300.0  # how long a hook waits for the controller to register the checkpoint it fires after
 
 
 class RayTrainSink:
@@ -63,18 +63,46 @@ class RayTrainSink:
         else:
             ray.train.report(metrics, checkpoint=None)  # every rank reports equally often, or the run hangs
 
-    def batch_start(self, epoch: int, index: int) -> None:
-        """The failure hooks fire a few batches into the epoch after epoch N's checkpoint, once (a run resumed from that
-        checkpoint goes on): rank 0 raises (`train:N`) or the last rank SIGKILLs its own process (`kill-worker:N`).
-        Not right after the report: a worker that fails before Ray Train's controller has polled it loses that
-        checkpoint, and the retry would start over."""
-        if index != KILL_AT_BATCH or self.resumed_epoch >= epoch:
+    def batch_start(self, epoch: int, index: int, registered: Callable[[int], bool] | None = None) -> None:
+        """The failure hooks fire at the first batch after epoch N's checkpoint, once Ray Train's controller has registered
+        that checkpoint (`registered(N)`, by default `controller_has_checkpoint`): rank 0 raises (`train:N`) or the last
+        rank SIGKILLs its own process (`kill-worker:N`). The restored group then gets epoch N's checkpoint from
+        `ray.train.get_checkpoint()` and goes on past the hook, so it fires once, however fast the machine. (A worker lost
+        between a report and its registration costs more: the group restarts from the checkpoint before.)"""
+        if index != 0 or self.resumed_epoch >= epoch:
             return
-        if epoch == self.fail_after_epoch and self.ctx.is_main:
+        crash = epoch == self.fail_after_epoch and self.ctx.is_main
+        kill = epoch == self.kill_after_epoch and self.ctx.rank == self.ctx.world_size - 1
+        if not (crash or kill):
+            return
+        wait_until(lambda: (registered or controller_has_checkpoint)(epoch), REGISTERED_WAIT_S, f"the checkpoint of epoch {epoch} registered")
+        if crash:
             raise InjectedFailure(f"train: crash injected after the checkpoint of epoch {epoch}")
-        if epoch == self.kill_after_epoch and self.ctx.rank == self.ctx.world_size - 1:
-            print(f"[train] rank {self.ctx.rank}: SIGKILL injected in epoch {epoch + 1}, after the checkpoint of epoch {epoch}", flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
+        print(f"[train] rank {self.ctx.rank}: SIGKILL injected in epoch {epoch + 1}, after the checkpoint of epoch {epoch}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def wait_until(event: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `event` until it holds; an AssertionError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not event():
+        assert time.monotonic() < deadline, f"waited {timeout_s:.0f} s for {what}"
+        time.sleep(0.1)
+
+
+def controller_has_checkpoint(epoch: int) -> bool:
+    """Whether Ray Train's controller has registered this run's checkpoint of `epoch` (or a later one): its checkpoint
+    manager's snapshot in the run's storage, which it writes as it registers a checkpoint and reads to restore a group,
+    names it as the latest. (A file of Ray Train's own, read here only to time the fault hooks.)"""
+    import ray.train  # noqa: PLC0415
+
+    storage = ray.train.get_context().get_storage()
+    try:
+        with storage.storage_filesystem.open_input_stream(storage.checkpoint_manager_snapshot_path) as f:
+            latest = json.loads(f.read().decode()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError):  # not written yet, or being written
+        return False
+    return int(latest.get("metrics", {}).get("epoch", 0)) >= epoch
 
 
 def upload_whole(checkpoint, name: str):  # noqa: ANN001, ANN201 - ray.train.Checkpoints
