@@ -12,13 +12,13 @@ from gan.files import replacing
 from gan.hashing import sha256_file
 from gan.latent import Latent
 from gan.networks import build_generator
-from gan.state import STATE_KEYS
+from gan.state import ADDED_LATER, STATE_KEYS
 
 FORMAT_VERSION = 4  # 2: training state named by gan.state, class count, quick-FID snapshots; 3: epoch log, watchdog events and
 # learning-rate scale; 4: fp16 loss scalers
 STATE_FILE = "state.pt"
 LINEAGE_FILE = "lineage.json"  # beside state.pt, written by whoever trained it: its run, its training key, its parent
-REQUIRED = (*STATE_KEYS, "rng", "config_json", "image_shape", "num_classes")
+REQUIRED = (*(k for k in STATE_KEYS if k not in ADDED_LATER), "rng", "config_json", "image_shape", "num_classes")
 
 
 class CheckpointError(ValueError):

@@ -25,7 +25,8 @@ class TrainingState:
     step: int = 0  # batches done (one D step each)
     epoch: int = 0
     train_seconds: float = 0.0  # wall time spent training, summed over resumes
-    schedule_steps: int = 0  # steps the schedules run over: epochs x steps per epoch, or what fits a time budget
+    schedule_steps: int = 0  # steps the schedules run over: steps per epoch x the epochs to train
+    epochs_planned: int = 0  # with a time budget, the epochs it buys: decided once, after the first epoch (0: not yet)
     history: list[dict] = field(default_factory=list)  # logged stats: [{"step": int, name: float, ...}]
     snapshots: list[dict] = field(default_factory=list)  # quick FIDs: [{"epoch", "step", "seconds", "fid"}]
     lr_scale: float = 1.0  # halved by each watchdog rollback
@@ -45,6 +46,8 @@ class TrainingState:
             value = getattr(self, f.name)
             if hasattr(value, "state_dict"):
                 value.load_state_dict(state[_key(f)])
+            elif _key(f) not in state and f.name in ADDED_LATER:
+                setattr(self, f.name, f.default)
             else:
                 setattr(self, f.name, json.loads(state[_key(f)]) if _is_list(f) else f.type(state[_key(f)]))
 
@@ -58,6 +61,7 @@ def _key(f: Field) -> str:
 
 
 STATE_KEYS = tuple(_key(f) for f in fields(TrainingState))  # what every checkpoint holds besides its metadata
+ADDED_LATER = ("epochs_planned",)  # parts older checkpoints lack: they load with the part's default
 NETWORKS = ("G", "D", "G_ema")  # what a warm start always takes from its parent
 OPTIMISERS = ("opt_G", "opt_D", "scaler_G", "scaler_D")  # ... and with its optimisers
 

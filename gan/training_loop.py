@@ -7,6 +7,7 @@ stays outside: numbers, sample images and checkpoint state go to a `Sink`. Besid
 """
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from gan.regularizers import clip_weights
 from gan.sampling import fixed_latents, generate
 from gan.state import TrainingState, build_state, warm_start
 from gan.stats import LogWindow, epoch_line, epoch_summary
+
+WARM_STEPS = 5  # a time budget's pace is measured past the first epoch's first steps (start-up: allocations, caches)
 
 
 class Sink(Protocol):
@@ -87,27 +90,45 @@ def step_phase(phase: Phase, recipe: Recipe, progress: float, lr_scale: float = 
     return stats
 
 
+def planned_epochs(t: TrainConfig, epochs_done: int, train_seconds: float, per_epoch: float) -> int:
+    """A time budget as epochs: those done, then as many more at `per_epoch` seconds as the first epoch that ends past
+    the budget would end training at; at most train.epochs."""
+    more = math.ceil(max(0.0, 60.0 * t.max_minutes - train_seconds) / max(per_epoch, 1e-9))
+    return int(min(t.epochs, epochs_done + more))
+
+
+def epoch_pace(steps_in_epoch: int, seconds: float, warm: tuple[int, float] | None) -> float:
+    """Seconds per epoch at this epoch's pace, its start-up excluded (`warm`: the steps and seconds after WARM_STEPS)."""
+    return seconds if not warm or warm[0] <= 0 else warm[1] / warm[0] * steps_in_epoch
+
+
 def schedule_steps(s: TrainingState, t: TrainConfig, steps_in_epoch: int) -> int:
-    """After an epoch: how many steps the schedules (learning rate, instance noise) run over. All epochs by
-    default; with a time budget, the steps that fit it at the mean pace so far (rank 0's clock, equal on every
-    rank), re-estimated every epoch so that a slow first epoch does not end the schedule early."""
-    total = steps_in_epoch * t.epochs
-    if not t.max_minutes:
-        return total
-    per_step = s.train_seconds / max(s.step, 1)
-    return max(s.step, min(total, s.step + int(max(0.0, 60.0 * t.max_minutes - s.train_seconds) / max(per_step, 1e-9))))
+    """How many steps the schedules (learning rate, instance noise) run over: every epoch to be trained, all of
+    train.epochs or what the time budget bought."""
+    return steps_in_epoch * (s.epochs_planned or t.epochs)
+
+
+def budget_of(train: dict) -> tuple[int, float]:
+    """What a time budget's plan was made for: train.epochs and train.max_minutes."""
+    return int(train["epochs"]), float(train["max_minutes"])
 
 
 def close_epoch(s: TrainingState, t: TrainConfig, ctx: distributed.WorkerContext, window: LogWindow, images_seen: int,
-                steps_in_epoch: int, seconds: float) -> dict[str, float]:
-    """Count the epoch done, on rank 0's clock, which every rank agrees on (it decides the time budget and its
-    schedule); re-size the schedules; the epoch's summary."""
+                steps_in_epoch: int, seconds: float, warm: tuple[int, float] | None) -> dict[str, float]:
+    """Count the epoch done, on rank 0's clock, which every rank agrees on; turn a time budget into epochs once (rank 0's
+    plan, kept in the state: a resumed run reads no clock and stops where an uninterrupted one would); size the
+    schedules; the epoch's summary."""
     s.epoch += 1
     per_rank = distributed.gather(images_seen, ctx)
     assert min(per_rank) > 0, f"a rank saw no data in epoch {s.epoch}: images per rank {per_rank} (batch larger than a shard?)"
     seconds = distributed.gather(seconds, ctx)[0]
     s.train_seconds += seconds
     s.epoch_log.append({"epoch": s.epoch, "step": s.step, "images": sum(per_rank), "seconds": seconds, "unix": time.time()})
+    if t.max_minutes and not s.epochs_planned:
+        plan = planned_epochs(t, s.epoch, s.train_seconds, epoch_pace(steps_in_epoch, seconds, warm))
+        s.epochs_planned = int(distributed.gather(plan, ctx)[0])
+        if ctx.is_main:
+            print(f"[train] time budget {t.max_minutes:g} min: {s.epochs_planned} epochs at the first epoch's pace", flush=True)
     s.schedule_steps = schedule_steps(s, t, steps_in_epoch)
     return epoch_summary(s.epoch, s.step, window, per_rank, seconds)
 
@@ -122,6 +143,8 @@ def start_state(recipe: Recipe, image_shape: tuple[int, ...], latent: Latent, ct
         torch.set_rng_state(resume["rng"]["torch"])
         if ctx.is_main:
             print(f"[train] resumed from epoch {s.epoch}, step {s.step}", flush=True)
+        if budget_of(json.loads(resume["config_json"])["train"]) != budget_of(recipe.train.model_dump()):
+            s.epochs_planned = 0  # epochs or budget raised since: planned again at the end of the next epoch
     elif init is not None:
         assert tuple(init["image_shape"]) == tuple(image_shape), f"parent image shape {init['image_shape']} != data {image_shape}"
         warm_start(s, init, recipe.train.init_optimizer)
@@ -145,7 +168,7 @@ def train(
     init: dict | None = None,
     nan_at_step: int | None = None,
 ) -> dict[str, float]:
-    """Train for `recipe.train.epochs` epochs (or its time budget), resuming from a checkpoint state if given, else
+    """Train for `recipe.train.epochs` epochs (or those its time budget buys: `planned_epochs`), resuming from a checkpoint state if given, else
     warm-started from `init` (a parent's checkpoint state: `state.warm_start`) if given.
 
     `steps_per_epoch` sizes the schedules (learning rate, instance noise); by default it is measured in
@@ -184,11 +207,10 @@ def train(
     metrics: dict[str, float] = {}
     if init is not None and resume is None and quick_fid is not None and t.fid_every_epochs and ctx.is_main:
         snapshot()  # the parent's quality, at 0 s
-    budget = 60.0 * t.max_minutes
-    while s.epoch < t.epochs and not (budget and s.train_seconds >= budget):
+    while s.epoch < (s.epochs_planned or t.epochs):
         gen = torch.Generator(device=device).manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch, distributed.LATENTS))
         torch.manual_seed(distributed.rank_seed(t.seed, ctx.rank, s.epoch, distributed.NOISE))  # dropout, augmentation, instance noise
-        window, images_seen, steps_in_epoch, started = LogWindow(), 0, 0, time.perf_counter()
+        window, images_seen, steps_in_epoch, started, warm_from = LogWindow(), 0, 0, time.perf_counter(), None
         for images, labels in epoch_batches(s.epoch):
             real, labels = to_model_input(images, device, t.channels_last), labels.to(device, non_blocking=True)
             if ctx.is_main:
@@ -199,6 +221,7 @@ def train(
                 window.add(loss.accumulate_gradients(phase.name, real, labels, gen, progress))
                 window.add(step_phase(phase, recipe, progress, s.lr_scale))
             s.step, steps_in_epoch, images_seen = s.step + 1, steps_in_epoch + 1, images_seen + len(real)
+            warm_from = time.perf_counter() if steps_in_epoch == WARM_STEPS else warm_from
             if s.step == nan_at_step and not watchdog.rollbacks(s.events):  # the drill fires once per run
                 watchdog.inject_nan(s.D)
             if s.step % t.log_every_steps == 0 and ctx.is_main:
@@ -209,14 +232,16 @@ def train(
                 sink.samples(s.step, generate(ema.ready(), z_fixed, c_fixed))
 
         # 3. Epoch end: the clock and the schedule, the watchdog, the quick FID, samples and the checkpoint.
-        metrics = close_epoch(s, t, ctx, window, images_seen, steps_in_epoch, time.perf_counter() - started)
+        ended = time.perf_counter()
+        warm = None if warm_from is None else (steps_in_epoch - WARM_STEPS, ended - warm_from)
+        metrics = close_epoch(s, t, ctx, window, images_seen, steps_in_epoch, ended - started, warm)
         if t.watchdog:  # every rank checks its own numbers; any rank's problem rolls every rank back
             problem = dog.problem(metrics)
             if max(distributed.gather(float(problem is not None), ctx)):
                 dog.roll_back(problem or "non-finite numbers on another rank")
                 continue
             dog.watch_balance(metrics, ctx.is_main)
-        last = s.epoch == t.epochs or bool(budget and s.train_seconds >= budget)
+        last = s.epoch == (s.epochs_planned or t.epochs)
         if quick_fid is not None and t.fid_every_epochs and ctx.is_main and (s.epoch % t.fid_every_epochs == 0 or last):
             metrics["quick_fid"] = snapshot()
             sink.log(s.step, {"quick_fid": metrics["quick_fid"]})

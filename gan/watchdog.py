@@ -101,18 +101,19 @@ class Watchdog:
         return nonfinite(metrics, {"G": self.s.G, "D": self.s.D})
 
     def roll_back(self, problem: str) -> None:
-        """Restore the last good state with halved learning rates, keeping the clock, the epoch log and the events."""
+        """Restore the last good state with halved learning rates, keeping the clock, the epoch log, the events and the
+        time budget's plan."""
         s, done = self.s, rollbacks(self.s.events)
         if done >= self.t.max_rollbacks:
             raise TrainingDiverged(
                 f"training diverged at step {s.step} (epoch {s.epoch}): {problem}; still after {done} rollbacks with halved "
                 "learning rates (train.max_rollbacks)"
             )
-        kept = s.train_seconds, s.epoch_log, s.history, s.lr_scale * 0.5
+        kept = s.train_seconds, s.epoch_log, s.history, s.lr_scale * 0.5, s.epochs_planned
         event = {"epoch": s.epoch, "step": s.step, "kind": ROLLBACK, "detail": f"{problem}; back to epoch {self.good['epoch']}, learning rates x{kept[3]:g}"}
         events = [*s.events, event]
         s.load_state_dict(self.good)
-        s.train_seconds, s.epoch_log, s.history, s.lr_scale = kept
+        s.train_seconds, s.epoch_log, s.history, s.lr_scale, s.epochs_planned = kept
         s.events = events
         s.history.append({"step": s.step, "watchdog_rollbacks": float(done + 1)})
         print(f"[watchdog] step {event['step']}: {event['detail']}", flush=True)

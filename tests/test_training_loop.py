@@ -3,6 +3,7 @@ a resumed run equals an uninterrupted one, and the phases (n_critic, lazy R1, we
 
 import copy
 import math
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,10 +18,10 @@ from gan.distributed import BATCHNORM, rank_seed
 from gan.latent import Latent
 from gan.networks import build_generator
 from gan.objectives import LOSSES
-from gan.state import STATE_KEYS
+from gan.state import ADDED_LATER, STATE_KEYS
 from gan.batches import in_memory_batches
 from gan.ema import ema_beta, recompute_bn_stats
-from gan.training_loop import schedule_steps, train
+from gan.training_loop import epoch_pace, planned_epochs, schedule_steps, train
 from pipelines.config import PRESETS_DIR, load_config, preset_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,7 +122,8 @@ def test_bf16_autocast_and_channels_last_train_and_stay_finite() -> None:
 def test_checkpoint_is_complete_and_loads_without_pickle(tmp_path: Path) -> None:
     r = recipe(model=dict(arch="mlp"), train=dict(epochs=1))
     state = run(r).states[-1]
-    assert set(STATE_KEYS) <= set(checkpoint.REQUIRED) and {"G", "D", "G_ema", "opt_G", "opt_D", "step"} <= set(STATE_KEYS)
+    assert set(STATE_KEYS) - set(ADDED_LATER) <= set(checkpoint.REQUIRED) and {"G", "D", "G_ema", "opt_G", "opt_D", "step"} <= set(STATE_KEYS)
+    assert set(STATE_KEYS) <= set(state)  # every part is written; the ones added later are only not required of older files
     checkpoint.save(state, tmp_path)
     loaded = checkpoint.load(tmp_path)  # torch.load(weights_only=True) inside
     assert loaded["step"] == 16 and loaded["epoch"] == 1 and loaded["num_classes"] == 10
@@ -237,15 +239,57 @@ def test_conditional_and_infogan_recipes_train_and_checkpoint(tmp_path: Path, mo
     assert images.shape == (4, *SHAPE) and torch.isfinite(images).all()
 
 
-def test_time_budget_schedule_follows_the_mean_pace_and_recovers_from_a_slow_first_epoch() -> None:
+def test_a_time_budget_is_turned_into_epochs_once_at_the_first_epochs_pace() -> None:
     budget = TrainConfig(epochs=100, max_minutes=1.0)  # 60 s, 100 epochs of 10 steps at most
-    after_slow_first = schedule_steps(SimpleNamespace(step=10, train_seconds=10.0), budget, 10)  # 1 s per step
-    assert after_slow_first == 10 + 50
-    later = schedule_steps(SimpleNamespace(step=40, train_seconds=20.0), budget, 10)  # 0.5 s per step on average
-    assert later == 40 + 80 > after_slow_first  # the horizon grows again once the pace does
-    assert schedule_steps(SimpleNamespace(step=40, train_seconds=0.4), budget, 10) == 1000  # never past the epochs
-    assert schedule_steps(SimpleNamespace(step=130, train_seconds=61.0), budget, 10) == 130  # budget spent: ends now
-    assert schedule_steps(SimpleNamespace(step=40, train_seconds=20.0), TrainConfig(epochs=7), 10) == 70  # no budget
+    assert planned_epochs(budget, 1, 6.0, 6.0) == 10  # 6 s epochs: the tenth ends at 60 s
+    assert planned_epochs(budget, 1, 7.0, 7.0) == 1 + 8  # the ninth ends past 60 s (63 s)
+    assert planned_epochs(budget, 1, 15.0, epoch_pace(10, 15.0, (5, 2.5))) == 1 + 9  # slow start-up: then 5 s epochs
+    assert planned_epochs(budget, 1, 0.01, 0.01) == 100 and planned_epochs(budget, 1, 99.0, 99.0) == 1  # the bounds
+    assert planned_epochs(budget, 4, 30.0, 10.0) == 4 + 3  # planned again mid-run: the seconds left at the pace now
+    assert schedule_steps(SimpleNamespace(epochs_planned=9), budget, 10) == 90
+    assert schedule_steps(SimpleNamespace(epochs_planned=0), TrainConfig(epochs=7), 10) == 70
+
+
+def test_a_budgeted_run_resumed_on_a_slower_clock_stops_where_it_would_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default config's shape (a time budget): the plan is made once, on the first epoch's clock, and kept in the
+    checkpoint; a resume reads no clock, so it ends at the step and with the weights of the uninterrupted run."""
+    import gan.training_loop as loop  # noqa: PLC0415
+
+    def clock(tick: float) -> None:  # the loop's clock, moved on by `tick` s at each reading
+        now = [0.0]
+        monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: now.__setitem__(0, now[0] + tick) or now[0], time=time.time))
+
+    r = recipe(train=dict(epochs=20, max_minutes=0.05, checkpoint_every_epochs=1, sample_every_steps=0), optim=dict(schedule="linear", decay_start=0.0))
+    clock(0.5)  # 1 s epochs (0.73 s after start-up): the 3 s budget buys 4 of them
+    straight = run(r).states[-1]
+    assert 1 < straight["epochs_planned"] < 20 and straight["epoch"] == straight["epochs_planned"]  # the budget decided
+    checkpoint.save(run(r, sink=Recorder(stop_after=1)).states[-1], tmp_path)
+    clock(50.0)  # 100 x slower: planned afresh, it would stop after one more epoch
+    resumed = run(r, resume=checkpoint.load(tmp_path)).states[-1]
+    assert (resumed["step"], resumed["epochs_planned"]) == (straight["step"], straight["epochs_planned"])
+    for key in ("G", "D", "G_ema"):
+        assert_same_tensors(straight[key], resumed[key], key)
+
+
+def test_a_finished_budgeted_run_given_more_budget_trains_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raising train.max_minutes (or train.epochs) continues the run: its plan was made for the old budget."""
+    import gan.training_loop as loop  # noqa: PLC0415
+
+    now = [0.0]
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: now.__setitem__(0, now[0] + 0.5) or now[0], time=time.time))
+    r = recipe(train=dict(epochs=20, max_minutes=0.05, checkpoint_every_epochs=1, sample_every_steps=0))
+    finished = run(r).states[-1]
+    more = recipe(train=dict(epochs=20, max_minutes=0.1, checkpoint_every_epochs=1, sample_every_steps=0))
+    checkpoint.save(finished, tmp_path)
+    continued = run(more, resume=checkpoint.load(tmp_path)).states[-1]
+    assert finished["epoch"] < continued["epoch"] == continued["epochs_planned"] <= 20
+
+
+def test_a_checkpoint_from_before_budgets_were_planned_still_resumes(tmp_path: Path) -> None:
+    r = recipe(train=dict(epochs=2, checkpoint_every_epochs=1))
+    older = {k: v for k, v in run(r, sink=Recorder(stop_after=1)).states[-1].items() if k not in ADDED_LATER}
+    checkpoint.save(older, tmp_path)
+    assert run(r, resume=checkpoint.load(tmp_path)).states[-1]["epoch"] == 2
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
