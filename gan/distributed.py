@@ -41,6 +41,15 @@ def rank_seed(seed: int, rank: int, epoch: int, stream: int = DATA) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch, stream]).generate_state(1)[0])
 
 
+def mean(values: list[float], ctx: WorkerContext) -> list[float]:
+    """Each of `values` averaged over the ranks (every rank passes as many, in the same order), in one all-reduce."""
+    if ctx.world_size == 1:
+        return [float(v) for v in values]
+    summed = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(summed)
+    return (summed / ctx.world_size).tolist()
+
+
 def gather(value: float, ctx: WorkerContext) -> list[float]:
     """Every rank's value of a scalar, in rank order."""
     if ctx.world_size == 1:

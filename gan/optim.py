@@ -10,12 +10,24 @@ from torch import nn
 from gan.config import OptimConfig
 
 
-def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter], lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: OptimConfig, params: Iterable[nn.Parameter], lr: float, weight_decay: float, fused: bool = False, ratio: float = 1.0,
+) -> torch.optim.Optimizer:
     """Adam (beta1, beta2) or RMSprop (alpha = beta2). `weight_decay` is the coupled L2 penalty: wd * w joins the gradient.
-    `fused`: one kernel per step for all parameters (GPUs; on CPUs the per-tensor loop is as fast for small nets)."""
+    `fused`: one kernel per step for all parameters (GPUs; on CPUs the per-tensor loop is as fast for small nets).
+    `ratio`: a lazy regulariser's correction (`lazy_ratio`): the betas become beta ** ratio (the learning rate is the
+    caller's, scaled by the same ratio)."""
+    beta1, beta2 = cfg.beta1**ratio, cfg.beta2**ratio
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.beta2, weight_decay=weight_decay, foreach=fused or None)
-    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=weight_decay, fused=fused or None)
+        return torch.optim.RMSprop(params, lr=lr, alpha=beta2, weight_decay=weight_decay, foreach=fused or None)
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, fused=fused or None)
+
+
+def lazy_ratio(every: int) -> float:
+    """A network regularised lazily, every k-th step as an extra optimiser step, takes k + 1 steps where k were meant: its
+    learning rate and its betas' exponent are scaled by k / (k + 1), so the moments and the distance travelled per k
+    minibatches stay those of k plain steps (Karras et al. 2020, StyleGAN2's `mb_ratio`). 1 for a regulariser every step."""
+    return every / (every + 1) if every > 1 else 1.0
 
 
 def _step(cfg: OptimConfig, progress: float) -> float:

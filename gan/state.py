@@ -10,7 +10,7 @@ from torch import nn
 from gan.config import Recipe
 from gan.latent import Latent
 from gan.networks import build_discriminator, build_generator
-from gan.optim import build_optimizer
+from gan.optim import build_optimizer, lazy_ratio
 
 
 @dataclass
@@ -82,6 +82,11 @@ def warm_start(s: TrainingState, parent: dict, optimisers: bool) -> None:
             group.update(settings)
 
 
+def d_ratio(recipe: Recipe) -> float:
+    """D's lazy-R1 correction of its learning rate and betas (`optim.lazy_ratio`); 1 without R1."""
+    return lazy_ratio(recipe.reg.r1_every) if recipe.reg.r1_gamma > 0 else 1.0
+
+
 def build_state(recipe: Recipe, image_shape: tuple[int, ...], latent: Latent, device: torch.device) -> TrainingState:
     """Fresh networks and optimisers. Seeded identically on every rank (DDP also broadcasts rank 0's weights)."""
     torch.manual_seed(recipe.train.seed)
@@ -90,9 +95,10 @@ def build_state(recipe: Recipe, image_shape: tuple[int, ...], latent: Latent, de
     if recipe.train.channels_last and len(image_shape) == 3:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     o, fused, fp16 = recipe.optim, device.type == "cuda", recipe.train.precision == "fp16"
+    ratio = d_ratio(recipe)
     return TrainingState(
         G, D, copy.deepcopy(G).eval().requires_grad_(False),
         build_optimizer(o, G.parameters(), o.lr_g, o.weight_decay_g, fused),
-        build_optimizer(o, D.parameters(), o.lr_d, o.weight_decay_d, fused),
+        build_optimizer(o, D.parameters(), o.lr_d * ratio, o.weight_decay_d, fused, ratio),
         torch.amp.GradScaler(device.type, enabled=fp16), torch.amp.GradScaler(device.type, enabled=fp16),
     )

@@ -19,6 +19,10 @@ class LogWindow:
             self.epoch_sums[k], self.epoch_counts[k] = self.epoch_sums[k] + v, self.epoch_counts[k] + 1
             self.sums[k], self.counts[k] = self.sums[k] + v, self.counts[k] + 1
 
+    def epoch_means(self) -> dict[str, float]:
+        """Every stat's mean over the epoch's steps that produced it, in the order the phases made them (the same on every rank)."""
+        return {k: float(v) / self.epoch_counts[k] for k, v in self.epoch_sums.items()}
+
     def take(self) -> dict[str, float]:
         """Means since the last call: a stat of a phase that runs every k steps still appears at every log step."""
         means = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
@@ -26,11 +30,10 @@ class LogWindow:
         return means
 
 
-def epoch_summary(epoch: int, step: int, window: LogWindow, per_rank: list[float], seconds: float) -> dict[str, float]:
-    """Mean of every stat over the steps that produced it, overall throughput and every rank's image count."""
+def epoch_summary(epoch: int, step: int, means: dict[str, float], per_rank: list[float], seconds: float) -> dict[str, float]:
+    """The epoch's mean of every stat (over the ranks too), overall throughput and every rank's image count."""
     return {
-        "epoch": epoch, "step": step, "images_per_sec": sum(per_rank) / max(seconds, 1e-9),
-        **{k: float(v) / window.epoch_counts[k] for k, v in window.epoch_sums.items()},
+        "epoch": epoch, "step": step, "images_per_sec": sum(per_rank) / max(seconds, 1e-9), **means,
         **{f"images_rank{r}": n for r, n in enumerate(per_rank)},
     }
 

@@ -26,7 +26,7 @@ from gan.loss import GANLoss
 from gan.objectives import LOSSES
 from gan.regularizers import clip_weights
 from gan.sampling import fixed_latents, generate
-from gan.state import TrainingState, build_state, warm_start
+from gan.state import TrainingState, build_state, d_ratio, warm_start
 from gan.stats import LogWindow, epoch_line, epoch_summary
 
 WARM_STEPS = 5  # a time budget's pace is measured past the first epoch's first steps (start-up: allocations, caches)
@@ -61,10 +61,10 @@ class Phase:
 def build_phases(recipe: Recipe, s: TrainingState, after_g: Callable[[], None]) -> list[Phase]:
     """D (every batch), lazy Dreg (R1, when on), G (every n_critic batches, then `after_g`: the EMA update), in that order."""
     o, t = recipe.optim, recipe.train
-    clip = LOSSES[t.loss].lipschitz == "clip"
-    phases = [Phase("D", s.D, s.opt_D, o.lr_d, 1, s.scaler_D, o.clip_grad_d, o.l1_d, after_step=(lambda: clip_weights(s.D, t.clip_value)) if clip else None)]
+    clip, lr_d = LOSSES[t.loss].lipschitz == "clip", o.lr_d * d_ratio(recipe)  # lazy R1's correction, 1 without it
+    phases = [Phase("D", s.D, s.opt_D, lr_d, 1, s.scaler_D, o.clip_grad_d, o.l1_d, after_step=(lambda: clip_weights(s.D, t.clip_value)) if clip else None)]
     if recipe.reg.r1_gamma > 0:  # L1 and L2 already act on D in its main step: not twice
-        phases.append(Phase("Dreg", s.D, s.opt_D, o.lr_d, recipe.reg.r1_every, s.scaler_D, o.clip_grad_d, weight_decay=False))
+        phases.append(Phase("Dreg", s.D, s.opt_D, lr_d, recipe.reg.r1_every, s.scaler_D, o.clip_grad_d, weight_decay=False))
     phases.append(Phase("G", s.G, s.opt_G, o.lr_g, t.n_critic, s.scaler_G, o.clip_grad_g, o.l1_g, after_step=after_g))
     return phases
 
@@ -117,10 +117,10 @@ def close_epoch(s: TrainingState, t: TrainConfig, ctx: distributed.WorkerContext
                 steps_in_epoch: int, seconds: float, warm: tuple[int, float] | None) -> dict[str, float]:
     """Count the epoch done, on rank 0's clock, which every rank agrees on; turn a time budget into epochs once (rank 0's
     plan, kept in the state: a resumed run reads no clock and stops where an uninterrupted one would); size the
-    schedules; the epoch's summary."""
+    schedules; the epoch's summary, every stat averaged over the ranks."""
     s.epoch += 1
     per_rank = distributed.gather(images_seen, ctx)
-    assert min(per_rank) > 0, f"a rank saw no data in epoch {s.epoch}: images per rank {per_rank} (batch larger than a shard?)"
+    assert min(per_rank) > 0 and len(set(per_rank)) == 1, f"epoch {s.epoch}: images per rank {per_rank} (a batch larger than a shard?)"
     seconds = distributed.gather(seconds, ctx)[0]
     s.train_seconds += seconds
     s.epoch_log.append({"epoch": s.epoch, "step": s.step, "images": sum(per_rank), "seconds": seconds, "unix": time.time()})
@@ -130,7 +130,8 @@ def close_epoch(s: TrainingState, t: TrainConfig, ctx: distributed.WorkerContext
         if ctx.is_main:
             print(f"[train] time budget {t.max_minutes:g} min: {s.epochs_planned} epochs at the first epoch's pace", flush=True)
     s.schedule_steps = schedule_steps(s, t, steps_in_epoch)
-    return epoch_summary(s.epoch, s.step, window, per_rank, seconds)
+    local = window.epoch_means()  # the same names on every rank: they run the same phases
+    return epoch_summary(s.epoch, s.step, dict(zip(local, distributed.mean(list(local.values()), ctx))), per_rank, seconds)
 
 
 def start_state(recipe: Recipe, image_shape: tuple[int, ...], latent: Latent, ctx: distributed.WorkerContext,

@@ -114,6 +114,7 @@ class Watchdog:
         events = [*s.events, event]
         s.load_state_dict(self.good)
         s.train_seconds, s.epoch_log, s.history, s.lr_scale, s.epochs_planned = kept
+        self.d_wins_streak = 0  # the epochs it counted were rolled back
         s.events = events
         s.history.append({"step": s.step, "watchdog_rollbacks": float(done + 1)})
         print(f"[watchdog] step {event['step']}: {event['detail']}", flush=True)

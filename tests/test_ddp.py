@@ -59,7 +59,7 @@ def worker(rank: int, init_method: str, out: str) -> None:
             sink = Recorder()
             train(tiny(name), SHAPE, 10, in_memory_batches(images, labels, BATCH, seed=0, rank=rank), sink, ctx=WorkerContext(rank, WORLD))
             state = sink.states[-1]
-            torch.save({k: state[k] for k in ("G", "D", "G_ema")}, Path(out) / f"{name}-{rank}.pt")
+            torch.save({**{k: state[k] for k in ("G", "D", "G_ema")}, "metrics": sink.epochs[-1]}, Path(out) / f"{name}-{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -105,3 +105,11 @@ def test_ranks_end_with_identical_weights_that_moved(initial: dict, trained: Pat
     for key in ("G", "D"):
         stayed = {k for k, p in initial[name][key].items() if torch.equal(p.detach(), ranks[0][key][k])}
         assert stayed <= (may_stay if key == "D" else set()), f"{name}: {key} parameters that never moved: {sorted(stayed)}"
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_rank_reports_the_epochs_stats_averaged_over_the_ranks(trained: Path, name: str) -> None:
+    """Each rank trains on its own shard, so its own losses differ; the epoch's numbers (printed, reported, read by the
+    watchdog) are the mean over the ranks, the same on every rank."""
+    metrics = [torch.load(trained / f"{name}-{rank}.pt", weights_only=True)["metrics"] for rank in range(WORLD)]
+    assert metrics[0] == metrics[1] and {"loss_d", "loss_g"} <= metrics[0].keys(), name

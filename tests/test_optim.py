@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from gan.config import OptimConfig
-from gan.optim import SCHEDULES, add_l1_gradient, build_optimizer, clip_gradient, lr_factor
+from gan.optim import SCHEDULES, add_l1_gradient, build_optimizer, clip_gradient, lazy_ratio, lr_factor
 
 # lr factor at progress 0, 0.5 and 1 (and one point inside the decay)
 SCHEDULE_VALUES = [
@@ -90,3 +90,22 @@ def test_weight_decay_shrinks_weights_without_a_loss_gradient(optimizer: str) ->
                 assert (p.abs() < b.abs()).all()
             else:
                 assert torch.equal(p, b)
+
+
+def test_lazy_r1_corrects_ds_learning_rate_and_betas_as_stylegan2_does() -> None:
+    """R1 every k steps adds one optimiser step per k: D's learning rate x k/(k+1), its betas ** k/(k+1)."""
+    from gan.latent import Latent  # noqa: PLC0415
+    from gan.state import build_state  # noqa: PLC0415
+    from gan.training_loop import build_phases  # noqa: PLC0415
+    from tests.test_training_loop import SHAPE, recipe  # noqa: PLC0415
+
+    assert lazy_ratio(16) == 16 / 17 and lazy_ratio(1) == 1.0
+    lazy = recipe(reg=dict(r1_gamma=1.0, r1_every=4), optim=dict(lr_d=1e-3, beta1=0.5, beta2=0.9))
+    s = build_state(lazy, SHAPE, Latent.of(lazy.model, 10), torch.device("cpu"))
+    group = s.opt_D.param_groups[0]
+    assert group["betas"] == pytest.approx((0.5**0.8, 0.9**0.8)) and s.opt_G.param_groups[0]["betas"] == (0.5, 0.9)
+    phases = {p.name: p for p in build_phases(lazy, s, lambda: None)}
+    assert phases["D"].lr == phases["Dreg"].lr == pytest.approx(0.8e-3) and phases["G"].lr == lazy.optim.lr_g
+    plain = recipe(optim=dict(lr_d=1e-3, beta1=0.5, beta2=0.9))
+    s = build_state(plain, SHAPE, Latent.of(plain.model, 10), torch.device("cpu"))
+    assert s.opt_D.param_groups[0]["betas"] == (0.5, 0.9) and build_phases(plain, s, lambda: None)[0].lr == 1e-3

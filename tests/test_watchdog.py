@@ -12,8 +12,9 @@ import torch
 from gan import watchdog
 from gan.metrics.classes import class_histogram, effective_classes
 from gan.config import TrainConfig
-from gan.state import TrainingState
-from tests.test_training_loop import recipe, run
+from gan.latent import Latent
+from gan.state import TrainingState, build_state
+from tests.test_training_loop import SHAPE, recipe, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,3 +128,17 @@ def test_a_worker_group_that_cannot_be_placed_becomes_one_line_naming_what_and_w
     assert "could not place 2 training workers needing {'CPU': 0.5, 'slot': 1.0} each (2 tries; the worker group startup timed out" in str(found)
     assert "kept in s3://bucket/gan/train-x: run again" in str(found) and "\n" not in str(found)
     assert placement_failure(ControllerError(RuntimeError("other")), cfg, resources, str(tmp_path)) is None
+
+
+def test_a_rollback_resets_the_d_wins_streak() -> None:
+    """The epochs a streak counted are undone by a rollback: the streak starts again from the restored state."""
+    r = recipe(train=dict(epochs=1, loss="ns"))
+    s = build_state(r, SHAPE, Latent.of(r.model, 10), torch.device("cpu"))
+    t = r.train.model_copy(update={"d_wins_epochs": 3})
+    dog = watchdog.Watchdog(s, t)
+    dog.keep()
+    for _ in range(2):
+        dog.watch_balance({"d_real": 0.99, "d_fake": 0.01}, is_main=True)
+    assert dog.d_wins_streak == 2
+    dog.roll_back("loss_d = nan")
+    assert dog.d_wins_streak == 0 and watchdog.rollbacks(s.events) == 1

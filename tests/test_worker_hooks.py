@@ -75,3 +75,9 @@ def test_the_controllers_snapshot_is_read_as_ray_train_writes_it(tmp_path: Path,
     assert not controller_has_checkpoint(1)
     snapshot.write_text(json.dumps({"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_x", "metrics": {"epoch": 2}}}))
     assert controller_has_checkpoint(1) and controller_has_checkpoint(2) and not controller_has_checkpoint(3)
+
+
+def test_unequal_shards_are_refused_before_the_first_step() -> None:
+    worker.check_equal_batches([12.0, 12.0], 64)
+    with pytest.raises(AssertionError, match=r"shards hold \[12, 11\] batches of 64"):
+        worker.check_equal_batches([12.0, 11.0], 64)

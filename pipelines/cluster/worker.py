@@ -20,7 +20,7 @@ from gan import checkpoint as ckpt
 from gan.batches import Batch, in_memory_batches
 from gan.config import TrainConfig
 from gan.data.reader import decode_images
-from gan.distributed import WorkerContext, rank_seed
+from gan.distributed import WorkerContext, gather, rank_seed
 from gan.images import save_grid
 from gan.metrics.quick_fid import QuickFID
 from gan.training_loop import train as train_loop
@@ -120,13 +120,14 @@ def upload_whole(checkpoint, name: str):  # noqa: ANN001, ANN201 - ray.train.Che
         raise_naming(err, folder)
 
 
-def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], rank: int) -> Callable[[int], Iterator[Batch]]:  # noqa: ANN001
+def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], ctx: WorkerContext) -> Callable[[int], Iterator[Batch]]:  # noqa: ANN001
     """Batches (images [N, C, H, W] uint8, labels [N] int64) of this worker's Ray Data shard, for a given epoch.
 
     With `cache_shard`, the shard is streamed once and then reshuffled in memory every epoch: re-running
-    the Ray Data pipeline costs seconds per epoch, more than a small data set's whole epoch of training.
+    the Ray Data pipeline costs seconds per epoch, more than a small data set's whole epoch of training. Its batch
+    count is then known before the first step, and checked equal on every rank (`check_equal_batches`).
     """
-    in_memory = None
+    in_memory, rank = None, ctx.rank
 
     def stream(epoch: int) -> Iterator[Batch]:
         batches = shard.iter_batches(
@@ -142,10 +143,18 @@ def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], r
             parts = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
             images = np.concatenate([decode_images(b["image"], image_shape) for b in parts])
             labels = np.concatenate([b["label"] for b in parts])
+            check_equal_batches(gather(len(images) // train_cfg.batch_size, ctx), train_cfg.batch_size)
             in_memory = in_memory_batches(images, labels, train_cfg.batch_size, train_cfg.seed, rank)
         yield from (in_memory or stream)(epoch)
 
     return epoch_batches
+
+
+def check_equal_batches(per_rank: list[float], batch_size: int) -> None:
+    """Before the first step: every rank has as many batches per epoch, or DDP's all-reduce would wait forever for the
+    rank that ran out. Ray Train splits the dataset into equal shards, so this holds unless that changes."""
+    assert len(set(per_rank)) == 1, (f"the ranks' shards hold {[int(n) for n in per_rank]} batches of {batch_size}: DDP needs "
+                                     "the same number on every rank (Ray Train's split should make them equal)")
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -180,7 +189,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # EMA horizon always.
     init = ckpt.load_bytes(loop_config["init"], "the warm start's parent state") if loop_config["init"] else None
 
-    batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx.rank)
+    batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx)
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
         for index, batch in enumerate(batches(epoch)):
