@@ -28,8 +28,8 @@ class TrainingDiverged(RuntimeError):
     """Training kept producing non-finite numbers after every allowed rollback."""
 
 
-def nonfinite(stats: dict[str, float], nets: dict[str, nn.Module]) -> str | None:
-    """The first non-finite epoch statistic, gradient or weight, named; None when all are finite."""
+def nonfinite(stats: dict[str, float], nets: dict[str, nn.Module], gradients: bool = True) -> str | None:
+    """The first non-finite epoch statistic, gradient (with `gradients`) or weight, named; None when all are finite."""
     for key, value in stats.items():
         if not math.isfinite(value):
             return f"{key} = {value}"
@@ -37,7 +37,7 @@ def nonfinite(stats: dict[str, float], nets: dict[str, nn.Module]) -> str | None
         for pname, p in net.named_parameters():
             if not torch.isfinite(p).all():
                 return f"weight {name}.{pname} is not finite"
-            if p.grad is not None and not torch.isfinite(p.grad).all():
+            if gradients and p.grad is not None and not torch.isfinite(p.grad).all():
                 return f"gradient of {name}.{pname} is not finite"
     return None
 
@@ -97,8 +97,9 @@ class Watchdog:
             self.real_diversity = diversity(real[: self.t.num_sample_images])
 
     def problem(self, metrics: dict[str, float]) -> str | None:
-        """Every rank, at an epoch's end: its own non-finite number, named."""
-        return nonfinite(metrics, {"G": self.s.G, "D": self.s.D})
+        """Every rank, at an epoch's end: its own non-finite number, named. Not fp16's gradients: an overflowed step
+        (the last of an epoch too) leaves inf gradients that its loss scaler skipped and scaled down for; expected."""
+        return nonfinite(metrics, {"G": self.s.G, "D": self.s.D}, gradients=self.t.precision != "fp16")
 
     def roll_back(self, problem: str) -> None:
         """Restore the last good state with halved learning rates, keeping the clock, the epoch log, the events and the

@@ -188,3 +188,13 @@ def test_the_choices_of_arch_and_loss_are_their_tables_keys(monkeypatch: pytest.
     assert load_config(None, ["model.arch=tiny"]).model.arch == "tiny"
     with pytest.raises(ConfigError, match=r"^config error: train.loss = 'nope': Input should be 'minimax', .* or 'wgan-gp'$"):
         check_choices(Recipe.model_validate({"train": {"loss": "nope"}}))  # the library's own check, as train() runs it
+
+
+def test_ray_use_gpu_asks_each_worker_for_a_gpu_and_leaves_its_threads_alone() -> None:
+    """The GPU path's plumbing, checked on CPU: what `fit` hands Ray Train for each worker."""
+    from pipelines.cluster.fit import CPU_WORKER_ENV, worker_env, worker_resources  # noqa: PLC0415
+
+    gpu = load_config(None, ["ray.use_gpu=true", "ray.cpus_per_worker=2", "ray.worker_resources={gpu_node: 1}"])
+    assert worker_resources(gpu) == {"CPU": 2.0, "GPU": 1, "gpu_node": 1} and worker_env(gpu) == {}
+    cpu = load_config(None, [])
+    assert "GPU" not in worker_resources(cpu) and worker_env(cpu) == CPU_WORKER_ENV

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from gan import checkpoint
+from gan import checkpoint, optim
 from gan.config import ModelConfig, Recipe, TrainConfig
 from gan.data.sources import load_source
 from gan.distributed import BATCHNORM, rank_seed
@@ -141,10 +141,16 @@ def test_checkpoint_is_complete_and_loads_without_pickle(tmp_path: Path) -> None
         checkpoint.load(tmp_path)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, precision: str) -> None:
+@pytest.mark.parametrize(("precision", "fused"), [("fp32", False), ("fp16", False), ("fp32", True)])
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str, fused: bool) -> None:
     """Interrupted after epoch 1 of 3, through a saved checkpoint; phases, augmentation, dropout and a schedule in play;
-    with fp16, the loss scalers' state travels in the checkpoint too."""
+    with fp16, the loss scalers' state travels in the checkpoint too; `fused`: the fused Adam that CUDA devices get
+    (torch runs it on CPUs too), whose state (its step as a tensor) travels the same way."""
+    if fused:
+        import gan.state  # noqa: PLC0415
+
+        built = []
+        monkeypatch.setattr(gan.state, "build_optimizer", lambda *a, **k: built.append(1) or optim.build_optimizer(*a[:4], True, *a[5:], **k))
     r = recipe(
         train=dict(epochs=3, n_critic=2, checkpoint_every_epochs=1, sample_every_steps=8, precision=precision),
         reg=dict(r1_gamma=1.0, r1_every=3, diffaugment="translation,cutout"),
@@ -163,6 +169,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, precision: str) ->
     assert checkpoint.history_of(straight) == checkpoint.history_of(resumed)
     assert straight["scaler_G"] == resumed["scaler_G"] and straight["scaler_D"] == resumed["scaler_D"]
     assert (precision == "fp16") == bool(straight["scaler_D"])  # a disabled scaler has no state
+    assert not fused or (built and straight["opt_D"]["param_groups"][0]["fused"])
     if precision == "fp16":
         assert 0 < straight["scaler_D"]["scale"] <= 2.0**16 and all_finite(run(r))
 

@@ -142,3 +142,34 @@ def test_a_rollback_resets_the_d_wins_streak() -> None:
     assert dog.d_wins_streak == 2
     dog.roll_back("loss_d = nan")
     assert dog.d_wins_streak == 0 and watchdog.rollbacks(s.events) == 1
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_an_fp16_overflow_at_an_epochs_last_step_is_no_divergence(precision: str) -> None:
+    """fp16's loss scaler skips a step whose gradients overflowed and lowers its scale: the inf gradients it leaves
+    after an epoch's last step are expected, not a reason to roll back. In fp32 they are one."""
+    r = recipe(train=dict(epochs=1, precision=precision))
+    s = build_state(r, SHAPE, Latent.of(r.model, 10), torch.device("cpu"))
+    next(s.D.parameters()).grad = torch.full_like(next(s.D.parameters()), float("inf"))
+    problem = watchdog.Watchdog(s, r.train).problem({"loss_d": 1.0})
+    assert (problem is None) == (precision == "fp16"), problem
+
+
+def test_an_fp16_run_whose_last_step_overflows_finishes_without_a_rollback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end in the loop: D's gradients overflow in the epoch's last step (16 of 16); the scaler skips that step."""
+    import gan.training_loop as loop  # noqa: PLC0415
+
+    original, calls = loop.step_phase, []
+
+    def overflowing(phase, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(phase.name)
+        if calls.count("D") == 16 and phase.name == "D":
+            for p in phase.net.parameters():
+                p.grad.fill_(float("inf"))
+        return original(phase, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "step_phase", overflowing)
+    state = run(recipe(train=dict(epochs=1, precision="fp16"))).states[-1]
+    assert state["step"] == 16 and calls.count("D") == 16
+    assert not [e for e in json.loads(state["events_json"]) if e["kind"] == watchdog.ROLLBACK]
+    assert all(torch.isfinite(v).all() for v in state["D"].values() if v.is_floating_point())  # the step was skipped

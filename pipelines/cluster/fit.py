@@ -85,6 +85,16 @@ def local_copy(checkpoint, workspace: Workspace, run: str) -> Path:  # noqa: ANN
     return out
 
 
+def worker_resources(cfg: PipelineConfig) -> dict[str, float]:
+    """What each worker asks of the cluster: its CPUs, one GPU with `ray.use_gpu`, and any custom resources."""
+    return {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {}), **cfg.ray.worker_resources}
+
+
+def worker_env(cfg: PipelineConfig) -> dict[str, str]:
+    """The workers' environment: OpenMP's threads spin between the small CPU kernels; on GPUs nothing is set."""
+    return {} if cfg.ray.use_gpu else CPU_WORKER_ENV
+
+
 def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_path: str | None = None, quick_fid_path: str | None = None,
         logger: object = None) -> dict:
     """Fit the GAN with a TorchTrainer on the dataset's train split as Ray Train run `name`, from scratch or warm-started
@@ -105,7 +115,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
     ensure_ray()
     ray_ready = time.time()
 
-    resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {}), **cfg.ray.worker_resources}
+    resources = worker_resources(cfg)
     # Ray Data's read tasks and the workers' iterators each hold a few blocks: blocks of up to 16 MiB (not 128), read
     # by Ray Data's first Parquet reader, whose read tasks stayed the same size from 60k to 240k images where the
     # newer reader's grew by half. So their memory stops growing with the data set (BENCHMARKS.md, a whole run by size).
@@ -123,11 +133,12 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
             "lineage": lineage,  # kept beside every checkpoint (checkpoint.LINEAGE_FILE): the registry tags the version with it
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources),
+        # With GPUs, Ray Train gives each worker its own (`ray.train.torch.get_device`) and a NCCL process group.
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures, controller_failure_limit=cfg.ray.placement_retries),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            worker_runtime_env={"env_vars": {} if cfg.ray.use_gpu else CPU_WORKER_ENV},
+            worker_runtime_env={"env_vars": worker_env(cfg)},
         ),
         datasets={"train": ray.data.read_parquet(str(Path(dataset_dir) / "train"))},
         # Blocks reach the workers in file order: the same rows on the same rank in every run, so a resumed run
