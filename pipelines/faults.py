@@ -11,7 +11,18 @@ from pipelines.stages import STAGES
 
 FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
 NAN_HOOK = "GAN_INJECT_NAN_AT_STEP"
+ALLOW_DRILLS = "GAN_PIPELINE_REGISTER_DRILLS"
 ONCE = "once"
+
+
+def drill_refusal(lineage: dict) -> str | None:
+    """Why register refuses a model a drill trained (its lineage names the drill), unless GAN_PIPELINE_REGISTER_DRILLS=1
+    (tests of the registry's side of a drill); None for a normal run's."""
+    drill = lineage.get("drill")
+    if not drill or os.environ.get(ALLOW_DRILLS) == "1":
+        return None
+    hooks = ", ".join(f"{k}={v}" for k, v in drill.items())
+    return f"a drill trained it ({hooks}); its model is for tests (set {ALLOW_DRILLS}=1 to register it)"
 
 
 def nan_at_step() -> int | None:

@@ -206,12 +206,16 @@ def test_stage_commands_chain_by_path_and_reuse_the_flow_cache(runs: dict) -> No
 
 def test_a_nan_mid_training_is_rolled_back_on_both_ranks_and_the_model_carries_the_record(runs: dict) -> None:
     """The watchdog's test hook turns D's weights NaN at step 40 (epoch 2 of 31 steps per worker): both DDP ranks
-    roll back to epoch 1 with halved learning rates, the run finishes and registers, the rollback on its MLflow run."""
+    roll back to epoch 1 with halved learning rates and the run finishes; the registry refuses the drill's model, and,
+    told to take it (the same run, from the cache), registers it marked as a drill, the rollback on its MLflow run."""
     workdir = runs["workdir"]
-    done = cli(workdir, "run", "-c", SMOKE, "--set", "train.seed=7", env={"GAN_INJECT_NAN_AT_STEP": "40"})
+    refused = cli(workdir, "run", "-c", SMOKE, "--set", "train.seed=7", env={"GAN_INJECT_NAN_AT_STEP": "40"})
+    assert refused.returncode == 3 and "not registered: a drill trained it (GAN_INJECT_NAN_AT_STEP=40)" in refused.stderr, refused.stderr[-3000:]
+    assert "[watchdog] step 62: loss_d = nan; back to epoch 1, learning rates x0.5" in refused.stdout + refused.stderr
+    done = cli(workdir, "run", "-c", SMOKE, "--set", "train.seed=7", env={"GAN_INJECT_NAN_AT_STEP": "40", "GAN_PIPELINE_REGISTER_DRILLS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "[watchdog] step 62: loss_d = nan; back to epoch 1, learning rates x0.5" in done.stdout + done.stderr
     version = summaries(workdir)[-1]["registered"]
+    assert json.loads(registry(workdir).get_model_version(version["model_name"], version["version"]).tags["drill"]) == {"GAN_INJECT_NAN_AT_STEP": 40}
     run = registry(workdir).get_run(version["run_id"])
     assert run.data.tags["watchdog.rollback"] == "1" and run.data.metrics["watchdog_rollbacks"] == 1.0
     assert math.isfinite(float(run.data.metrics["eval_fid"]))

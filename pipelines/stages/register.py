@@ -17,7 +17,7 @@ from gan.data.manifest import read_manifest
 from gan.latent import Latent
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.errors import retry_unless_user_error
-from pipelines.faults import maybe_fail, maybe_kill
+from pipelines.faults import drill_refusal, maybe_fail, maybe_kill
 from pipelines.provenance import GAN_DIR, code_tags
 from pipelines.registry import head_to_head, promotion
 from pipelines.registry.champion import move_champion
@@ -154,14 +154,14 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     assert math.isfinite(fid), f"evaluation report {report_path} has a non-finite FID {fid}"
     state = ckpt.load(Path(checkpoint_dir))
     events = json.loads(state["events_json"])
-    refused = watchdog.verdict(events) or report.get("collapsed")  # the watchdog's, or the evaluation's
+    trained = ckpt.lineage_of(Path(checkpoint_dir))  # what the train stage recorded: its training key, warm start, drill
+    refused = watchdog.verdict(events) or report.get("collapsed") or drill_refusal(trained)  # the watchdog's, the evaluation's, a drill's
     if refused:  # a result, not an exception: the flow ends normally and the CLI exits non-zero with this one line
         print(f"[register] not registered: {refused}")
         return {"model_name": cfg.registry.model_name, "refused": f"{checkpoint_dir}: not registered: {refused}; the evaluation report {report_path} shows the samples"}
     blob = ckpt.generator_blob(state)
     G, model_cfg, latent = ckpt.generator_of(blob)
     resolved_hash = config_hash(cfg.model_dump(mode="json"))
-    trained = ckpt.lineage_of(Path(checkpoint_dir))  # what the train stage recorded: its training key and warm start
     parent = trained.get("warm_start")
     lineage = {
         "dataset_fingerprint": manifest["fingerprint"], "dataset_quarantined": str(manifest.get("quarantined", 0)),
@@ -172,6 +172,7 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
         "lineage_key": fingerprint(str(checkpoint_dir), report_path),
         "training_key": trained.get("training_key", "unknown"), STATE_DIGEST_TAG: ckpt.digest(Path(checkpoint_dir)),
         "warm_start": json.dumps(parent), "parent_version": "none" if parent is None else Parent.of_dict(parent).label(),
+        **({"drill": json.dumps(trained["drill"])} if trained.get("drill") else {}),
     }
     client = connect(cfg)
     name = cfg.registry.model_name

@@ -16,7 +16,7 @@ from pipelines.cluster import fit, job
 from pipelines.cluster.ray import trains_as_job
 from pipelines.config import PipelineConfig, cache_key, fingerprint
 from pipelines.errors import retry_unless_user_error
-from pipelines.faults import maybe_fail, nan_at_step
+from pipelines.faults import NAN_HOOK, maybe_fail, nan_at_step
 from pipelines.provenance import stage_code
 from pipelines.stages import Step
 from pipelines.registry import warm_start
@@ -94,7 +94,8 @@ def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> 
     checkpoint), then the driver, here or as a Ray Job; its output."""
     manifest = read_manifest(Path(dataset_dir))
     name = run_name(cfg, manifest, parent)
-    lineage = {"run": name, "training_key": training_key(cfg), "dataset_fingerprint": manifest["fingerprint"], "warm_start": parent}
+    lineage = {"run": name, "training_key": training_key(cfg), "dataset_fingerprint": manifest["fingerprint"], "warm_start": parent,
+               **({"drill": {NAN_HOOK: nan_at_step()}} if nan_at_step() else {})}  # the registry refuses a drill's model
     init = None if parent is None else str(warm_start.state_file(cfg, Parent.of_dict(parent)))
     quick_fid = quick_fid_file(cfg, Path(dataset_dir), manifest)
     files = {"init_path": init, "quick_fid_path": None if quick_fid is None else str(quick_fid)}
