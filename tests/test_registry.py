@@ -15,12 +15,12 @@ import pytest
 from gan.data.manifest import read_manifest
 from pipelines.cli.main import main
 from pipelines.config import PipelineConfig
-from pipelines.errors import UsageError
+from pipelines.errors import InvalidScores, UsageError
 from pipelines.registry import promotion
 from pipelines.registry.champion import move_champion, promote, rollback
 from pipelines.registry.lineage import evaluation_inputs
 from pipelines.stages.ingest import ingest
-from pipelines.stages.register import _promote
+from pipelines.stages.register import _promote, register
 from tests import services
 from tests.registry_store import checkpoints, config, evaluation, registered
 
@@ -75,6 +75,22 @@ def test_the_gate_reads_the_interval_of_the_difference_not_the_overlap_of_the_tw
     assert promoted and why == "FID 2.84 ± 0.84 against champion v1's 4.45 ± 0.95: lower by 1.61 ± 1.27, better beyond the noise"
     promoted, why = promotion.decide(promotion.Standing("2", 2.84, 0.86, "clf", 1000, 0.01, "y", "d"), champion, "1", MAX_MEMORISED)
     assert not promoted and why.endswith("lower by 1.61, but within the noise (± 1.94)")
+
+
+@pytest.mark.parametrize(("scores", "said"), [
+    ({"fid": float("nan")}, "fid = nan"), ({"fid": 40.0, "std": -0.1}, "fid_std = -0.1"), ({"fid": 40.0, "memorised": float("nan")}, "memorised_share = nan"),
+], ids=["nan-fid", "negative-std", "nan-share"])
+def test_scores_the_gate_cannot_compare_stop_register_before_anything_is_registered(
+    client: mlflow.MlflowClient, tmp_path: Path, scores: dict, said: str,
+) -> None:
+    """A user's error, one line naming the report, the number and the rule (an assert was stripped by `python -O`, and
+    retried as a bug); neither a run nor a version is made."""
+    report = tmp_path / "evaluation" / "report.json"
+    report.parent.mkdir()
+    report.write_text(json.dumps(evaluation(**scores)))  # NaN as JSON writes it
+    with pytest.raises(InvalidScores, match=rf"^evaluation report {report}: {said} \(expected [^)]*\): scores the promotion gate cannot compare"):
+        register(config(tmp_path), str(tmp_path / "dataset"), str(tmp_path / "checkpoint"), str(report))
+    assert client.search_model_versions("name = 'm'") == [] and client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
 def test_promote_and_rollback_by_hand_leave_who_and_why(client: mlflow.MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 import tempfile
 import time
 import warnings
@@ -16,7 +15,7 @@ from gan import checkpoint as ckpt, watchdog
 from gan.data.manifest import read_manifest
 from gan.latent import Latent
 from pipelines.config import PipelineConfig, fingerprint
-from pipelines.errors import retry_unless_user_error
+from pipelines.errors import InvalidScores, retry_unless_user_error
 from pipelines.faults import maybe_fail, maybe_kill
 from pipelines.provenance import GAN_DIR, code_tags
 from pipelines.registry import head_to_head, promotion
@@ -148,10 +147,12 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     import mlflow  # noqa: PLC0415
 
     # 1. Read and check every input before touching the registry.
-    manifest = read_manifest(Path(dataset_dir))
     report = json.loads(Path(report_path).read_text())
-    fid = float(report["model"]["fid"])
-    assert math.isfinite(fid), f"evaluation report {report_path} has a non-finite FID {fid}"
+    unsound = promotion.Standing.of_report("", report).unsound()
+    if unsound:  # the gate could not compare it: never registered (nor retried, nor stripped by `python -O` as an assert)
+        raise InvalidScores(f"evaluation report {report_path}: {'; '.join(unsound)}: scores the promotion gate cannot compare, "
+                            "so the model is not registered; its samples are beside the report")
+    manifest = read_manifest(Path(dataset_dir))
     state = ckpt.load(Path(checkpoint_dir))
     events = json.loads(state["events_json"])
     refused = watchdog.verdict(events) or report.get("collapsed")  # the watchdog's, or the evaluation's
