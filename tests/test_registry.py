@@ -11,15 +11,18 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 
 from gan.data.manifest import read_manifest
 from pipelines.cli.main import main
 from pipelines.config import PipelineConfig
 from pipelines.errors import InvalidScores, UsageError
+from pipelines.faults import InjectedFailure
 from pipelines.registry import promotion
 from pipelines.registry.champion import move_champion, promote, rollback
 from pipelines.registry.lineage import evaluation_inputs
 from pipelines.stages.ingest import ingest
+from pipelines.stages import register as register_stage
 from pipelines.stages.register import _promote, register
 from tests import services
 from tests.registry_store import checkpoints, config, evaluation, registered
@@ -178,6 +181,46 @@ def test_register_keeps_the_champion_against_a_worse_or_noise_level_model(client
 
     # The champion's lineage tags lead `evaluate --model` back to its checkpoint and dataset.
     assert evaluation_inputs(cfg, "models:/m@champion") == (Path(dataset), folders[3])
+
+
+def runs(client: mlflow.MlflowClient) -> list:
+    """Every live MLflow run of the store, newest first."""
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], order_by=["attributes.start_time DESC"])
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("one_thread")
+def test_register_retried_after_an_error_anywhere_leaves_one_run_and_one_version(
+    client: mlflow.MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retries of transient errors: one while the run is logged (it leaves a half-logged run), one with the run logged
+    and no version registered yet (`register@logged`); the retry that gets through registers the one whole run."""
+    cfg = config(tmp_path)
+    dataset = ingest(cfg)
+    folder = checkpoints(tmp_path / "gan-work" / "ray_results" / "train-test", epochs=1)[0]
+
+    def unanswered(*_: object) -> None:
+        raise MlflowException("the store did not answer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(register_stage, "_log_generator", unanswered)
+        with pytest.raises(MlflowException, match="did not answer"):
+            registered(cfg, dataset, folder, 50.0)
+    half = runs(client)
+    assert [r.info.status for r in half] == ["FAILED"]
+
+    monkeypatch.setenv("GAN_PIPELINE_FAIL_AT", "register@logged")
+    with pytest.raises(InjectedFailure, match="^register@logged: failure injected with its MLflow run logged and no version registered yet"):
+        registered(cfg, dataset, folder, 50.0)
+    logged = runs(client)  # the half-logged run deleted, the whole one kept
+    assert [r.info.status for r in logged] == ["FINISHED"] and logged[0].info.run_id != half[0].info.run_id
+    assert client.search_model_versions("name = 'm'") == []
+
+    monkeypatch.delenv("GAN_PIPELINE_FAIL_AT")
+    done = registered(cfg, dataset, folder, 50.0)
+    assert (done["run_id"], str(done["version"]), done["reason"]) == (logged[0].info.run_id, "1", "no champion yet")
+    assert [r.info.run_id for r in runs(client)] == [done["run_id"]]
+    assert [v.run_id for v in client.search_model_versions("name = 'm'")] == [done["run_id"]]
 
 
 @pytest.fixture(scope="module")
