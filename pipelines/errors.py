@@ -1,7 +1,8 @@
-"""The errors a user can act on, named once: which errors are the user's (retrying cannot help, the CLI exits 2 or 3
-without a traceback), and a full or forbidden place to write named in words."""
+"""The errors a user can act on, named once: which errors are the user's, each with the exit code the CLI ends with (one
+line, no traceback); the retry rule retries none of them. And a full or forbidden place to write named in words."""
 
 import errno
+import importlib
 import os
 from pathlib import Path
 from typing import NoReturn
@@ -17,19 +18,45 @@ class RegistrationRefused(Exception):
     """The watchdog found the trained model broken: it is evaluated, never registered. Retrying cannot help."""
 
 
+class InvalidScores(Exception):
+    """An evaluation report whose scores the promotion gate cannot compare (a NaN FID, a negative spread): the model is
+    never registered on them. Retrying cannot help; evaluating again, or the model's samples, may."""
+
+
 class ClusterUnavailable(Exception):
     """The Ray cluster could not place the training workers (a node lost, or too few nodes). Retrying at once cannot help;
     a re-run once the cluster has room resumes from the latest checkpoint."""
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The errors that are the user's to fix (retrying cannot help). Imported when asked: a mistyped key should not wait
-    for torch."""
-    from gan.checkpoint import CheckpointError  # noqa: PLC0415
-    from gan.data.errors import DataError  # noqa: PLC0415
-    from gan.watchdog import TrainingDiverged  # noqa: PLC0415
+# The exit codes of the user's errors (1 is a failed pipeline, 130 an interrupted command; docs/pipeline.md#exit-codes).
+INPUT, UNFIT, NO_ROOM = 2, 3, 4  # the input is wrong; the model is unfit to register; the cluster has no room for now
 
-    return ConfigError, DataError, CheckpointError, RegistrationRefused, TrainingDiverged, ClusterUnavailable
+# The errors that are the user's to fix, which retrying cannot help, each with its exit code. Named by module and class:
+# imported only when asked, since a mistyped key should not wait for torch.
+USER_ERRORS = {
+    "gan.config.ConfigError": INPUT,
+    "pipelines.errors.UsageError": INPUT,
+    "gan.data.errors.DataError": INPUT,
+    "gan.checkpoint.CheckpointError": INPUT,
+    "pipelines.errors.RegistrationRefused": UNFIT,
+    "pipelines.errors.InvalidScores": UNFIT,
+    "gan.watchdog.TrainingDiverged": UNFIT,
+    "pipelines.errors.ClusterUnavailable": NO_ROOM,
+}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The classes of USER_ERRORS, imported."""
+    return tuple(getattr(importlib.import_module(module), kind) for module, _, kind in (n.rpartition(".") for n in USER_ERRORS))
+
+
+def exit_code(err: BaseException) -> int | None:
+    """The CLI's exit code for a user's error (its most specific class in USER_ERRORS; a place to write that is full or
+    forbidden is one too: INPUT); None for any other error, which failed the pipeline."""
+    if is_storage_error(err):
+        return INPUT
+    names = (f"{kind.__module__}.{kind.__qualname__}" for kind in type(err).__mro__)
+    return next((USER_ERRORS[name] for name in names if name in USER_ERRORS), None)
 
 
 # A full disk or quota, a read-only file system, a folder without write permission: a retry fails the same way.
@@ -38,7 +65,7 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 
 def retry_unless_user_error(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
     """Prefect retry condition: a missing file or a bad value fails the same way every time."""
-    return not (isinstance(state.data, user_errors()) or is_storage_error(state.data))
+    return exit_code(state.data) is None
 
 
 def is_storage_error(err: object) -> bool:

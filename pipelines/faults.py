@@ -14,6 +14,11 @@ NAN_HOOK = "GAN_INJECT_NAN_AT_STEP"
 ALLOW_DRILLS = "GAN_PIPELINE_REGISTER_DRILLS"
 ONCE = "once"
 
+# Points inside a stage, past its start, where an error tests that a retry finishes the stage's work without doing it
+# twice: `STAGE@POINT`, with where it is in words.
+POINTS = {"register@logged": "with its MLflow run logged and no version registered yet"}
+assert all(point.partition("@")[0] in STAGES for point in POINTS), POINTS
+
 
 def drill_refusal(lineage: dict) -> str | None:
     """Why register refuses a model a drill trained (its lineage names the drill), unless GAN_PIPELINE_REGISTER_DRILLS=1
@@ -44,7 +49,9 @@ def failure_hook() -> dict[str, int | str | None]:
     """Parse the documented test hook, e.g. GAN_PIPELINE_FAIL_AT='ingest:once,train:1,evaluate,kill:register'.
 
     `stage` fails that stage on every attempt (its retries fail too, and so does the run); `stage:once` fails only the
-    first attempt of the stage in a run (Prefect's retry then recovers it within the run);
+    first attempt of the stage in a run (Prefect's retry then recovers it within the run); `stage@point` and
+    `stage@point:once` do the same at a named point inside the stage (POINTS: `register@logged`, with the MLflow run
+    logged and no version registered yet);
     `kill:stage` SIGKILLs the process the flow runs in, once per working folder (a marker file `.fail-hook-kill-STAGE`
     in it records the kill, so the re-run goes on), where a kill leaves the most behind: ingest with a shard written
     and no manifest, train as it starts, evaluate with its pictures written aside and its report not yet published,
@@ -59,30 +66,35 @@ def failure_hook() -> dict[str, int | str | None]:
         name, _, arg = item.partition(":")
         if name == "kill" and arg in STAGES:
             key, value = f"kill:{arg}", None
-        elif name in STAGES and arg in ("", ONCE):
+        elif (name in STAGES or name in POINTS) and arg in ("", ONCE):
             key, value = name, arg or None
         elif name in ("train", "kill-worker") and arg.isdigit():
             key, value = name, int(arg)
         else:
-            raise ValueError(f"{FAIL_HOOK}={spec!r}: unknown form {item!r}; expected STAGE, STAGE:once, kill:STAGE, train:N or "
-                             f"kill-worker:N with STAGE one of {', '.join(STAGES)}")
+            raise ValueError(f"{FAIL_HOOK}={spec!r}: unknown form {item!r}; expected STAGE, STAGE:once, POINT, POINT:once, "
+                             f"kill:STAGE, train:N or kill-worker:N with STAGE one of {', '.join(STAGES)} and POINT one of "
+                             f"{', '.join(POINTS)}")
         if key in hooks:
             raise ValueError(f"{FAIL_HOOK}={spec!r}: names {key!r} twice")
         hooks[key] = value
     return hooks
 
 
-def maybe_fail(stage: str, kill_here: bool = True) -> None:
-    """At a stage's start: raise InjectedFailure for `stage` (every attempt) or `stage:once` (the first attempt of this
-    run's task run); with `kill_here`, also the `kill:stage` point (stages that have a later one call `maybe_kill` there)."""
+def maybe_fail(stage: str, kill_here: bool = True, at: str = "") -> None:
+    """At a stage's start, or at its named point `at` (POINTS): raise InjectedFailure for the hook's every-attempt form, or
+    its `:once` form on the first attempt of this run's task run; at the start with `kill_here`, also the `kill:stage`
+    point (stages that have a later one call `maybe_kill` there)."""
     from prefect.runtime import task_run  # noqa: PLC0415 - the task run's attempt number; 0 outside a task run
 
+    point = f"{stage}@{at}" if at else stage
+    assert point in STAGES or point in POINTS, f"{point}: not a fault point of {FAIL_HOOK} (POINTS)"
+    where = f" {POINTS[point]}" if at else ""
     hooks = failure_hook()
-    if stage in hooks and hooks[stage] is None:
-        raise InjectedFailure(f"{stage}: failure injected by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r} (every attempt)")
-    if stage in hooks and hooks[stage] == ONCE and task_run.run_count <= 1:
-        raise InjectedFailure(f"{stage}: transient failure injected by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r} (first attempt only)")
-    if kill_here:
+    if point in hooks and hooks[point] is None:
+        raise InjectedFailure(f"{point}: failure injected{where} by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r} (every attempt)")
+    if point in hooks and hooks[point] == ONCE and task_run.run_count <= 1:
+        raise InjectedFailure(f"{point}: transient failure injected{where} by {FAIL_HOOK}={os.environ[FAIL_HOOK]!r} (first attempt only)")
+    if kill_here and not at:
         maybe_kill(stage)
 
 

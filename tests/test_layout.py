@@ -114,7 +114,7 @@ def test_no_import_cycle_between_the_library_modules() -> None:
 def test_the_stages_are_named_once() -> None:
     """The flow's steps, the fault hook's points and the code digests all go by `STAGES`: each stage module lists its
     own steps, the last of them the stage's own task, and nothing else names the stages."""
-    from pipelines.faults import failure_hook  # noqa: PLC0415
+    from pipelines.faults import POINTS, failure_hook  # noqa: PLC0415
     from pipelines.flow import STEPS  # noqa: PLC0415
     from pipelines.provenance import STAGE_CODE  # noqa: PLC0415
 
@@ -125,3 +125,8 @@ def test_the_stages_are_named_once() -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GAN_PIPELINE_FAIL_AT", ",".join(f"kill:{stage}" for stage in STAGES))
         assert set(failure_hook()) == {f"kill:{stage}" for stage in STAGES}
+        patch.setenv("GAN_PIPELINE_FAIL_AT", ",".join(f"{point}:once" for point in POINTS))  # a stage's inner points
+        assert failure_hook() == dict.fromkeys(POINTS, "once") and all(p.partition("@")[0] in STAGES for p in POINTS)
+        patch.setenv("GAN_PIPELINE_FAIL_AT", "register@nowhere")
+        with pytest.raises(ValueError, match=f"unknown form 'register@nowhere'.* POINT one of {', '.join(POINTS)}$"):
+            failure_hook()

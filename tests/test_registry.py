@@ -11,16 +11,19 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 
 from gan.data.manifest import read_manifest
 from pipelines.cli.main import main
 from pipelines.config import PipelineConfig
-from pipelines.errors import UsageError
+from pipelines.errors import InvalidScores, UsageError
+from pipelines.faults import InjectedFailure
 from pipelines.registry import promotion
 from pipelines.registry.champion import move_champion, promote, rollback
 from pipelines.registry.lineage import evaluation_inputs
 from pipelines.stages.ingest import ingest
-from pipelines.stages.register import _promote
+from pipelines.stages import register as register_stage
+from pipelines.stages.register import _promote, register
 from tests import services
 from tests.registry_store import checkpoints, config, evaluation, registered
 
@@ -75,6 +78,22 @@ def test_the_gate_reads_the_interval_of_the_difference_not_the_overlap_of_the_tw
     assert promoted and why == "FID 2.84 ± 0.84 against champion v1's 4.45 ± 0.95: lower by 1.61 ± 1.27, better beyond the noise"
     promoted, why = promotion.decide(promotion.Standing("2", 2.84, 0.86, "clf", 1000, 0.01, "y", "d"), champion, "1", MAX_MEMORISED)
     assert not promoted and why.endswith("lower by 1.61, but within the noise (± 1.94)")
+
+
+@pytest.mark.parametrize(("scores", "said"), [
+    ({"fid": float("nan")}, "fid = nan"), ({"fid": 40.0, "std": -0.1}, "fid_std = -0.1"), ({"fid": 40.0, "memorised": float("nan")}, "memorised_share = nan"),
+], ids=["nan-fid", "negative-std", "nan-share"])
+def test_scores_the_gate_cannot_compare_stop_register_before_anything_is_registered(
+    client: mlflow.MlflowClient, tmp_path: Path, scores: dict, said: str,
+) -> None:
+    """A user's error, one line naming the report, the number and the rule (an assert was stripped by `python -O`, and
+    retried as a bug); neither a run nor a version is made."""
+    report = tmp_path / "evaluation" / "report.json"
+    report.parent.mkdir()
+    report.write_text(json.dumps(evaluation(**scores)))  # NaN as JSON writes it
+    with pytest.raises(InvalidScores, match=rf"^evaluation report {report}: {said} \(expected [^)]*\): scores the promotion gate cannot compare"):
+        register(config(tmp_path), str(tmp_path / "dataset"), str(tmp_path / "checkpoint"), str(report))
+    assert client.search_model_versions("name = 'm'") == [] and client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
 def test_promote_and_rollback_by_hand_leave_who_and_why(client: mlflow.MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,6 +181,46 @@ def test_register_keeps_the_champion_against_a_worse_or_noise_level_model(client
 
     # The champion's lineage tags lead `evaluate --model` back to its checkpoint and dataset.
     assert evaluation_inputs(cfg, "models:/m@champion") == (Path(dataset), folders[3])
+
+
+def runs(client: mlflow.MlflowClient) -> list:
+    """Every live MLflow run of the store, newest first."""
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], order_by=["attributes.start_time DESC"])
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("one_thread")
+def test_register_retried_after_an_error_anywhere_leaves_one_run_and_one_version(
+    client: mlflow.MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retries of transient errors: one while the run is logged (it leaves a half-logged run), one with the run logged
+    and no version registered yet (`register@logged`); the retry that gets through registers the one whole run."""
+    cfg = config(tmp_path)
+    dataset = ingest(cfg)
+    folder = checkpoints(tmp_path / "gan-work" / "ray_results" / "train-test", epochs=1)[0]
+
+    def unanswered(*_: object) -> None:
+        raise MlflowException("the store did not answer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(register_stage, "_log_generator", unanswered)
+        with pytest.raises(MlflowException, match="did not answer"):
+            registered(cfg, dataset, folder, 50.0)
+    half = runs(client)
+    assert [r.info.status for r in half] == ["FAILED"]
+
+    monkeypatch.setenv("GAN_PIPELINE_FAIL_AT", "register@logged")
+    with pytest.raises(InjectedFailure, match="^register@logged: failure injected with its MLflow run logged and no version registered yet"):
+        registered(cfg, dataset, folder, 50.0)
+    logged = runs(client)  # the half-logged run deleted, the whole one kept
+    assert [r.info.status for r in logged] == ["FINISHED"] and logged[0].info.run_id != half[0].info.run_id
+    assert client.search_model_versions("name = 'm'") == []
+
+    monkeypatch.delenv("GAN_PIPELINE_FAIL_AT")
+    done = registered(cfg, dataset, folder, 50.0)
+    assert (done["run_id"], str(done["version"]), done["reason"]) == (logged[0].info.run_id, "1", "no champion yet")
+    assert [r.info.run_id for r in runs(client)] == [done["run_id"]]
+    assert [v.run_id for v in client.search_model_versions("name = 'm'")] == [done["run_id"]]
 
 
 @pytest.fixture(scope="module")

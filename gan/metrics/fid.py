@@ -88,12 +88,14 @@ def frechet_distance_from_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.nd
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
 
     Tr((S_a S_b)^(1/2)) is computed as the sum of square roots of the eigenvalues of the symmetric
-    S_a^(1/2) S_b S_a^(1/2): stable when ReLU features leave a covariance singular.
+    S_a^(1/2) S_b S_a^(1/2): stable when ReLU features leave a covariance singular. Never below 0 (the promotion
+    gate refuses a negative score).
     """
     w, v = np.linalg.eigh(cov_a)
     sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_covmean)
+    distance = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_covmean)
+    return max(0.0, distance)  # a distance: below 0 only by round-off, for (nearly) equal statistics
 
 
 @register("fid", reads=("gaussian", "feats"), options=lambda context: {"bootstrap_rounds": BOOTSTRAP_ROUNDS, "seed": context.seed},

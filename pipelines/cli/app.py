@@ -14,7 +14,7 @@ import yaml
 from pipelines import console, errors
 from pipelines.cluster.ray import check_driver
 from pipelines.config import ConfigError, PipelineConfig, keys, keys_markdown, load_config, preset_path
-from pipelines.errors import RegistrationRefused, UsageError
+from pipelines.errors import UsageError
 from pipelines.workspace import Workspace, acquire_workspace_lock, check_stores, configure_environment, release_workspace_locks, writable_workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -115,19 +115,10 @@ def _main() -> None:
     except click.ClickException as err:  # bad command line: click's own message
         err.show()
         sys.exit(err.exit_code)
-    except ConfigError as err:
-        typer.echo(str(err), err=True)
-        sys.exit(2)
-    except UsageError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
-    except RegistrationRefused as err:  # the model was trained and evaluated; the watchdog kept it out of the registry
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(3)
     except (KeyboardInterrupt, click.exceptions.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as err:  # a stage failed after its retries: say which and why, once
+    except Exception as err:  # a user's error, or a stage that failed after its retries: say which and why, once
         message, code = _failure(err)
         typer.echo(message, err=True)
         sys.exit(code)
@@ -135,16 +126,19 @@ def _main() -> None:
 
 
 def _failure(err: Exception) -> tuple[str, int]:
-    """A stage's error as one line and an exit code: bad data, a bad checkpoint or a place that cannot be written is the
-    user's to fix (2); anything else failed the pipeline (1). Imported here: a mistyped key should not wait for torch."""
-    from gan.checkpoint import CheckpointError  # noqa: PLC0415
-    from gan.data.errors import DataError  # noqa: PLC0415
-
-    if isinstance(err, (DataError, CheckpointError)):
-        return f"error: {err}", 2
-    if errors.is_storage_error(err):
-        return f"error: {errors.storage_message(err)}", 2
+    """An error as one line and an exit code: a user's error (`errors.USER_ERRORS`: bad input, a model unfit to register,
+    a cluster without room, a place that cannot be written) with its own code; anything else failed the pipeline (1)."""
+    code = errors.exit_code(err)
+    if code is not None:
+        return _user_message(err), code
     lines = str(err).strip().splitlines() or [""]
     log = console.record_failure(f"{type(err).__name__}: {err}")
     more = f" ({f'{len(lines) - 1} more lines and ' if len(lines) > 1 else ''}every process's output in {log})" if log else ""
     return f"error: the pipeline failed: {type(err).__name__}: {lines[0]}{more}", 1
+
+
+def _user_message(err: Exception) -> str:
+    """A user's error in its own words: a config error says so itself, a storage error names the file and the remedy."""
+    if isinstance(err, ConfigError):
+        return str(err)
+    return f"error: {errors.storage_message(err) if errors.is_storage_error(err) else err}"

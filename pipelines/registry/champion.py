@@ -2,7 +2,6 @@
 model's champion history (`promotion.HISTORY_TAG`), which `rollback` walks back through."""
 
 from pipelines.config import PipelineConfig
-from pipelines.errors import UsageError
 from pipelines.registry import head_to_head, promotion
 from pipelines.registry.client import CHAMPION, PROMOTION_TAG, connect, model_version
 
@@ -35,9 +34,7 @@ def rollback(cfg: PipelineConfig, name: str, why: str) -> str:
     """champion -> the champion before it, per the recorded history."""
     client = connect(cfg)
     current = str(model_version(client, name, CHAMPION).version)
-    previous = promotion.previous_champion(client.get_registered_model(name).tags.get(promotion.HISTORY_TAG), current)
-    if previous is None:
-        raise UsageError(f"{name}: no champion before v{current} on record; use `gan-pipeline promote {name} VERSION`")
+    previous = promotion.previous_champion(name, client.get_registered_model(name).tags.get(promotion.HISTORY_TAG), current)
     move_champion(client, name, previous, f"rollback from v{current}: {why}", rollback=True)
     client.set_model_version_tag(name, previous, PROMOTION_TAG, f"rolled back to by {promotion.user()} from v{current}: {why}")
     return f"{name}: champion v{previous} (was v{current})" + head_to_head.follow_champion(client, name, client.get_model_version(name, previous))

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 import tempfile
 import time
 import warnings
@@ -16,7 +15,7 @@ from gan import checkpoint as ckpt, watchdog
 from gan.data.manifest import read_manifest
 from gan.latent import Latent
 from pipelines.config import PipelineConfig, fingerprint
-from pipelines.errors import retry_unless_user_error
+from pipelines.errors import InvalidScores, retry_unless_user_error
 from pipelines.faults import drill_refusal, maybe_fail, maybe_kill
 from pipelines.provenance import GAN_DIR, code_tags
 from pipelines.registry import head_to_head, promotion
@@ -29,6 +28,9 @@ from pipelines.registry.warm_start import Parent
 from pipelines.stages import Step
 from pipelines.workspace import Workspace
 from pipelines.yardstick import BUNDLE
+
+
+LOGGED_MODEL_TAG = "logged_model"  # a run's model URI, set as its last entry: the run is whole and can be registered
 
 
 def _experiment_id(client, cfg: PipelineConfig) -> str:  # noqa: ANN001
@@ -58,6 +60,18 @@ def _existing_version(client, name: str, lineage_key: str):  # noqa: ANN001, ANN
     if not client.search_registered_models(f"name = '{name}'"):
         return None
     return next((v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("lineage_key") == lineage_key), None)
+
+
+def _logged_run(client, experiment_id: str, lineage_key: str) -> tuple[str | None, str | None]:  # noqa: ANN001
+    """(run id, model URI) of the newest run an earlier attempt logged whole for this checkpoint and evaluation, else
+    (None, None). The runs earlier attempts left half-logged (failed or killed while logging) are deleted: a retry leaves
+    one run, the one its version is registered from."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.lineage_key = '{lineage_key}'", order_by=["attributes.start_time DESC"])
+    for run in runs:
+        if LOGGED_MODEL_TAG not in run.data.tags and run.info.status != "FINISHED":
+            client.delete_run(run.info.run_id)
+    whole = [run for run in runs if LOGGED_MODEL_TAG in run.data.tags]
+    return (whole[0].info.run_id, whole[0].data.tags[LOGGED_MODEL_TAG]) if whole else (None, None)
 
 
 def _promote(client, cfg: PipelineConfig, name: str, version, report: dict, bundle: Path, refused: str | None = None) -> tuple[bool, str]:  # noqa: ANN001
@@ -148,10 +162,12 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
     import mlflow  # noqa: PLC0415
 
     # 1. Read and check every input before touching the registry.
-    manifest = read_manifest(Path(dataset_dir))
     report = json.loads(Path(report_path).read_text())
-    fid = float(report["model"]["fid"])
-    assert math.isfinite(fid), f"evaluation report {report_path} has a non-finite FID {fid}"
+    unsound = promotion.Standing.of_report("", report).unsound()
+    if unsound:  # the gate could not compare it: never registered (nor retried, nor stripped by `python -O` as an assert)
+        raise InvalidScores(f"evaluation report {report_path}: {'; '.join(unsound)}: scores the promotion gate cannot compare, "
+                            "so the model is not registered; its samples are beside the report")
+    manifest = read_manifest(Path(dataset_dir))
     state = ckpt.load(Path(checkpoint_dir))
     events = json.loads(state["events_json"])
     trained = ckpt.lineage_of(Path(checkpoint_dir))  # what the train stage recorded: its training key, warm start, drill
@@ -182,15 +198,25 @@ def register(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str, report_
 
     # 2. The MLflow run: what was trained, how it went, how it scored; then the model itself. A version whose gate
     # never decided (its run was killed in between) is taken as it is, and only the aliases below are still to move.
-    started, logging_seconds = time.time(), None
+    # A run an earlier attempt logged whole (its error came before the version) is registered, not logged again.
+    started, logging_started, logging_seconds = time.time(), None, None
     if existing is None:
-        with mlflow.start_run(experiment_id=_experiment_id(client, cfg), run_name=f"{model_cfg.arch}-{resolved_hash[:8]}") as run:
-            _log_run(client, run.info.run_id, cfg, lineage, state, Path(checkpoint_dir), Path(report_path), report)
-            logging_started = time.time()
-            model_uri = _log_generator(blob, latent)
+        experiment_id = _experiment_id(client, cfg)
+        run_id, model_uri = _logged_run(client, experiment_id, lineage["lineage_key"])
+        if run_id is None:
+            tags = {"lineage_key": lineage["lineage_key"]}  # from the start: a half-logged run is found too
+            with mlflow.start_run(experiment_id=experiment_id, run_name=f"{model_cfg.arch}-{resolved_hash[:8]}", tags=tags) as run:
+                _log_run(client, run.info.run_id, cfg, lineage, state, Path(checkpoint_dir), Path(report_path), report)
+                logging_started = time.time()
+                model_uri = _log_generator(blob, latent)
+                mlflow.set_tag(LOGGED_MODEL_TAG, model_uri)  # the run is whole
+            run_id = run.info.run_id
+        else:
+            print(f"[register] MLflow run {run_id} was logged by an attempt that stopped before registering it; registering it now")
+        maybe_fail("register", at="logged")
         scores = {**promotion.Standing.of_report("", report).tags(), "floor_fid": str(report["real_vs_real"]["fid"])}
         version = mlflow.register_model(model_uri, name, tags={**lineage, **scores, **cfg.registry.tags})
-        logging_seconds, run_id = round(time.time() - logging_started, 2), run.info.run_id
+        logging_seconds = None if logging_started is None else round(time.time() - logging_started, 2)
         maybe_kill("register", cfg.runtime.workdir, f"with {name} v{version.version} registered and its aliases not yet moved")
     else:
         version, run_id = existing, existing.run_id
