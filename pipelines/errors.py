@@ -27,9 +27,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     for torch."""
     from gan.checkpoint import CheckpointError  # noqa: PLC0415
     from gan.data.errors import DataError  # noqa: PLC0415
+    from gan.saved import ForeignFile  # noqa: PLC0415
     from gan.watchdog import TrainingDiverged  # noqa: PLC0415
 
-    return ConfigError, DataError, CheckpointError, RegistrationRefused, TrainingDiverged, ClusterUnavailable
+    return ConfigError, DataError, CheckpointError, ForeignFile, RegistrationRefused, TrainingDiverged, ClusterUnavailable
 
 
 # A full disk or quota, a read-only file system, a folder without write permission: a retry fails the same way.

@@ -95,6 +95,18 @@ def tiny_parent(tmp: Path) -> Iterator[dict]:
     yield {}
 
 
+def foreign_parent(kind: str) -> Callable[[Path], Iterator[dict]]:
+    """{tmp}/parent holding a state.pt this project did not write: a pickle whose payload would make the folder {tmp}/ran
+    (which the row's check for new files would find), or a checkpoint cut in half."""
+    def setup(tmp: Path) -> Iterator[dict]:
+        from tests.test_saved_files import GOOD, payload  # noqa: PLC0415
+
+        (tmp / "parent").mkdir()
+        (tmp / "parent" / checkpoint.STATE_FILE).write_bytes(payload(tmp / "ran") if kind == "pickle" else GOOD[: len(GOOD) // 2])
+        yield {}
+    return setup
+
+
 BAD_INPUTS: list[tuple[str, list[str], Callable | dict | None, str]] = [
     # the command line
     ("preset-unknown", ["run", "--preset", "nope", "-c", "{smoke}"], None,
@@ -168,6 +180,16 @@ BAD_INPUTS: list[tuple[str, list[str], Callable | dict | None, str]] = [
      "config error: train.init_from = '{tmp}/parent': checkpoint {tmp}/parent has other networks: model.z_dim 8 (this run: 100)"),
     ("warm-start-other-images", run_with("train.init_from={tmp}/parent", *TINY_NETWORKS), tiny_parent,
      "config error: train.init_from = '{tmp}/parent': checkpoint {tmp}/parent was trained on (1, 8, 8) images; this data is (1, 28, 28)"),
+    ("warm-start-a-pickle", run_with("train.init_from={tmp}/parent"), foreign_parent("pickle"),
+     "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: it names Python objects beyond tensors and plain values"),
+    # a checkpoint handed to a stage: read before any service starts, never unpickled
+    ("evaluate-checkpoint-a-pickle", ["evaluate", "-c", "{smoke}", "--dataset", "{tmp}", "--checkpoint", "{tmp}/parent"],
+     foreign_parent("pickle"), "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: it names Python objects beyond "
+     "tensors and plain values, which could run code; nothing was loaded"),
+    ("evaluate-checkpoint-truncated", ["evaluate", "-c", "{smoke}", "--dataset", "{tmp}", "--checkpoint", "{tmp}/parent"],
+     foreign_parent("truncated"), "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: truncated or corrupt"),
+    ("register-checkpoint-a-pickle", ["register", "-c", "{smoke}", "--dataset", "{tmp}", "--checkpoint", "{tmp}/parent", "--report", "{tmp}/a-file"],
+     foreign_parent("pickle"), "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: it names Python objects"),
 ]
 
 

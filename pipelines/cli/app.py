@@ -100,6 +100,16 @@ def _existing(path: Path, flag: str) -> Path:
     return path.resolve()
 
 
+def _checkpoint(path: Path) -> Path:
+    """--checkpoint DIR, read once before any service starts: a folder without a checkpoint this project wrote (a pickle
+    that would run code, a truncated file) is a CheckpointError naming its state.pt."""
+    from gan import checkpoint  # noqa: PLC0415 - torch
+
+    path = _existing(path, "--checkpoint")
+    checkpoint.load(path)
+    return path
+
+
 def main() -> None:
     """Entry point: run the command, then let the next run in this working folder go (`workspace.acquire_workspace_lock`)."""
     try:
@@ -135,12 +145,14 @@ def _main() -> None:
 
 
 def _failure(err: Exception) -> tuple[str, int]:
-    """A stage's error as one line and an exit code: bad data, a bad checkpoint or a place that cannot be written is the
-    user's to fix (2); anything else failed the pipeline (1). Imported here: a mistyped key should not wait for torch."""
+    """A stage's error as one line and an exit code: bad data, a bad checkpoint, a cached file this project did not write
+    or a place that cannot be written is the user's to fix (2); anything else failed the pipeline (1). Imported here: a
+    mistyped key should not wait for torch."""
     from gan.checkpoint import CheckpointError  # noqa: PLC0415
     from gan.data.errors import DataError  # noqa: PLC0415
+    from gan.saved import ForeignFile  # noqa: PLC0415
 
-    if isinstance(err, (DataError, CheckpointError)):
+    if isinstance(err, (DataError, CheckpointError, ForeignFile)):
         return f"error: {err}", 2
     if errors.is_storage_error(err):
         return f"error: {errors.storage_message(err)}", 2
