@@ -124,6 +124,13 @@ BAD_INPUTS: list[tuple[str, list[str], Callable | dict | None, str]] = [
      "config error: registry.model_name = 'a/b' (--set): String should match pattern"),
     ("stage-missing-dataset", ["train", "-c", "{smoke}", "--dataset", "{tmp}/no-dataset"], None,
      "error: --dataset {tmp}/no-dataset: no such file or folder"),
+    # the test hooks (pipelines/faults.py), read before any work
+    ("fail-hook-unknown-form", run_with(), {"GAN_PIPELINE_FAIL_AT": "ingest:once,trian"},
+     "config error: GAN_PIPELINE_FAIL_AT='ingest:once,trian': unknown form 'trian'; expected STAGE, STAGE:once, kill:STAGE, train:N"),
+    ("fail-hook-epoch-zero", ["ingest", "-c", "{smoke}"], {"GAN_PIPELINE_FAIL_AT": "train:0"},
+     "config error: GAN_PIPELINE_FAIL_AT='train:0': unknown form 'train:0'"),
+    ("nan-hook-not-a-step", run_with(), {"GAN_INJECT_NAN_AT_STEP": "4²"},
+     "config error: GAN_INJECT_NAN_AT_STEP='4²': expected a step number (1 or more), or unset"),
     # the config file
     ("config-missing", ["run", "-c", "{tmp}/absent.yaml"], None, "config file {tmp}/absent.yaml does not exist"),
     ("config-is-a-folder", ["run", "-c", "{tmp}"], None, "config file {tmp} is a folder; expected a YAML file"),
