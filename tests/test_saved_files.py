@@ -144,7 +144,7 @@ def test_a_foreign_file_is_the_users_to_fix_and_not_retried() -> None:
         assert _failure(err) == (f"error: {err}", 2)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)  # seconds; nothing written
 @given(st.one_of(
     st.binary(max_size=300),
     st.integers(0, len(GOOD)).map(lambda n: GOOD[:n]),
