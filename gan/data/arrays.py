@@ -96,9 +96,9 @@ def npy_header(path: Path, offset: int, length: int | None = None) -> tuple[Path
         raise DataError(f"{path}: 'images' has dtype {dtype}; expected uint8 (0..255)")
     if fortran and len(shape) > 1:
         raise DataError(f"{path}: 'images' is stored in Fortran order; save numpy.ascontiguousarray(images) instead")
-    held = min(end, offset + length if length is not None else end) - start
-    if int(np.prod(shape, dtype=object)) != held:
-        raise DataError(f"{path}: 'images' declares shape {tuple(shape)} ({int(np.prod(shape, dtype=object))} bytes) but holds {held}")
+    size, held = int(np.prod(shape, dtype=object)), min(end, offset + length if length is not None else end) - start  # uint8: bytes
+    if size != held:
+        raise DataError(f"{path}: 'images' declares shape {tuple(shape)} ({size} bytes) but holds {held}")
     return path, start, tuple(shape)
 
 
