@@ -1,6 +1,5 @@
 """Complete, self-describing training checkpoints, loaded without unpickling arbitrary objects."""
 
-import io
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ from gan.files import replacing
 from gan.hashing import sha256_file
 from gan.latent import Latent
 from gan.networks import build_generator
+from gan.saved import load_tensors
 from gan.state import ADDED_LATER, STATE_KEYS
 
 FORMAT_VERSION = 4  # 2: training state named by gan.state, class count, quick-FID snapshots; 3: epoch log, watchdog events and
@@ -22,7 +22,8 @@ REQUIRED = (*(k for k in STATE_KEYS if k not in ADDED_LATER), "rng", "config_jso
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, from another format version, or incomplete."""
+    """A checkpoint is missing, not one this project wrote (a pickle that would run code, a truncated or corrupt file),
+    from another format version, or incomplete."""
 
 
 def save(state: dict, directory: Path) -> Path:
@@ -42,15 +43,16 @@ def save(state: dict, directory: Path) -> Path:
 
 
 def load(directory: Path) -> dict:
+    """The training state in `directory`/state.pt: tensors and plain containers only, nothing unpickled."""
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {STATE_FILE}; expected a training checkpoint folder")
-    return _checked(torch.load(path, map_location="cpu", weights_only=True), path)  # tensors and plain containers only
+    return _checked(load_tensors(path, str(path), "a checkpoint this project wrote", CheckpointError), path)
 
 
 def load_bytes(blob: bytes, where: str) -> dict:
     """A checkpoint state from the bytes of its state.pt (as a Ray worker gets a warm start's parent); `where` names it."""
-    return _checked(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True), where)
+    return _checked(load_tensors(blob, where, "a checkpoint this project wrote", CheckpointError), where)
 
 
 def _checked(state: dict, path: object) -> dict:

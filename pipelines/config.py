@@ -22,6 +22,7 @@ PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "presets"
 # A registered model version (`--model`, `train.init_from`), and an alias of the model this config registers.
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<number>\d+))")
 OWN_ALIAS = re.compile(r"@[^/@]+")
+SET_KEY = re.compile(r"[A-Za-z_]\w*\.[A-Za-z_]\w*", re.ASCII)  # --set's section.key: names only (no space, dot or newline inside)
 # The URI schemes of `pyarrow.fs.FileSystem.from_uri`, which Ray Train's storage goes through ("mock" is for tests).
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")
 
@@ -200,9 +201,10 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 def _apply_override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
+    key = key.strip()
+    if not sep or not SET_KEY.fullmatch(key):
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=5")
+    parts = key.split(".")
     section = raw.setdefault(parts[0], {})
     if not isinstance(section, dict):
         raise ConfigError(f"--set {item!r}: {parts[0]} is not a section")
@@ -227,9 +229,10 @@ def _describe(err: ValidationError, origin: str, overrides: list[str]) -> str:
 
 
 def _origin(key: str, files: str, overrides: list[str]) -> str:
-    """Where a key's value came from: '--set' when an override names it (or a key under it), else the files."""
+    """Where a key's value came from: '--set' when an override names it, a key under it, or a key above it (a list or
+    mapping given whole, whose item is at fault: model.g_hidden.0), else the files."""
     given = [o.split("=", 1)[0].strip() for o in overrides]
-    return "--set" if any(g == key or g.startswith(key + ".") for g in given) else files
+    return "--set" if any(g == key or g.startswith(key + ".") or key.startswith(g + ".") for g in given) else files
 
 
 def check_batch_fits(cfg: "PipelineConfig", train_rows: int) -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import NoReturn
 
-from gan.config import ConfigError
+from gan.config import ConfigError  # noqa: F401 - a user error of the list below, and the one tests check the wording of
 
 
 class UsageError(Exception):
@@ -38,6 +38,7 @@ USER_ERRORS = {
     "pipelines.errors.UsageError": INPUT,
     "gan.data.errors.DataError": INPUT,
     "gan.checkpoint.CheckpointError": INPUT,
+    "gan.saved.ForeignFile": INPUT,
     "pipelines.errors.RegistrationRefused": UNFIT,
     "pipelines.errors.InvalidScores": UNFIT,
     "gan.watchdog.TrainingDiverged": UNFIT,

@@ -3,6 +3,7 @@
 `GAN_INJECT_NAN_AT_STEP`, the watchdog's drill: D's weights turned NaN after that step, once."""
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -13,6 +14,9 @@ FAIL_HOOK = "GAN_PIPELINE_FAIL_AT"
 NAN_HOOK = "GAN_INJECT_NAN_AT_STEP"
 ALLOW_DRILLS = "GAN_PIPELINE_REGISTER_DRILLS"
 ONCE = "once"
+# A step or epoch number: ASCII digits, no more than a run could count to (str.isdigit takes '²', which int refuses, and
+# int refuses more than 4300 digits).
+NUMBER = re.compile(r"[0-9]{1,12}")
 
 # Points inside a stage, past its start, where an error tests that a retry finishes the stage's work without doing it
 # twice: `STAGE@POINT`, with where it is in words.
@@ -33,10 +37,14 @@ def drill_refusal(lineage: dict) -> str | None:
 def nan_at_step() -> int | None:
     """The NaN drill's step (GAN_INJECT_NAN_AT_STEP), read by the driver and handed to every worker (so it acts on a
     cluster too); None when unset. Part of the training run's identity: a drill's checkpoint is never a normal run's."""
-    value = os.environ.get(NAN_HOOK, "")
+    return parse_nan_step(os.environ.get(NAN_HOOK, ""))
+
+
+def parse_nan_step(value: str) -> int | None:
+    """GAN_INJECT_NAN_AT_STEP's value: a step number (1 or more), None when empty, else a one-line ConfigError."""
     if not value:
         return None
-    if not value.isdigit() or int(value) < 1:
+    if not NUMBER.fullmatch(value) or int(value) < 1:
         raise ConfigError(f"config error: {NAN_HOOK}={value!r}: expected a step number (1 or more), or unset")
     return int(value)
 
@@ -58,26 +66,44 @@ def failure_hook() -> dict[str, int | str | None]:
     register with the model version registered and its aliases not yet moved;
     `train:N` makes rank 0 crash at the first batch after the checkpoint of epoch N, once Ray Train's controller has
     registered that checkpoint (the group it restores starts past epoch N and does not crash again); `kill-worker:N`
-    makes the last rank SIGKILL its own process there, the same way (`pipelines.cluster.worker.RayTrainSink.batch_start`). A form not listed here is an error, so that a misspelt hook cannot pass silently.
+    makes the last rank SIGKILL its own process there, the same way (`pipelines.cluster.worker.RayTrainSink.batch_start`;
+    N is 1 or more: no checkpoint precedes the first epoch). A form not listed here is a ConfigError, so that a misspelt
+    hook cannot pass silently.
     """
+    return parse_failure_hook(os.environ.get(FAIL_HOOK, ""))
+
+
+def parse_failure_hook(spec: str) -> dict[str, int | str | None]:
+    """GAN_PIPELINE_FAIL_AT's value (see `failure_hook`) as {point: argument}; a form not listed is a one-line ConfigError."""
     hooks: dict[str, int | str | None] = {}
-    spec = os.environ.get(FAIL_HOOK, "")
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, arg = item.partition(":")
         if name == "kill" and arg in STAGES:
             key, value = f"kill:{arg}", None
         elif (name in STAGES or name in POINTS) and arg in ("", ONCE):
             key, value = name, arg or None
-        elif name in ("train", "kill-worker") and arg.isdigit():
+        elif name in ("train", "kill-worker") and NUMBER.fullmatch(arg) and int(arg) >= 1:
             key, value = name, int(arg)
         else:
-            raise ValueError(f"{FAIL_HOOK}={spec!r}: unknown form {item!r}; expected STAGE, STAGE:once, POINT, POINT:once, "
-                             f"kill:STAGE, train:N or kill-worker:N with STAGE one of {', '.join(STAGES)} and POINT one of "
-                             f"{', '.join(POINTS)}")
+            raise ConfigError(f"config error: {FAIL_HOOK}={spec!r}: unknown form {item!r}; expected STAGE, STAGE:once, POINT, "
+                              f"POINT:once, kill:STAGE, train:N or kill-worker:N (N an epoch, 1 or more) with STAGE one of "
+                              f"{', '.join(STAGES)} and POINT one of {', '.join(POINTS)}")
         if key in hooks:
-            raise ValueError(f"{FAIL_HOOK}={spec!r}: names {key!r} twice")
+            raise ConfigError(f"config error: {FAIL_HOOK}={spec!r}: names {key!r} twice")
         hooks[key] = value
     return hooks
+
+
+def drills() -> list[str]:
+    """A line for each test hook set in this environment, each read first (a bad one is a ConfigError): a run prints
+    them as it starts, so that a drill is never taken for a normal run."""
+    lines = []
+    if hooks := failure_hook():
+        spec = ",".join(point if arg is None else f"{point}:{arg}" for point, arg in hooks.items())  # as read: one line
+        lines.append(f"[drill] {FAIL_HOOK}={spec} is active: stages fail or are killed on purpose")
+    if (step := nan_at_step()) is not None:
+        lines.append(f"[drill] {NAN_HOOK}={step} is active: D's weights turn NaN after step {step}, once")
+    return lines
 
 
 def maybe_fail(stage: str, kill_here: bool = True, at: str = "") -> None:

@@ -31,6 +31,7 @@ from gan.metrics.classifier import Classifier, accuracy, source_digest, train_cl
 from gan.metrics.evaluation import Embedded, Reference, embed_set
 from gan.metrics.extractors import Extractor, build_extractor, inception_key
 from gan.metrics.inception import WeightsError
+from gan.saved import load_array, load_tensors
 from pipelines.cluster.embed import embed_images
 from pipelines.config import PipelineConfig, fingerprint
 from pipelines.workspace import Workspace
@@ -134,8 +135,9 @@ class Instrument:
 
     @classmethod
     def load(cls, path: Path, inception_weights: str | None = None) -> "Instrument":
-        """A saved instrument; an Inception yardstick needs the very weights file it was measured with (`inception_weights`)."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        """A saved instrument; an Inception yardstick needs the very weights file it was measured with (`inception_weights`).
+        A file that is not one is a ForeignFile (a ValueError, as the other reasons it cannot measure)."""
+        blob = load_tensors(path, str(path), "a yardstick this project wrote")
         if blob.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: yardstick format_version {blob.get('format_version')!r}, expected {FORMAT_VERSION}")
         yardstick = Yardstick.of_dict(json.loads(blob["yardstick"]))
@@ -180,7 +182,7 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
     image_shape, num_classes = tuple(manifest["image_shape"]), manifest["num_classes"]
     model = Classifier(image_shape, num_classes)
     if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = load_tensors(path, str(path), "a feature classifier this project cached", remedy="; remove it and run again: it retrains")
         model.load_state_dict(blob["state"])
         return model.eval(), float(blob["accuracy"])
     print(f"[evaluate] training the feature classifier ({cfg.eval.classifier_epochs} epochs)")
@@ -219,7 +221,9 @@ def reference_of(
         with files.written_aside(folder) as tmp:  # both arrays appear together, as float32 when that loses nothing
             np.save(tmp / "feats.npy", narrowed(embedded.feats))
             np.save(tmp / "classes.npy", narrowed(embedded.classes))
-    feats, classes = (np.load(folder / f"{name}.npy", allow_pickle=False).astype(np.float64) for name in ("feats", "classes"))
+    remedy = f"; remove {folder} and run again: it is embedded anew"
+    feats, classes = (load_array(folder / f"{name}.npy", "a feature array this project cached", remedy).astype(np.float64)
+                      for name in ("feats", "classes"))
     return Reference.of(feats, class_histogram(classes), extractor.kid_rescale)
 
 

@@ -95,6 +95,18 @@ def tiny_parent(tmp: Path) -> Iterator[dict]:
     yield {}
 
 
+def foreign_parent(kind: str) -> Callable[[Path], Iterator[dict]]:
+    """{tmp}/parent holding a state.pt this project did not write: a pickle whose payload would make the folder {tmp}/ran
+    (which the row's check for new files would find), or a checkpoint cut in half."""
+    def setup(tmp: Path) -> Iterator[dict]:
+        from tests.test_saved_files import GOOD, payload  # noqa: PLC0415
+
+        (tmp / "parent").mkdir()
+        (tmp / "parent" / checkpoint.STATE_FILE).write_bytes(payload(tmp / "ran") if kind == "pickle" else GOOD[: len(GOOD) // 2])
+        yield {}
+    return setup
+
+
 BAD_INPUTS: list[tuple[str, list[str], Callable | dict | None, str]] = [
     # the command line
     ("preset-unknown", ["run", "--preset", "nope", "-c", "{smoke}"], None,
@@ -112,6 +124,13 @@ BAD_INPUTS: list[tuple[str, list[str], Callable | dict | None, str]] = [
      "config error: registry.model_name = 'a/b' (--set): String should match pattern"),
     ("stage-missing-dataset", ["train", "-c", "{smoke}", "--dataset", "{tmp}/no-dataset"], None,
      "error: --dataset {tmp}/no-dataset: no such file or folder"),
+    # the test hooks (pipelines/faults.py), read before any work
+    ("fail-hook-unknown-form", run_with(), {"GAN_PIPELINE_FAIL_AT": "ingest:once,trian"},
+     "config error: GAN_PIPELINE_FAIL_AT='ingest:once,trian': unknown form 'trian'; expected STAGE, STAGE:once, POINT, POINT:once, kill:STAGE, train:N"),
+    ("fail-hook-epoch-zero", ["ingest", "-c", "{smoke}"], {"GAN_PIPELINE_FAIL_AT": "train:0"},
+     "config error: GAN_PIPELINE_FAIL_AT='train:0': unknown form 'train:0'"),
+    ("nan-hook-not-a-step", run_with(), {"GAN_INJECT_NAN_AT_STEP": "4²"},
+     "config error: GAN_INJECT_NAN_AT_STEP='4²': expected a step number (1 or more), or unset"),
     # the config file
     ("config-missing", ["run", "-c", "{tmp}/absent.yaml"], None, "config file {tmp}/absent.yaml does not exist"),
     ("config-is-a-folder", ["run", "-c", "{tmp}"], None, "config file {tmp} is a folder; expected a YAML file"),
@@ -168,6 +187,16 @@ BAD_INPUTS: list[tuple[str, list[str], Callable | dict | None, str]] = [
      "config error: train.init_from = '{tmp}/parent': checkpoint {tmp}/parent has other networks: model.z_dim 8 (this run: 100)"),
     ("warm-start-other-images", run_with("train.init_from={tmp}/parent", *TINY_NETWORKS), tiny_parent,
      "config error: train.init_from = '{tmp}/parent': checkpoint {tmp}/parent was trained on (1, 8, 8) images; this data is (1, 28, 28)"),
+    ("warm-start-a-pickle", run_with("train.init_from={tmp}/parent"), foreign_parent("pickle"),
+     "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: it names Python objects beyond tensors and plain values"),
+    # a checkpoint handed to a stage: read before any service starts, never unpickled
+    ("evaluate-checkpoint-a-pickle", ["evaluate", "-c", "{smoke}", "--dataset", "{tmp}", "--checkpoint", "{tmp}/parent"],
+     foreign_parent("pickle"), "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: it names Python objects beyond "
+     "tensors and plain values, which could run code; nothing was loaded"),
+    ("evaluate-checkpoint-truncated", ["evaluate", "-c", "{smoke}", "--dataset", "{tmp}", "--checkpoint", "{tmp}/parent"],
+     foreign_parent("truncated"), "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: truncated or corrupt"),
+    ("register-checkpoint-a-pickle", ["register", "-c", "{smoke}", "--dataset", "{tmp}", "--checkpoint", "{tmp}/parent", "--report", "{tmp}/a-file"],
+     foreign_parent("pickle"), "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: it names Python objects"),
 ]
 
 

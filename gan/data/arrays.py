@@ -81,18 +81,24 @@ class Mapped:
         return {"nhw": lambda: (1, s[1], s[2]), "nhwc": lambda: (s[3], s[1], s[2]), "nchw": lambda: tuple(s[1:])}[self.layout]()
 
 
-def npy_header(path: Path, offset: int) -> tuple[Path, int, tuple[int, ...]]:
-    """(file, data offset, shape) of the .npy array that starts at `offset` in `path`: C-ordered uint8 images, or a DataError."""
+def npy_header(path: Path, offset: int, length: int | None = None) -> tuple[Path, int, tuple[int, ...]]:
+    """(file, data offset, shape) of the .npy array of `length` bytes (default: to the file's end) that starts at
+    `offset` in `path`: C-ordered uint8 images, or a DataError. Its shape must account for exactly those bytes, so that
+    reading its rows never runs past the array."""
     with open(path, "rb") as f:
         f.seek(offset)
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(f)
         start = f.tell()
+        end = f.seek(0, os.SEEK_END)
     if dtype != np.uint8:
         raise DataError(f"{path}: 'images' has dtype {dtype}; expected uint8 (0..255)")
     if fortran and len(shape) > 1:
         raise DataError(f"{path}: 'images' is stored in Fortran order; save numpy.ascontiguousarray(images) instead")
+    size, held = int(np.prod(shape, dtype=object)), min(end, offset + length if length is not None else end) - start  # uint8: bytes
+    if size != held:
+        raise DataError(f"{path}: 'images' declares shape {tuple(shape)} ({size} bytes) but holds {held}")
     return path, start, tuple(shape)
 
 

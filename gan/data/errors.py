@@ -1,13 +1,27 @@
 """A user's bad data: `DataError`, one line naming the file and what was expected; `Problem`, one bad input of many,
 which `raise_problems` names together in one DataError."""
 
+import struct
+import tokenize
+import zipfile
+import zlib
 from dataclasses import dataclass
 
+# What reading a damaged or foreign file raises besides OSError: gzip and zip (a truncated stream, bad deflate data, a bad
+# CRC, an encrypted or unknown compression method: RuntimeError and NotImplementedError), struct unpacking and numpy's
+# .npy header parser (a ValueError, or the tokenizer's and ast's own errors for a mangled header).
+UNREADABLE = (EOFError, ValueError, struct.error, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError, tokenize.TokenError,
+              SyntaxError)
 MAX_PROBLEMS = 5  # bad inputs named in one error message; the rest are counted
 
 
 class DataError(ValueError):
     """A user's data is missing or malformed; the message names the file and what was expected."""
+
+
+def one_line(err: BaseException) -> str:
+    """A library's message for a DataError, its lines joined (pyarrow's and zlib's may span several)."""
+    return " ".join(str(err).split())
 
 
 @dataclass(frozen=True)

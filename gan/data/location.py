@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from gan.data.errors import DataError
+from gan.data.errors import DataError, one_line
 
 URI_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "abfs", "abfss")
 
@@ -40,7 +40,7 @@ class Location:
         try:
             return self.fs.get_file_info(self.path)
         except OSError as err:  # a symbolic link loop, a permission refused
-            raise DataError(f"{self.path}: cannot be read ({err})") from err
+            raise DataError(f"{self.path}: cannot be read ({one_line(err)})") from err
 
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as f:
@@ -51,7 +51,7 @@ class Location:
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=False))
         except OSError as err:
-            raise DataError(f"{self.path}: cannot list the folder ({err})") from err
+            raise DataError(f"{self.path}: cannot list the folder ({one_line(err)})") from err
         if self.local:  # pyarrow leaves out links it cannot follow: name them, so none goes missing unnoticed
             listed = {i.base_name for i in infos}
             infos += [pafs.FileInfo(os.path.join(self.path, n), pafs.FileType.NotFound) for n in os.listdir(self.path) if n not in listed]
@@ -88,7 +88,7 @@ def locate(source: str) -> Location:
         try:
             path = pafs.FileSystem.from_uri(source)[1]
         except (OSError, ValueError, pa.ArrowException) as err:
-            raise DataError(f"data.source: {source!r} cannot be opened ({err})") from err
+            raise DataError(f"data.source: {source!r} cannot be opened ({one_line(err)})") from err
     else:
         path = str(Path(source).expanduser().absolute())
     location = Location(source, path)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from gan.data.errors import DataError
+from gan.data.errors import DataError, one_line
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # the only decoders Pillow may pick, whatever a file's name says
 IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
@@ -45,7 +45,7 @@ def decode_image(raw: bytes, where: str, shaping: Shaping) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         if isinstance(err, DataError):
             raise
-        raise DataError(f"{where}: cannot decode ({err})") from err
+        raise DataError(f"{where}: cannot decode ({one_line(err)})") from err
 
 
 def conform(images: np.ndarray, shaping: Shaping, where: str) -> np.ndarray:

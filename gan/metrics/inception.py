@@ -13,7 +13,6 @@ with PIL's bicubic filter and torch-fidelity with its own TensorFlow-1-style bil
 only within one protocol (which is why the extractor's key names it: PREPROCESSING).
 """
 
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan.metrics.classifier import to_float
+from gan.saved import load_tensors
 
 FEATURE_DIM = 2048  # pool3, the features FID and KID read
 NUM_CLASSES = 1008  # the 2015 graph's softmax: 1000 ImageNet classes and 8 unused ones
@@ -231,10 +231,7 @@ class FIDInceptionV3(nn.Module):
 def load_fid_inception(path: str | Path) -> FIDInceptionV3:
     """The network with the weights at `path` (a plain state dict; nothing but tensors is unpickled), in eval mode."""
     network = FIDInceptionV3()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
-        raise WeightsError(f"not the FID Inception's state dict: torch.load finds no plain tensors there ({type(err).__name__})") from None
+    state = load_tensors(path, "", "the FID Inception's state dict", WeightsError)  # the caller names the file and its setting
     try:
         network.load_state_dict(state)  # strict: every name and shape must match
     except (RuntimeError, TypeError) as err:

@@ -1,6 +1,5 @@
 """QuickFID: a generator's FID against stored training statistics, cheap enough to run during training."""
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from gan.latent import Latent
 from gan.metrics.classifier import Classifier, embed
 from gan.metrics.fid import frechet_distance_from_stats, gaussian_stats
 from gan.sampling import generate
+from gan.saved import load_tensors
 
 
 class QuickFID:
@@ -36,9 +36,9 @@ class QuickFID:
         return path
 
     @classmethod
-    def load(cls, source: str | Path | bytes) -> "QuickFID":
-        """From a file saved by `save`, or its bytes."""
-        blob = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu", weights_only=True)
+    def load(cls, source: str | Path | bytes, where: str = "the quick-FID file") -> "QuickFID":
+        """From a file saved by `save`, or its bytes (`where` names them); a file that is not one is a ForeignFile."""
+        blob = load_tensors(source, where, "a quick-FID file this project wrote", remedy="; remove it and run again")
         classifier = Classifier(tuple(blob["image_shape"]), len(blob["class_probs"]))
         classifier.load_state_dict(blob["classifier"])
         return cls(

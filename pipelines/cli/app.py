@@ -15,6 +15,7 @@ from pipelines import console, errors
 from pipelines.cluster.ray import check_driver
 from pipelines.config import ConfigError, PipelineConfig, keys, keys_markdown, load_config, preset_path
 from pipelines.errors import UsageError
+from pipelines.faults import drills
 from pipelines.workspace import Workspace, acquire_workspace_lock, check_stores, configure_environment, release_workspace_locks, writable_workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -36,6 +37,8 @@ def _prepare(
     cfg = _load(preset, config, overrides)
     if dry_run:
         _print_config_and_exit(cfg)
+    if exclusive:
+        announce_drills()
     workspace = writable_workspace(cfg.runtime.workdir)
     if exclusive:
         acquire_workspace_lock(workspace)  # released by `main` when the command ends
@@ -46,6 +49,13 @@ def _prepare(
 
 def _load(preset: str | None, config: Path | None, overrides: list[str] | None) -> PipelineConfig:
     return load_config(([preset_path(preset)] if preset else []) + ([config] if config else []), overrides or [])
+
+
+def announce_drills() -> None:
+    """A command that runs stages reads the test hooks first (a bad one is a config error, before any work) and says
+    which are active, once, on stderr (stdout is what a stage command prints for scripts)."""
+    for line in drills():
+        typer.echo(line, err=True)
 
 
 def _print_config_and_exit(cfg: PipelineConfig) -> None:
@@ -98,6 +108,16 @@ def _existing(path: Path, flag: str) -> Path:
     if not path.exists():
         raise UsageError(f"{flag} {path}: no such file or folder")
     return path.resolve()
+
+
+def _checkpoint(path: Path) -> Path:
+    """--checkpoint DIR, read once before any service starts: a folder without a checkpoint this project wrote (a pickle
+    that would run code, a truncated file) is a CheckpointError naming its state.pt."""
+    from gan import checkpoint  # noqa: PLC0415 - torch
+
+    path = _existing(path, "--checkpoint")
+    checkpoint.load(path)
+    return path
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from pipelines.cli.app import (
-    ConfigOption, DryRunOption, PresetOption, SetOption, VerboseOption, _existing, _preflight, _prepare, app,
+    ConfigOption, DryRunOption, PresetOption, SetOption, VerboseOption, _checkpoint, _existing, _preflight, _prepare, app,
 )
 from pipelines.errors import RegistrationRefused, UsageError
 
@@ -119,7 +119,7 @@ def evaluate(
 
         dataset, checkpoint = evaluation_inputs(cfg, model, dataset)
     else:
-        checkpoint = _existing(checkpoint, "--checkpoint")
+        checkpoint = _checkpoint(checkpoint)
     report = evaluate_task(cfg, str(dataset), str(checkpoint))
     typer.echo(f"{model or checkpoint}: {headline(json.loads(Path(report).read_text()))}")
     typer.echo(report)
@@ -136,7 +136,7 @@ def register(
     cfg = _prepare(preset, config, set, dry_run)
     from pipelines.stages.register import register_task  # noqa: PLC0415
 
-    paths = [str(_existing(p, flag)) for p, flag in ((dataset, "--dataset"), (checkpoint, "--checkpoint"), (report, "--report"))]
+    paths = [str(_existing(dataset, "--dataset")), str(_checkpoint(checkpoint)), str(_existing(report, "--report"))]
     registered = register_task(cfg, *paths, None)
     typer.echo(json.dumps(registered))
     if "refused" in registered:

@@ -197,7 +197,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             sink.batch_start(epoch, index)
             yield batch
 
-    quick_fid = QuickFID.load(loop_config["quick_fid"]) if loop_config.get("quick_fid") and ctx.is_main else None
+    quick_fid = QuickFID.load(loop_config["quick_fid"], "the driver's quick-FID") if loop_config.get("quick_fid") and ctx.is_main else None
     try:
         train_loop(
             cfg.recipe, image_shape, loop_config["num_classes"], epoch_batches, sink, ctx, resume, cfg.model_dump(mode="json"),

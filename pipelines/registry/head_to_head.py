@@ -19,6 +19,7 @@ import torch
 
 from gan import checkpoint as ckpt
 from gan.latent import Latent
+from gan.saved import ForeignFile, load_tensors
 from pipelines.config import PipelineConfig
 from pipelines.errors import first_line
 from pipelines.registry import promotion
@@ -57,8 +58,8 @@ def measured_again(client, cfg: PipelineConfig, name: str, version, instrument: 
     if G is None:
         try:
             G, latent, image_shape = registered_generator(name, str(version.version))
-        except (MlflowException, OSError, KeyError) as err:
-            if isinstance(err, KeyError) or absent(err):  # not a model this pipeline logged, or gone
+        except (MlflowException, OSError, KeyError, ForeignFile) as err:
+            if isinstance(err, (KeyError, ForeignFile)) or absent(err):  # not a model this pipeline logged, or gone
                 return f"its generator cannot be read from the registry ({first_line(err)})"
             raise
         if image_shape != measure.image_shape:
@@ -160,6 +161,6 @@ def registered_generator(name: str, version: str) -> tuple[torch.nn.Module, Late
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
         weights = Model.load(folder).flavors["python_function"]["artifacts"]["generator"]["path"]
-        blob = torch.load(folder / weights, map_location="cpu", weights_only=True)
+        blob = load_tensors(folder / weights, f"models:/{name}/{version}'s {weights}", "a generator this project registered")
     G, _, latent = ckpt.generator_of(blob)
     return G, latent, tuple(blob["image_shape"])

@@ -1,6 +1,6 @@
 """MLflow "model from code": rebuilds the generator from its config and loads a state dict.
 
-Nothing is unpickled: the weights load with `torch.load(weights_only=True)`, and the network class
+Nothing is unpickled: the weights load with `torch.load(weights_only=True)` (`gan.saved`), and the network class
 comes from the `gan` package shipped beside this file, so old versions load after refactors.
 Inputs, by name: `z` float32 [N, z_dim]; `label` int64 [N] (conditional models); `code` int64 [N] and
 `code_continuous` float32 [N, k] (InfoGAN models). A single array is taken as `z`.
@@ -10,7 +10,6 @@ Output: images float32 [N, C, H, W] in [0, 1].
 import mlflow.models
 import mlflow.pyfunc
 import numpy as np
-import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
@@ -23,8 +22,10 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:  # noqa: ANN001
         from gan.checkpoint import generator_of  # noqa: PLC0415 - resolved from the model's code path
+        from gan.saved import load_tensors  # noqa: PLC0415
 
-        blob = torch.load(context.artifacts["generator"], map_location="cpu", weights_only=True)
+        path = context.artifacts["generator"]
+        blob = load_tensors(path, path, "a generator this project registered")
         self.G, _, self.latent = generator_of(blob)
 
     # model_input: a dict of named arrays, or one array taken as z. Left unannotated: MLflow would read a type

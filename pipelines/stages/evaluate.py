@@ -102,6 +102,7 @@ def evaluate(cfg: PipelineConfig, dataset_dir: str, checkpoint_dir: str) -> str:
 def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, out: Path, bar: console.Bar) -> None:
     """Score the checkpoint's EMA generator against the dataset; write the report and its pictures into `out` at once."""
     started = time.time()
+    state = ckpt.load(checkpoint_dir)  # first: a file that is no checkpoint of ours is refused before any work
     manifest = read_manifest(dataset_dir)
     classifier, accuracy = feature_classifier(cfg, dataset_dir, manifest)
     classifier_key = feature_extractor_key(cfg, manifest)
@@ -121,7 +122,6 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     instrument = Instrument(measure, extractor, classifier, reference, class_mix(manifest))  # conditional labels drawn in the data's mix
     bar.update(2, note="training images embedded")
 
-    state = ckpt.load(checkpoint_dir)
     G, _, latent = ckpt.ema_generator(state)
     real_images, _ = load_split(dataset_dir, "heldout", np.random.default_rng(cfg.eval.seed).choice(heldout, n, replace=False))
     steps = iter(range(3, 4 + cfg.eval.fid_draws))

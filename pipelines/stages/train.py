@@ -57,7 +57,9 @@ def quick_fid_file(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> Pa
         return None
     key = yardstick.feature_extractor_key(cfg, manifest)
     path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}.pt"
-    if not path.is_file():
+    if path.is_file():
+        QuickFID.load(path, str(path))  # a file that is not one is refused here, naming it, before the workers get its bytes
+    else:
         classifier, _ = yardstick.feature_classifier(cfg, dataset_dir, manifest)
         feats, _ = embed(classifier, load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0])
         stats = gaussian_stats(feats)

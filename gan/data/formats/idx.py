@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from gan.data.arrays import Mapped, array_reader, npy_header
-from gan.data.errors import DataError
+from gan.data.errors import UNREADABLE, DataError, one_line
 from gan.data.location import Location
 from gan.data.rows import Rows
 from gan.data.shaping import Shaping, shaped_size
@@ -42,21 +42,22 @@ def idx_header(raw: bytes, path: Path | str, size: int) -> tuple[tuple[int, ...]
 
 
 def map_idx(path: Path, scratch: Path) -> Mapped:
-    """One IDX images file, to be memory-mapped (a gzip-compressed one is unpacked into scratch first)."""
+    """One IDX images file, to be memory-mapped (a gzip-compressed one is unpacked into scratch first; messages name
+    the user's file, not the copy)."""
+    mapped = path
     if path.suffix == ".gz":
-        target = scratch / path.stem
+        mapped = scratch / path.stem
         try:
-            with gzip.open(path, "rb") as src, open(target, "wb") as dst:
+            with gzip.open(path, "rb") as src, open(mapped, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-        except (OSError, EOFError) as err:
-            raise DataError(f"{path}: cannot read ({err}); expected an IDX file, optionally gzip-compressed") from err
-        path = target
-    with open(path, "rb") as f:
+        except (OSError, *UNREADABLE) as err:  # a truncated or corrupt gzip stream
+            raise DataError(f"{path}: cannot read ({one_line(err)}); expected an IDX file, optionally gzip-compressed") from err
+    with open(mapped, "rb") as f:
         head = f.read(4 + 4 * 255)
-    shape, header = idx_header(head, path, path.stat().st_size)
+    shape, header = idx_header(head, path, mapped.stat().st_size)
     if len(shape) != 3:
         raise DataError(f"{path}: expected 3 dimensions (count, rows, cols), got shape {shape}")
-    return Mapped(str(path), header, shape, "nhw")
+    return Mapped(str(mapped), header, shape, "nhw")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -65,8 +66,8 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: cannot read ({err}); expected an IDX file, optionally gzip-compressed") from err
+    except (OSError, *UNREADABLE) as err:  # a truncated or corrupt gzip stream
+        raise DataError(f"{path}: cannot read ({one_line(err)}); expected an IDX file, optionally gzip-compressed") from err
     shape, header = idx_header(raw, path, len(raw))
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 

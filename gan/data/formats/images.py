@@ -6,7 +6,7 @@ import functools
 import numpy as np
 import pyarrow.fs as pafs
 
-from gan.data.errors import DataError, Problem
+from gan.data.errors import DataError, Problem, one_line
 from gan.data.location import Location, filesystem
 from gan.data.rows import Job, Reader, Rows, stack_images
 from gan.data.shaping import Shaping, decode_image
@@ -70,5 +70,5 @@ def decode_files(uri: str, paths: list[str], rows: np.ndarray, shaping: Shaping)
         except DataError as err:
             problems.append(Problem(path, str(err).removeprefix(f"{path}: ")))
         except OSError as err:
-            problems.append(Problem(path, f"cannot be read ({err})"))
+            problems.append(Problem(path, f"cannot be read ({one_line(err)})"))
     return stack_images(images, shaping), np.array(good, np.int64), problems

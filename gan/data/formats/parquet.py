@@ -11,10 +11,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from gan.data.arrays import Mapped, npy_header, take
-from gan.data.errors import DataError, Problem, raise_problems
+from gan.data.errors import DataError, Problem, one_line, raise_problems
 from gan.data.location import Location
 from gan.data.rows import CHUNK_ROWS, Job, Reader, Rows, decode_jobs, stack_images
 from gan.data.shaping import Shaping, decode_image
+
+# What pyarrow raises on a damaged file: its own errors, an OSError, or a column name that is not UTF-8.
+DAMAGED = (OSError, UnicodeDecodeError, pa.ArrowException)
 
 
 def holds_parquet(entries: list[pafs.FileInfo]) -> bool:
@@ -40,23 +43,17 @@ def open_parquet(files: list[Location], shaping: Shaping, scratch: Path, columns
     Hugging Face datasets write) and an optional label column (integers >= 0, or strings: sorted -> 0..K-1).
     The images are decoded once, in parallel, into an array in `scratch` that is then memory-mapped."""
     image_col, label_col = columns
-    tables = []
-    for location in files:
-        try:
-            tables.append(pq.ParquetFile(location.path, filesystem=location.fs))
-        except (OSError, pa.ArrowException) as err:
-            raise DataError(f"{location.path}: cannot read as Parquet ({err})") from err
-    names = tables[0].schema_arrow.names
-    if image_col not in names:
-        raise DataError(f"{files[0].path}: no column {image_col!r} (data.image_column); it has {', '.join(map(repr, names))}")
-    labelled = label_col in names
-    raw_labels = pa.concat_arrays([t.read(columns=[label_col]).column(0).combine_chunks() for t in tables]) if labelled else None
+    tables = [_open(location) for location in files]
+    labelled = label_col in tables[0].schema_arrow.names
+    for location, table in zip(files, tables):  # every file of a folder holds the first one's columns
+        _check_columns(table, location.path, image_col, (label_col, labelled))
+    raw_labels = pa.concat_arrays([_labels_of(t, loc.path, label_col) for loc, t in zip(files, tables)]) if labelled else None
     labels, class_names = _parquet_labels(raw_labels, files[0].path, label_col, sum(t.metadata.num_rows for t in tables))
 
     def jobs() -> Iterator[Job]:
         start = 0
         for location, table in zip(files, tables):
-            for batch in table.iter_batches(batch_size=CHUNK_ROWS, columns=[image_col]):
+            for batch in _batches(table, location.path, image_col):
                 blobs = _blobs(batch.column(0), location.path, image_col)
                 rows = np.arange(start, start + len(blobs))
                 yield functools.partial(decode_blobs, blobs, [f"{location.path} row {r}" for r in rows], rows, shaping)
@@ -89,6 +86,54 @@ def open_parquet(files: list[Location], shaping: Shaping, scratch: Path, columns
     reader = Reader(functools.partial(_parquet_job, mapped, shaping, where, bad), decodes=False, name=lambda row: f"{where} row {row}")
     what = f"{len(class_names) or int(labels.max()) + 1} classes" if labelled else "unlabelled"
     return Rows(reader, labels, f"Parquet {where} ({len(labels)} images, {what})", class_names, labelled, tuple(problems), files[0].path)
+
+
+def _open(location: Location) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(location.path, filesystem=location.fs)
+    except DAMAGED as err:
+        raise DataError(f"{location.path}: cannot read as Parquet ({one_line(err)})") from err
+
+
+def _check_columns(table: pq.ParquetFile, path: str, image_col: str, label: tuple[str, bool]) -> None:
+    """The image column, and the label column when the first file has one (and only then), or a DataError."""
+    names, (label_col, labelled) = table.schema_arrow.names, label
+    if image_col not in names:
+        raise DataError(f"{path}: no column {image_col!r} (data.image_column); it has {', '.join(map(repr, names))}")
+    if (label_col in names) != labelled:
+        raise DataError(f"{path}: {'no' if labelled else 'a'} column {label_col!r} (data.label_column), unlike the folder's first file; "
+                        "expected every file labelled or none")
+
+
+def _labels_of(table: pq.ParquetFile, path: str, name: str) -> pa.Array:
+    """The label column, as many rows as the file's footer declares, or a DataError naming the file."""
+    try:
+        labels = table.read(columns=[name]).column(0).combine_chunks()
+    except DAMAGED as err:  # a damaged page or footer
+        raise DataError(f"{path}: cannot read column {name!r} as Parquet ({one_line(err)})") from err
+    _check_count(len(labels), table, path, name)
+    return labels
+
+
+def _batches(table: pq.ParquetFile, path: str, name: str) -> Iterator[pa.RecordBatch]:
+    """The image column, CHUNK_ROWS rows at a time, as many rows as the file's footer declares (which number the rows
+    and their labels); a damaged file is a DataError naming it."""
+    seen = 0
+    try:
+        for batch in table.iter_batches(batch_size=CHUNK_ROWS, columns=[name]):
+            seen += batch.num_rows
+            if seen > table.metadata.num_rows:
+                break
+            yield batch
+    except DAMAGED as err:
+        raise DataError(f"{path}: cannot read column {name!r} as Parquet ({one_line(err)})") from err
+    _check_count(seen, table, path, name)
+
+
+def _check_count(rows: int, table: pq.ParquetFile, path: str, name: str) -> None:
+    if rows != table.metadata.num_rows:
+        raise DataError(f"{path}: column {name!r} holds {'more' if rows > table.metadata.num_rows else 'fewer'} rows than the file's "
+                        f"footer declares ({table.metadata.num_rows}); the file is damaged")
 
 
 def _parquet_job(images: Mapped, shaping: Shaping, where: str, bad: frozenset, rows: np.ndarray) -> Job:
