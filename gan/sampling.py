@@ -10,6 +10,8 @@ import torch
 
 from gan.latent import Latent
 
+MAX_BATCH = 4096  # rows a request may ask for: a served model answers at most this many images at once (memory stays bounded)
+
 
 @dataclass
 class Inputs:
@@ -26,25 +28,30 @@ class Inputs:
         return {k: v for k, v in parts.items() if v is not None}
 
     @classmethod
-    def from_dict(cls, parts: dict[str, np.ndarray]) -> "Inputs":
+    def from_dict(cls, parts: dict[str, np.ndarray], max_rows: int = MAX_BATCH) -> "Inputs":
+        """A request's parts by name; more than `max_rows` rows is refused here, before anything is converted or generated."""
         if "z" not in parts:
             raise ValueError(f"generator inputs {sorted(parts)}: 'z' (noise, float32 [N, z_dim]) is missing")
+        rows = len(parts["z"]) if np.ndim(parts["z"]) else 0
+        if rows > max_rows:
+            raise ValueError(f"input 'z' has {rows} rows; expected at most {max_rows} per request (split the batch)")
         return cls(parts["z"], parts.get("label"), parts.get("code"), parts.get("code_continuous"))
 
     def for_generator(self, latent: Latent) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(z [N, latent.dim], c [N] or None), checking each input the model needs: present, N long, in range."""
-        noise = np.asarray(self.noise, dtype=np.float32)
-        if noise.ndim != 2 or noise.shape[1] != latent.z_dim:
-            raise ValueError(f"input 'z' has shape {noise.shape}; expected (N, {latent.z_dim})")
+        """(z [N, latent.dim], c [N] or None), checking each input: present if the model needs it and absent if it takes
+        none, N >= 1 long, of the right shape and kind, finite, in range."""
+        noise = _finite("z", self.noise)
+        if noise.ndim != 2 or noise.shape[1] != latent.z_dim or not len(noise):
+            raise ValueError(f"input 'z' has shape {noise.shape}; expected (N, {latent.z_dim}) with N >= 1")
         n = len(noise)
         label = _checked("label", self.label, latent.num_classes, n)
         code = _checked("code", self.code, latent.info_categorical, n)
         cont = None
-        if latent.info_continuous:
+        if latent.info_continuous or self.code_continuous is not None:
             if self.code_continuous is None or np.shape(self.code_continuous) != (n, latent.info_continuous):
                 raise ValueError(f"input 'code_continuous' must have shape ({n}, {latent.info_continuous}), got "
                                  f"{None if self.code_continuous is None else np.shape(self.code_continuous)}")
-            cont = torch.as_tensor(np.asarray(self.code_continuous, dtype=np.float32))
+            cont = torch.as_tensor(_finite("code_continuous", self.code_continuous))
         return latent.with_codes(torch.as_tensor(noise), code, cont), label
 
     def generate(self, G: torch.nn.Module, latent: Latent) -> torch.Tensor:
@@ -52,9 +59,26 @@ class Inputs:
         return generate(G, *self.for_generator(latent))
 
 
+def _finite(name: str, values: np.ndarray) -> np.ndarray:
+    """A real-valued input as float32, refused if it holds anything else (strings, booleans) or a NaN or infinity:
+    G would answer those with NaN images, or saturated ones, and no error."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "fiu":
+        raise ValueError(f"input {name!r} holds {values.dtype} values; expected real numbers (float32)")
+    with np.errstate(over="ignore"):
+        values = values.astype(np.float32)  # beyond float32's range: inf, refused below
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"input {name!r} holds {int(bad.sum())} non-finite values (NaN or inf; the first in row {row}); expected finite numbers")
+    return values
+
+
 def _checked(name: str, values: np.ndarray | None, classes: int, n: int) -> torch.Tensor | None:
     """A class-index input as int64 [n], or None when the model takes none; a clear error otherwise."""
     if not classes:
+        if values is not None:
+            raise ValueError(f"input {name!r} was given, but this generator takes no {name!r}")
         return None
     if values is None:
         raise ValueError(f"this generator needs the input {name!r} (int64 [N], values 0..{classes - 1})")

@@ -1,7 +1,8 @@
-"""The registry's commands: samples of a registered generator, `champion` moved by hand, and the versions of a model
-with one version's lineage."""
+"""The registry's commands: samples of a registered generator, the generator served over HTTP, `champion` moved by hand,
+and the versions of a model with one version's lineage."""
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
     from pipelines.registry.lineage import Link, VersionRow
 
 
-@app.command()
 @app.command()
 def sample(
     model: Annotated[str, typer.Option(help="MLflow model URI")] = "models:/mnist-gan@champion",
@@ -33,6 +33,24 @@ def sample(
     from pipelines.registry.serving import sample_grid  # noqa: PLC0415
 
     typer.echo(sample_grid(cfg, model, n, out, seed, label, per_class))
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="MLflow model URI")] = "models:/mnist-gan@champion",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to answer on")] = 5001,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(min=1, help="server processes, each holding the generator")] = 1,
+    config: ConfigOption = None, set: SetOption = None,  # noqa: A002
+) -> None:
+    """Serve a registered generator over HTTP with MLflow's scoring server, in this environment, until interrupted."""
+    cfg = _prepare(None, config, set, False, exclusive=False)
+    from pipelines.registry.serving import scoring_server  # noqa: PLC0415
+
+    command, env = scoring_server(cfg, model, host, port, workers)
+    typer.echo(f"serving {model} on http://{host}:{port} (POST /invocations; GET /ping)", err=True)
+    sys.stderr.flush()
+    os.execve(command[0], command, env)  # the server takes this process: Ctrl-C and SIGTERM reach it directly
 
 
 @app.command()

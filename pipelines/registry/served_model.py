@@ -3,7 +3,8 @@
 Nothing is unpickled: the weights load with `torch.load(weights_only=True)` (`gan.saved`), and the network class
 comes from the `gan` package shipped beside this file, so old versions load after refactors.
 Inputs, by name: `z` float32 [N, z_dim]; `label` int64 [N] (conditional models); `code` int64 [N] and
-`code_continuous` float32 [N, k] (InfoGAN models). A single array is taken as `z`.
+`code_continuous` float32 [N, k] (InfoGAN models). A single array is taken as `z`. At most `gan.sampling.MAX_BATCH`
+rows a request; inputs that are not finite, empty, too many or out of range are the caller's error (a 400 when served).
 Output: images float32 [N, C, H, W] in [0, 1].
 """
 

@@ -1,6 +1,8 @@
 """The registered generator served: its named inputs (the MLflow signature of `served_model.py`), loaded back in this
-process, and grids of its samples."""
+process, grids of its samples, and MLflow's scoring server for it."""
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,25 @@ def sample_grid(cfg: PipelineConfig, model_uri: str, n: int, out: Path, seed: in
         inputs = sampling.random_inputs(latent, n, seed, label=label)
     images = model.predict(inputs.as_dict())  # [n, C, H, W] in [0, 1]
     return str(save_grid(images, out, nrow=nrow))
+
+
+def scoring_server(cfg: PipelineConfig, model_uri: str, host: str, port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of `mlflow models serve` for a registered generator, once the registry knows it.
+
+    Run as written from a fresh clone, with no virtualenv activated: the server starts `uvicorn` from PATH as a child
+    (without it: "Return code = 127"), so this interpreter's bin folder goes first on PATH; `--env-manager local` serves
+    in this environment (MLflow's default builds a fresh one from PyPI); the store is the working folder's."""
+    import mlflow  # noqa: PLC0415
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    connect(cfg)
+    uri = tracking_uri(Workspace.of(cfg.runtime.workdir))
+    try:
+        mlflow.models.get_model_info(model_uri)
+    except MlflowException as err:
+        raise DataError(f"--model {model_uri}: not found in {uri}: {err.message}") from None
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "--host", host, "--port", str(port), "--workers", str(workers)]
+    return command, env
