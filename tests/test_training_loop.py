@@ -315,3 +315,28 @@ def test_every_presets_recipe_trains_checkpoints_and_samples(tmp_path: Path, pre
     z, c = latent.sample(4, torch.Generator().manual_seed(0), labels=labels)
     images = G(z, c)
     assert images.shape == (4, *SHAPE) and torch.isfinite(images).all()
+
+
+def test_a_gpu_batch_goes_through_pinned_memory_without_a_host_sync() -> None:
+    """The GPU path of `to_model_input`, checked on CPU: pinned, then copied with non_blocking=True; CPU batches are not
+    pinned (pinning needs an accelerator)."""
+    from gan.batches import to_model_input  # noqa: PLC0415
+
+    class Batch:  # a uint8 batch that records what is done to it
+        def __init__(self) -> None:
+            self.calls: list = []
+
+        def pin_memory(self) -> "Batch":
+            self.calls.append("pin_memory")
+            return self
+
+        def to(self, device: torch.device, non_blocking: bool = False) -> torch.Tensor:
+            self.calls.append(("to", device.type, non_blocking))
+            return torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)
+
+    batch = Batch()
+    x = to_model_input(batch, torch.device("cuda"))
+    assert batch.calls == ["pin_memory", ("to", "cuda", True)] and x.dtype == torch.float32 and float(x.max()) == 1.0
+    batch = Batch()
+    to_model_input(batch, torch.device("cpu"))
+    assert batch.calls == [("to", "cpu", True)]
