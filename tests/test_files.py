@@ -4,6 +4,7 @@ left is cleaned while a live writer's and another host's temporaries are kept.""
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,25 @@ def test_stale_temporaries_of_dead_writers_on_this_host_are_removed_and_others_k
     assert not stale.exists() and not stale_file.exists() and live.exists() and elsewhere.exists()
     with files.written_aside(tmp_path / "ds") as tmp:
         assert tmp.name.startswith(f".tmp-ds-{host}-{os.getpid()}-")
+
+
+def test_a_live_writer_of_another_process_keeps_its_temporaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another live process's temporaries stay, whether this process may signal it or not (another user's: EPERM)."""
+    host = socket.gethostname()
+    with subprocess.Popen(["sleep", "30"]) as writer:
+        try:
+            signalled = tmp_path / f".tmp-ds-{host}-{writer.pid}-abcd1234"
+            signalled.mkdir()
+            files.remove_stale_temporaries(tmp_path)
+            assert signalled.exists()
+        finally:
+            writer.kill()
+    forbidden = tmp_path / f".tmp-ds-{host}-424242-abcd1234"
+    forbidden.mkdir()
+
+    def kill(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")  # another user's process
+
+    monkeypatch.setattr(files.os, "kill", kill)
+    files.remove_stale_temporaries(tmp_path)
+    assert forbidden.exists()
