@@ -195,6 +195,8 @@ BAD_INPUTS: list[tuple[str, list[str], Callable | dict | None, str]] = [
      "tensors and plain values, which could run code; nothing was loaded"),
     ("evaluate-checkpoint-truncated", ["evaluate", "-c", "{smoke}", "--dataset", "{tmp}", "--checkpoint", "{tmp}/parent"],
      foreign_parent("truncated"), "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: truncated or corrupt"),
+    ("evaluate-dataset-not-ingested", ["evaluate", "-c", "{smoke}", "--dataset", "{tmp}", "--checkpoint", "{tmp}/parent"], tiny_parent,
+     "error: {tmp}: not a dataset (no manifest.json); run the ingest stage first"),
     ("register-checkpoint-a-pickle", ["register", "-c", "{smoke}", "--dataset", "{tmp}", "--checkpoint", "{tmp}/parent", "--report", "{tmp}/a-file"],
      foreign_parent("pickle"), "error: {tmp}/parent/state.pt: not a checkpoint this project wrote: it names Python objects"),
 ]

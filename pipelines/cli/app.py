@@ -110,6 +110,16 @@ def _existing(path: Path, flag: str) -> Path:
     return path.resolve()
 
 
+def _dataset(path: Path) -> Path:
+    """--dataset DIR, read before any service starts: a folder that is no complete dataset (no manifest: not written by
+    `ingest`, or not yet whole) is a DataError naming it."""
+    from gan.data.manifest import read_manifest  # noqa: PLC0415
+
+    path = _existing(path, "--dataset")
+    read_manifest(path)
+    return path
+
+
 def _checkpoint(path: Path) -> Path:
     """--checkpoint DIR, read once before any service starts: a folder without a checkpoint this project wrote (a pickle
     that would run code, a truncated file) is a CheckpointError naming its state.pt."""

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from pipelines.cli.app import (
-    ConfigOption, DryRunOption, PresetOption, SetOption, VerboseOption, _checkpoint, _existing, _preflight, _prepare, app,
+    ConfigOption, DryRunOption, PresetOption, SetOption, VerboseOption, _checkpoint, _dataset, _existing, _preflight, _prepare, app,
 )
 from pipelines.errors import RegistrationRefused, UsageError
 
@@ -90,7 +90,7 @@ def train(
 ) -> None:
     """Stage 2: dataset -> checkpoint on Ray Train. Prints the checkpoint folder."""
     cfg = _prepare(preset, config, set, dry_run, verbose)
-    dataset = _existing(dataset, "--dataset")
+    dataset = _dataset(dataset)
     from pipelines.stages.train import train_task, warm_start_task  # noqa: PLC0415
 
     parent = warm_start_task(cfg, str(dataset)) if cfg.train.init_from else None
@@ -113,13 +113,12 @@ def evaluate(
     from gan.metrics.evaluation import headline  # noqa: PLC0415
     from pipelines.stages.evaluate import evaluate_task  # noqa: PLC0415
 
-    dataset = dataset and _existing(dataset, "--dataset")
+    checkpoint = checkpoint and _checkpoint(checkpoint)
+    dataset = dataset and _dataset(dataset)
     if model is not None:
         from pipelines.registry.lineage import evaluation_inputs  # noqa: PLC0415
 
         dataset, checkpoint = evaluation_inputs(cfg, model, dataset)
-    else:
-        checkpoint = _checkpoint(checkpoint)
     report = evaluate_task(cfg, str(dataset), str(checkpoint))
     typer.echo(f"{model or checkpoint}: {headline(json.loads(Path(report).read_text()))}")
     typer.echo(report)
@@ -136,7 +135,8 @@ def register(
     cfg = _prepare(preset, config, set, dry_run)
     from pipelines.stages.register import register_task  # noqa: PLC0415
 
-    paths = [str(_existing(dataset, "--dataset")), str(_checkpoint(checkpoint)), str(_existing(report, "--report"))]
+    checkpoint = _checkpoint(checkpoint)  # the checks in the order a user would fix them: the model first
+    paths = [str(_dataset(dataset)), str(checkpoint), str(_existing(report, "--report"))]
     registered = register_task(cfg, *paths, None)
     typer.echo(json.dumps(registered))
     if "refused" in registered:
