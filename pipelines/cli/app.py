@@ -37,14 +37,20 @@ def _prepare(
     cfg = _load(preset, config, overrides)
     if dry_run:
         _print_config_and_exit(cfg)
+    _enter(cfg.runtime.workdir, verbose, exclusive)
+    return cfg
+
+
+def _enter(workdir: str, verbose: bool, exclusive: bool) -> None:
+    """Before a command's work: the drills said (a command that runs stages), the working folder checked writable and,
+    for an `exclusive` command, locked (released by `main` when it ends); the console; the services' environment."""
     if exclusive:
         announce_drills()
-    workspace = writable_workspace(cfg.runtime.workdir)
+    workspace = writable_workspace(workdir)
     if exclusive:
-        acquire_workspace_lock(workspace)  # released by `main` when the command ends
+        acquire_workspace_lock(workspace)
     _console(workspace, verbose)
     configure_environment(workspace)  # before Prefect is imported
-    return cfg
 
 
 def _load(preset: str | None, config: Path | None, overrides: list[str] | None) -> PipelineConfig:

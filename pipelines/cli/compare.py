@@ -6,13 +6,11 @@ from typing import Annotated
 import typer
 import yaml
 
-from pipelines.cli.app import ConfigOption, DryRunOption, SetOption, VerboseOption, _console, _preflight, announce_drills, app
+from pipelines.cli.app import ConfigOption, DryRunOption, SetOption, VerboseOption, _enter, _preflight, app
 from pipelines.config import load_config, preset_path
 from pipelines.errors import UsageError
-from pipelines.workspace import acquire_workspace_lock, configure_environment, writable_workspace
 
 
-@app.command()
 @app.command()
 def compare(
     presets: Annotated[str, typer.Option(help="comma-separated presets from conf/presets/, e.g. dcgan,wgan-gp,recommended")],
@@ -30,11 +28,7 @@ def compare(
     if dry_run:
         typer.echo(yaml.safe_dump({name: cfg.model_dump(mode="json") for name, cfg in configs.items()}, sort_keys=False).rstrip())
         raise typer.Exit(0)
-    announce_drills()
-    workspace = writable_workspace(next(iter(configs.values())).runtime.workdir)
-    acquire_workspace_lock(workspace)
-    _console(workspace, verbose)
-    configure_environment(workspace)
+    _enter(next(iter(configs.values())).runtime.workdir, verbose, exclusive=True)
     for cfg in configs.values():
         _preflight(cfg)
     from pipelines.compare import compare_presets  # noqa: PLC0415

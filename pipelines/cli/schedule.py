@@ -9,7 +9,6 @@ from pipelines.workspace import Workspace, configure_environment, writable_works
 
 
 @app.command()
-@app.command()
 def schedule(
     cron: Annotated[str, typer.Option(help='when to run, as cron fields: "0 2 * * *" is 02:00 every day')],
     timezone: Annotated[str, typer.Option(help="the time zone of --cron (IANA name, e.g. Europe/Paris)")] = "UTC",
