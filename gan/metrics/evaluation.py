@@ -139,7 +139,8 @@ def evaluate(
     pixels = find_memorisation(train, fake_images, heldout)
     features = find_memorisation(reference.feats, fake.feats, real.feats)
     progress("samples scored")
-    draws = [reference.fid(fake.feats)] + fids_of_draws(G, latent, n, extractor, reference, class_mix, cfg, embed, progress)
+    first = model["fid"] if "fid" in model else reference.fid(fake.feats)  # the scored draw: its FID once
+    draws = [first] + fids_of_draws(G, latent, n, extractor, reference, class_mix, cfg, embed, progress)
     report = {
         "num_images": n, "feature_extractor": extractor.key, "feature_network": extractor.name, "model": model, "real_vs_real": floor,
         "fid_draws": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "values": draws},

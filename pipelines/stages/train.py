@@ -96,8 +96,9 @@ def train(cfg: PipelineConfig, dataset_dir: str, parent: dict | None = None) -> 
     checkpoint), then the driver, here or as a Ray Job; its output."""
     manifest = read_manifest(Path(dataset_dir))
     name = run_name(cfg, manifest, parent)
+    drill = nan_at_step()
     lineage = {"run": name, "training_key": training_key(cfg), "dataset_fingerprint": manifest["fingerprint"], "warm_start": parent,
-               **({"drill": {NAN_HOOK: nan_at_step()}} if nan_at_step() else {})}  # the registry refuses a drill's model
+               **({"drill": {NAN_HOOK: drill}} if drill else {})}  # the registry refuses a drill's model
     init = None if parent is None else str(warm_start.state_file(cfg, Parent.of_dict(parent)))
     quick_fid = quick_fid_file(cfg, Path(dataset_dir), manifest)
     files = {"init_path": init, "quick_fid_path": None if quick_fid is None else str(quick_fid)}
