@@ -65,6 +65,12 @@ class RayConfig(Section):
         "auto", description="where the training driver runs: 'process' (this one), 'job' (a Ray Job on the cluster at RAY_ADDRESS, "
         "which outlives this process), 'auto' (a job when RAY_ADDRESS is the dashboard's http(s):// address)"
     )
+    loader: Literal["auto", "parquet", "ray-data"] = Field(
+        "auto", description="how each worker gets its share of the train split: 'parquet' (reads its rows straight from the "
+        "dataset's Parquet files into memory: no Ray Data start-up; the dataset folder must be where every worker sees it, as "
+        "for Ray Data's reads), 'ray-data' (Ray Data streams the split to the workers; what train.cache_shard false needs), "
+        "'auto' (parquet unless train.cache_shard is false)"
+    )
     storage_path: str = Field(
         "", description="where Ray Train keeps its run folders and checkpoints: '' (<workdir>/ray_results), a path (relative to the "
         "current folder), or a pyarrow.fs URI (s3://bucket/prefix, gs://bucket/prefix, file:///shared/path) with credentials "
@@ -163,6 +169,9 @@ def load_config(paths: str | Path | list | None = None, overrides: list[str] = (
         raise ConfigError(f"config error: {key} = {value!r} ({_origin(key, ', '.join(map(str, files)) or 'defaults', overrides)}): {allowed}")
     check_recipe(cfg.recipe)
     check_eval(cfg.eval)
+    if cfg.ray.loader == "parquet" and not cfg.train.cache_shard:
+        raise ConfigError("config error: ray.loader = 'parquet' keeps each worker's rows in memory, but train.cache_shard = false "
+                          "asks to stream them: set ray.loader to 'ray-data' (or 'auto')")
     return cfg
 
 
@@ -248,6 +257,13 @@ def check_batch_fits(cfg: "PipelineConfig", train_rows: int) -> None:
 def cache_key(*parts: object) -> str:
     """A stage's Prefect cache key: a hash of its real inputs."""
     return sha256("\x1f".join(str(p) for p in parts))
+
+
+def shard_loader(cfg: "PipelineConfig") -> str:
+    """`ray.loader` resolved: 'parquet' or 'ray-data' (each gives a rank its own rows, so it is part of the run's identity)."""
+    if cfg.ray.loader == "auto":
+        return "parquet" if cfg.train.cache_shard else "ray-data"
+    return cfg.ray.loader
 
 
 def fingerprint(*parts: Any) -> str:

@@ -34,7 +34,7 @@ class Settings:
 SETTINGS = Settings()
 _task_logger: list[logging.Logger | logging.LoggerAdapter] = []  # the Prefect logger of the running train task, if any
 _bar: list["Bar"] = []  # the live progress bar, if any
-_lock = threading.Lock()
+_lock = threading.RLock()
 
 
 def configure(verbose: bool, log_file: Path) -> None:
@@ -42,8 +42,32 @@ def configure(verbose: bool, log_file: Path) -> None:
     SETTINGS.verbose, SETTINGS.log_file = verbose, log_file
     log_file.parent.mkdir(parents=True, exist_ok=True)
     if not verbose:
-        logging.getLogger("ray").setLevel(logging.ERROR)  # e.g. "tqdm is not installed", Ray Data's deprecation notes
         warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+
+
+class LogFile:
+    """A stream that appends to the run's log file: where the libraries' own chatter goes without --verbose."""
+
+    def write(self, text: str) -> int:
+        if SETTINGS.log_file is not None and text.strip():
+            with _lock, SETTINGS.log_file.open("a") as log:
+                log.write(text if text.endswith("\n") else text + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def into_log_file(*names: str) -> None:
+    """Without --verbose: what the named loggers (and those under them) print goes to the run's log file instead, whether
+    or not the output is a terminal (e.g. Ray Data's "Estimated parquet encoding ratio", "tqdm is not installed")."""
+    if SETTINGS.verbose or SETTINGS.log_file is None:
+        return
+    under = [n for n in list(logging.root.manager.loggerDict) if n.startswith(tuple(f"{name}." for name in names))]
+    for logger in map(logging.getLogger, [*names, *under]):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setStream(LogFile())
 
 
 class WithoutTraceback(logging.Filter):
@@ -73,6 +97,17 @@ def attach_ray() -> None:
 
     global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
     global_worker_stdstream_dispatcher.add_handler("ray_print_logs", lambda data: forward(data, print_to_stdstream))
+    into_log_file("ray")
+
+
+def attach_mlflow() -> None:
+    """After `import mlflow`: its log lines and notices ("Creating initial MLflow database tables", "Successfully
+    registered model") go to the run's log file without --verbose; the register stage says what it did itself."""
+    if SETTINGS.verbose or SETTINGS.log_file is None:
+        return
+    from mlflow.utils import logging_utils  # noqa: PLC0415
+
+    logging_utils.MLFLOW_LOGGING_STREAM.write = LogFile().write  # MLflow's own stream: its handlers and `eprint` write to it
 
 
 def forward(data: dict, ray_print) -> None:  # noqa: ANN001 - Ray's own printer, used with --verbose

@@ -13,7 +13,7 @@ from gan.watchdog import TrainingDiverged
 from pipelines import console
 from pipelines.cluster.ray import RAY_RUN_RECORD, ensure_ray
 from pipelines.cluster.worker import train_loop_per_worker
-from pipelines.config import PipelineConfig, check_batch_fits, is_uri
+from pipelines.config import PipelineConfig, check_batch_fits, is_uri, shard_loader
 from pipelines.errors import ClusterUnavailable, is_storage_error, naming, raise_naming
 from pipelines.faults import failure_hook, nan_at_step
 from pipelines.workspace import Workspace, ray_storage
@@ -95,13 +95,30 @@ def worker_env(cfg: PipelineConfig) -> dict[str, str]:
     return {} if cfg.ray.use_gpu else CPU_WORKER_ENV
 
 
+def ray_data_split(dataset_dir: str) -> dict:
+    """The TorchTrainer's arguments for Ray Data's streaming split of the train split (`ray.loader`: ray-data)."""
+    import ray.data  # noqa: PLC0415
+    import ray.train  # noqa: PLC0415
+
+    # Ray Data's read tasks and the workers' iterators each hold a few blocks: blocks of up to 16 MiB (not 128), read
+    # by Ray Data's first Parquet reader, whose read tasks stayed the same size from 60k to 240k images where the
+    # newer reader's grew by half. So their memory stops growing with the data set (BENCHMARKS.md, a whole run by size).
+    data_context = ray.data.DataContext.get_current()
+    data_context.target_max_block_size, data_context.use_datasource_v2 = BLOCK_BYTES, False
+    return {
+        "datasets": {"train": ray.data.read_parquet(str(Path(dataset_dir) / "train"))},
+        # Blocks reach the workers in file order: the same rows on the same rank in every run, so a resumed run
+        # trains on what the uninterrupted one would have.
+        "dataset_config": ray.train.DataConfig(execution_options=ray.data.ExecutionOptions(preserve_order=True)),
+    }
+
+
 def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_path: str | None = None, quick_fid_path: str | None = None,
         logger: object = None) -> dict:
     """Fit the GAN with a TorchTrainer on the dataset's train split as Ray Train run `name`, from scratch or warm-started
     from the parent state at `init_path`, with quick FIDs from `quick_fid_path` (both files every worker gets as bytes);
     return the final checkpoint and timings (with `ray.storage_path` a URI: a local copy of the checkpoint, and its URI as
     `checkpoint_uri`). `lineage` is written beside every checkpoint; `logger` also gets the epoch lines."""
-    import ray.data  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
@@ -115,12 +132,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
     ensure_ray()
     ray_ready = time.time()
 
-    resources = worker_resources(cfg)
-    # Ray Data's read tasks and the workers' iterators each hold a few blocks: blocks of up to 16 MiB (not 128), read
-    # by Ray Data's first Parquet reader, whose read tasks stayed the same size from 60k to 240k images where the
-    # newer reader's grew by half. So their memory stops growing with the data set (BENCHMARKS.md, a whole run by size).
-    data_context = ray.data.DataContext.get_current()
-    data_context.target_max_block_size, data_context.use_datasource_v2 = BLOCK_BYTES, False
+    resources, loader = worker_resources(cfg), shard_loader(cfg)
     storage = ray_storage(cfg.ray.storage_path, workspace)
     run_dir = f"{storage.rstrip('/')}/{name}"  # Ray Train's run folder: <storage_path>/<name>/checkpoint_<time>
     print(f"[train] {cfg.model.arch} on {cfg.ray.num_workers} workers, run {name}")
@@ -131,6 +143,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
             "steps_per_epoch": manifest["rows"]["train"] // cfg.ray.num_workers // cfg.train.batch_size,
             "quick_fid": quick_fid, "failure_hooks": failure_hook(), "nan_at_step": nan_at_step(), "init": init,
             "lineage": lineage,  # kept beside every checkpoint (checkpoint.LINEAGE_FILE): the registry tags the version with it
+            "dataset_dir": str(Path(dataset_dir).resolve()) if loader == "parquet" else None,  # each worker reads its rows itself
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources),
         # With GPUs, Ray Train gives each worker its own (`ray.train.torch.get_device`) and a NCCL process group.
@@ -140,10 +153,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": worker_env(cfg)},
         ),
-        datasets={"train": ray.data.read_parquet(str(Path(dataset_dir) / "train"))},
-        # Blocks reach the workers in file order: the same rows on the same rank in every run, so a resumed run
-        # trains on what the uninterrupted one would have.
-        dataset_config=ray.train.DataConfig(execution_options=ray.data.ExecutionOptions(preserve_order=True)),
+        **(ray_data_split(dataset_dir) if loader == "ray-data" else {}),
     )
     try:
         with console.training(cfg.train.epochs, logger):

@@ -19,7 +19,8 @@ import torch
 from gan import checkpoint as ckpt
 from gan.batches import Batch, in_memory_batches
 from gan.config import TrainConfig
-from gan.data.reader import decode_images
+from gan.data.manifest import read_manifest
+from gan.data.reader import decode_images, load_split
 from gan.distributed import WorkerContext, gather, rank_seed
 from gan.images import save_grid
 from gan.metrics.quick_fid import QuickFID
@@ -150,6 +151,14 @@ def shard_batches(shard, train_cfg: TrainConfig, image_shape: tuple[int, ...], c
     return epoch_batches
 
 
+def parquet_batches(dataset_dir: Path, train_cfg: TrainConfig, ctx: WorkerContext) -> Callable[[int], Iterator[Batch]]:
+    """Batches of this rank's rows read straight from the dataset's Parquet files into memory (`ray.loader`: parquet), no
+    Ray Data pipeline to start: an equal, contiguous share of the train split per rank, reshuffled in memory every epoch."""
+    per_rank = read_manifest(dataset_dir)["rows"]["train"] // ctx.world_size
+    images, labels = load_split(dataset_dir, "train", np.arange(ctx.rank * per_rank, (ctx.rank + 1) * per_rank))
+    return in_memory_batches(images, labels, train_cfg.batch_size, train_cfg.seed, ctx.rank)
+
+
 def check_equal_batches(per_rank: list[float], batch_size: int) -> None:
     """Before the first step: every rank has as many batches per epoch, or DDP's all-reduce would wait forever for the
     rank that ran out. Ray Train splits the dataset into equal shards, so this holds unless that changes."""
@@ -189,7 +198,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # EMA horizon always.
     init = ckpt.load_bytes(loop_config["init"], "the warm start's parent state") if loop_config["init"] else None
 
-    batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx)
+    if loop_config["dataset_dir"]:
+        batches = parquet_batches(Path(loop_config["dataset_dir"]), cfg.train, ctx)
+    else:
+        batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx)
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
         for index, batch in enumerate(batches(epoch)):

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from gan import files
+from pipelines import console
 from pipelines.config import MODEL_URI, PipelineConfig, fingerprint
 from pipelines.errors import UsageError
 from pipelines.workspace import Workspace, tracking_uri
@@ -27,6 +28,7 @@ def connect(cfg: PipelineConfig) -> "mlflow.MlflowClient":  # noqa: F821
     """Point MLflow at the configured store (creating the workspace for a local one)."""
     import mlflow  # noqa: PLC0415
 
+    console.attach_mlflow()
     workspace = Workspace.of(cfg.runtime.workdir)
     if is_local(cfg):
         workspace.root.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from gan.data.rows import declare_classes
 from gan.data.shaping import Shaping
 from gan.data.sources import open_source, peek_source
 from gan.data.writer import WriteOptions, write_dataset
-from pipelines.config import PipelineConfig, cache_key, check_batch_fits, fingerprint
+from pipelines.config import PipelineConfig, cache_key, check_batch_fits, fingerprint, shard_loader
 from pipelines.errors import raise_naming, retry_unless_user_error
 from pipelines.faults import maybe_fail, maybe_kill
 from pipelines.provenance import stage_code
@@ -121,11 +121,11 @@ def preflight(cfg: PipelineConfig) -> tuple[int, ...]:
 
 
 def check_local_cpus(cfg: PipelineConfig) -> None:
-    """On the local Ray a run starts, the workers' CPU reservations must leave one CPU for Ray Data's reads,
-    or training waits for them forever."""
+    """On the local Ray a run starts, the workers' CPU reservations must leave one CPU for Ray Data's reads (when it
+    reads: `ray.loader`), or training waits for them forever."""
     cpus = os.cpu_count() or 1
     reserved = cfg.ray.num_workers * cfg.ray.cpus_per_worker
-    if not os.environ.get("RAY_ADDRESS") and reserved > cpus - 1:
+    if not os.environ.get("RAY_ADDRESS") and shard_loader(cfg) == "ray-data" and reserved > cpus - 1:
         raise ConfigError(
             f"config error: ray.num_workers x ray.cpus_per_worker = {cfg.ray.num_workers} x {cfg.ray.cpus_per_worker} reserves "
             f"{reserved:g} of this machine's {cpus} CPUs; at most {cpus - 1:g} may go to workers (Ray Data reads with the rest): "

@@ -14,7 +14,7 @@ from gan.metrics.quick_fid import QuickFID
 from pipelines import console, yardstick
 from pipelines.cluster import fit, job
 from pipelines.cluster.ray import trains_as_job
-from pipelines.config import PipelineConfig, cache_key, fingerprint
+from pipelines.config import PipelineConfig, cache_key, fingerprint, shard_loader
 from pipelines.errors import retry_unless_user_error
 from pipelines.faults import NAN_HOOK, maybe_fail, nan_at_step
 from pipelines.provenance import stage_code
@@ -26,10 +26,11 @@ from pipelines.workspace import Workspace
 
 def training_key(cfg: PipelineConfig) -> str:
     """What a run's weights are made of besides its data and its parent: the recipe less what only schedules or observes
-    the run (`gan.config.SCHEDULE_KEYS`: raising train.epochs continues the same run), the workers and the training code
+    the run (`gan.config.SCHEDULE_KEYS`: raising train.epochs continues the same run), the workers, how they read their rows
+    (`ray.loader`: each way gives a rank its own rows) and the training code
     (`provenance.STAGE_CODE`). Not how the parent was named: the parent itself counts (`run_name`)."""
     train = cfg.train.model_dump(mode="json", exclude=SCHEDULE_KEYS)
-    return fingerprint(cfg.model, train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, stage_code("train"))
+    return fingerprint(cfg.model, train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, shard_loader(cfg), stage_code("train"))
 
 
 def schedule_key(cfg: PipelineConfig) -> str:
