@@ -86,7 +86,8 @@ def history_of(state: dict) -> list[dict]:
 
 
 def snapshots_of(state: dict) -> list[dict]:
-    """Quick FIDs measured during training: [{'epoch', 'step', 'seconds', 'fid'}, ...]."""
+    """Quick FIDs measured during training: [{'epoch', 'step', 'seconds', 'unix', 'fid', 'yardstick'}, ...] ('unix' absent in
+    checkpoints written before it was recorded)."""
     return json.loads(state["snapshots_json"])
 
 

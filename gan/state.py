@@ -28,7 +28,7 @@ class TrainingState:
     schedule_steps: int = 0  # steps the schedules run over: steps per epoch x the epochs to train
     epochs_planned: int = 0  # with a time budget, the epochs it buys: decided once, after the first epoch (0: not yet)
     history: list[dict] = field(default_factory=list)  # logged stats: [{"step": int, name: float, ...}]
-    snapshots: list[dict] = field(default_factory=list)  # quick FIDs: [{"epoch", "step", "seconds", "fid"}]
+    snapshots: list[dict] = field(default_factory=list)  # quick FIDs: [{"epoch", "step", "seconds", "unix", "fid", "yardstick"}]
     lr_scale: float = 1.0  # halved by each watchdog rollback
     events: list[dict] = field(default_factory=list)  # watchdog: [{"epoch", "step", "kind", "detail"}]
     epoch_log: list[dict] = field(default_factory=list)  # per epoch: [{"epoch", "step", "images", "seconds", "unix"}]

@@ -15,6 +15,18 @@ from pipelines.flow import gan_pipeline
 from pipelines.workspace import Workspace
 
 
+def quality_curve(report: dict) -> list[dict]:
+    """The report's quick FIDs in order, each with its ratio to the report's real-vs-real floor (`fid_over_floor`)."""
+    floor = report["real_vs_real"]["fid"]
+    return [{**q, "fid_over_floor": q["fid"] / floor} for q in report["quick_fid"]]
+
+
+def first_within(curve: list[dict], k: float) -> dict | None:
+    """The first quick FID of a `quality_curve` at or under k x the floor (its 'seconds' of training, its 'step'), or None
+    when the run never got there."""
+    return next((q for q in curve if q["fid_over_floor"] <= k), None)
+
+
 def result_row(name: str, cfg: PipelineConfig, summary: dict) -> dict:
     """One preset's scores (the report's list of metrics, and its FID's ratio to the real-vs-real floor), training time
     and throughput."""
@@ -27,7 +39,7 @@ def result_row(name: str, cfg: PipelineConfig, summary: dict) -> dict:
         "train_seconds": report["train_seconds"], "images_per_sec": images / max(report["train_seconds"], 1e-9),
         "model": f"{summary['registered']['model_name']} v{summary['registered']['version']}" if "version" in summary["registered"]
         else "not registered (collapsed)",  # refused by the watchdog or by the evaluation's collapse gate
-        "quick_fid": [{**q, "fid_over_floor": q["fid"] / floor["fid"]} for q in report["quick_fid"]],
+        "quick_fid": quality_curve(report),
         "checkpoint": summary["train"]["checkpoint"], "report": summary["report"],
     }
 

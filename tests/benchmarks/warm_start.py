@@ -28,6 +28,7 @@ from PIL import Image
 
 from gan.data.sources import load_source
 from gan.images import save_time_to_quality
+from pipelines.compare import quality_curve
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("gan-pipeline"))
@@ -60,11 +61,6 @@ def run(workdir: Path, name: str, *overrides: str) -> dict:
     return {"summary": summary, "report": report}
 
 
-def curve(report: dict) -> list[dict]:
-    floor = report["real_vs_real"]["fid"]
-    return [{"seconds": q["seconds"], "fid": q["fid"], "fid_over_floor": q["fid"] / floor} for q in report["quick_fid"]]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gan-warm-start-benchmark"))
@@ -87,7 +83,7 @@ def main() -> None:
     cold = run(workdir, COLD, "train.init_from=''", "train.init_missing=error", "train.init_budget=1", *per_epoch)
 
     assert warm["report"]["yardstick"]["key"] == cold["report"]["yardstick"]["key"], "warm and cold runs measured on different yardsticks"
-    warm_curve, cold_curve = curve(warm["report"]), curve(cold["report"])
+    warm_curve, cold_curve = quality_curve(warm["report"]), quality_curve(cold["report"])
     target = cold_curve[-1]["fid"]
     reached = next((p["seconds"] for p in warm_curve if p["fid"] <= target), None)
     cold_seconds = cold["report"]["train_seconds"]
@@ -106,7 +102,7 @@ def main() -> None:
     (workdir / "warm_start.json").write_text(json.dumps(result, indent=2))
     floor = cold["report"]["real_vs_real"]["fid"]
     save_time_to_quality({"cold start, all data": cold_curve, "warm start from the 60 % champion": warm_curve}, workdir / "warm_start.png",
-                         target=target / floor)
+                         targets=(target / floor,))
     shutil.copy(Path(warm["summary"]["report"]).parent / "data_change.png", workdir / "data_change.png")
     ratio = "never" if reached is None else f"{reached:.0f} s = {result['warm_to_cold_time_ratio']:.2f} x the cold run's {cold_seconds:.0f} s"
     print(f"champion (first {args.first:.0%}): FID {result['champion']['fid']:.2f} ± {result['champion']['fid_std']:.2f}")
