@@ -249,7 +249,7 @@ def train(
             metrics["quick_fid"] = snapshot()
             sink.log(s.step, {"quick_fid": metrics["quick_fid"]})
         if ctx.is_main:
-            print(epoch_line(t.epochs, metrics, window.epoch_sums), flush=True)
+            print(epoch_line(s.epochs_planned or t.epochs, metrics, window.epoch_sums), flush=True)
         due = s.epoch % t.checkpoint_every_epochs == 0 or last
         if due and ctx.is_main:
             samples = generate(ema.ready(), z_fixed, c_fixed)

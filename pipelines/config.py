@@ -65,6 +65,10 @@ class RayConfig(Section):
         "auto", description="where the training driver runs: 'process' (this one), 'job' (a Ray Job on the cluster at RAY_ADDRESS, "
         "which outlives this process), 'auto' (a job when RAY_ADDRESS is the dashboard's http(s):// address)"
     )
+    dashboard: bool = Field(
+        False, description="start Ray's dashboard with a local Ray (http://127.0.0.1:8265): about ten more processes and a "
+        "gigabyte of memory, and seconds more start-up on small machines (BENCHMARKS.md); a cluster's own dashboard is its own"
+    )
     loader: Literal["auto", "parquet", "ray-data"] = Field(
         "auto", description="how each worker gets its share of the train split: 'parquet' (reads its rows straight from the "
         "dataset's Parquet files into memory: no Ray Data start-up; the dataset folder must be where every worker sees it, as "

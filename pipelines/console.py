@@ -9,6 +9,7 @@ Used by the CLI only: the library and the tests that call stages directly keep R
 
 import logging
 import re
+from collections import Counter
 import sys
 import threading
 import time
@@ -22,6 +23,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 OURS = ("[train]", "[watchdog]")  # the prefixes of the lines the training function prints for the user
+# Lines Ray repeats every second that say nothing new after the first: the log file gets the first and every hundredth.
+REPEATED = ("Failed to query Ray Train Controller actor state",)  # Ray Train's placement-group cleaner, without the dashboard
 EPOCH = re.compile(r"\[train\] epoch (\d+)/(\d+) step (\d+) .* (\d+) img/s")
 
 
@@ -35,6 +38,7 @@ SETTINGS = Settings()
 _task_logger: list[logging.Logger | logging.LoggerAdapter] = []  # the Prefect logger of the running train task, if any
 _bar: list["Bar"] = []  # the live progress bar, if any
 _lock = threading.RLock()
+_repeats: Counter = Counter()
 
 
 def configure(verbose: bool, log_file: Path) -> None:
@@ -112,7 +116,7 @@ def attach_mlflow() -> None:
 
 def forward(data: dict, ray_print) -> None:  # noqa: ANN001 - Ray's own printer, used with --verbose
     """One batch of lines from one Ray process: all to the log file; ours to the user; the rest only with --verbose."""
-    lines = data.get("lines") or []
+    lines = [kept for line in data.get("lines") or [] if (kept := unrepeated(line)) is not None]
     if SETTINGS.log_file is not None:
         origin = f"({data.get('actor_name') or data.get('task_name') or 'ray'} pid={data.get('pid')})"
         with _lock, SETTINGS.log_file.open("a") as log:
@@ -122,6 +126,16 @@ def forward(data: dict, ray_print) -> None:  # noqa: ANN001 - Ray's own printer,
         ray_print({**data, "lines": [line for line in lines if not line.startswith(OURS)]}, ignore_prefix=False)
     for line in ours:
         user_line(line)
+
+
+def unrepeated(line: str) -> str | None:
+    """The line, unless it is a `REPEATED` one seen before (None); every hundredth is kept, saying how many there were."""
+    known = next((r for r in REPEATED if r in line), None)
+    if known is None:
+        return line
+    _repeats[known] += 1
+    count = _repeats[known]
+    return line if count == 1 else f"{line} ({count} times so far)" if count % 100 == 0 else None
 
 
 def user_line(line: str) -> None:
@@ -140,7 +154,7 @@ class Bar:
     """A rich progress bar on stderr, drawn only on a terminal. While it is live, Prefect's console lines and
     prints appear above it instead of through it."""
 
-    def __init__(self, description: str, total: int):
+    def __init__(self, description: str, total: int | None):
         self.console = Console(stderr=True)
         self.live = self.console.is_terminal
         self.progress = Progress(
@@ -201,7 +215,7 @@ def record_failure(text: str) -> Path | None:
 
 
 @contextmanager
-def training(epochs: int, logger: logging.Logger | logging.LoggerAdapter | None) -> Iterator[None]:
+def training(epochs: int | None, logger: logging.Logger | logging.LoggerAdapter | None) -> Iterator[None]:
     """Around `TrainerTorch.fit()` in the CLI process: the epoch bar, and the task's logger for the epoch lines."""
     bar = Bar("train", epochs)
     with _lock:

@@ -182,10 +182,11 @@ def configure_environment(workspace: Workspace) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LOG_PRINTS": "true",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
-        # Ray: no token file in the home folder for a local cluster. Workers at normal priority (Ray's default
+        # Ray: no token file in the home folder for a local cluster, no usage reports. Workers at normal priority (Ray's default
         # is nice 15): a training worker that yields its cores to every control-plane process of a small
         # machine trains a fifth slower (BENCHMARKS.md).
         "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_worker_niceness": "0",
         **RAY_WORKER_ENV,
         # MLflow: no Git probing, no telemetry.

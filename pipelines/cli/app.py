@@ -4,6 +4,8 @@ the working folder's lock and console, and the entry point that turns a user's m
 import os
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -51,6 +53,31 @@ def _enter(workdir: str, verbose: bool, exclusive: bool) -> None:
         acquire_workspace_lock(workspace)
     _console(workspace, verbose)
     configure_environment(workspace)  # before Prefect is imported
+
+
+def start_services(cfg: PipelineConfig) -> Callable[[], object]:
+    """After the checks: Prefect's temporary server (unless PREFECT_API_URL names one) starts on a thread while Ray starts
+    here (its processes die with the thread that started them, so not on a passing one), side by side instead of one after
+    the other. Returns the wait for Prefect's server, which the flow needs first."""
+    from prefect.settings import PREFECT_API_URL  # noqa: PLC0415
+
+    from pipelines.cluster.ray import ensure_ray, trains_as_job  # noqa: PLC0415
+
+    prefect_up = (lambda: None) if PREFECT_API_URL.value() else _aside(_start_prefect_server)
+    if not trains_as_job(cfg):
+        ensure_ray(cfg.ray.dashboard)
+    return prefect_up
+
+
+def _start_prefect_server() -> None:
+    from prefect.server.api.server import SubprocessASGIServer  # noqa: PLC0415
+
+    SubprocessASGIServer().start()  # the one temporary server of this process, which Prefect's client then finds running
+
+
+def _aside(work: Callable[[], object]) -> Callable[[], object]:
+    """Run `work` on a thread; the returned call waits for it and gives its result (or raises its error)."""
+    return ThreadPoolExecutor(1, thread_name_prefix=work.__name__.strip("_")).submit(work).result
 
 
 def _load(preset: str | None, config: Path | None, overrides: list[str] | None) -> PipelineConfig:

@@ -10,11 +10,11 @@ import typer
 
 from pipelines.cli.app import (
     ConfigOption, DryRunOption, PresetOption, SetOption, VerboseOption, _checkpoint, _dataset, _existing, _preflight, _prepare, app,
+    start_services,
 )
 from pipelines.errors import RegistrationRefused, UsageError
 
 
-@app.command()
 @app.command()
 def run(
     preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False,  # noqa: A002
@@ -24,9 +24,11 @@ def run(
     cfg = _prepare(preset, config, set, dry_run, verbose)  # waits while another run holds the working folder
     cli_started = time.time()
     _preflight(cfg)
+    prefect_up = start_services(cfg)
     from pipelines.flow import gan_pipeline, write_summary  # noqa: PLC0415
 
     imported = time.time()
+    prefect_up()
     summary = gan_pipeline(cfg.model_dump(mode="json"))  # a failed run has written its summary: the stages so far and the failure
     summary["overhead"] = _overhead(summary, cli_started, imported)
     _print_summary(summary, write_summary(cfg, summary))
@@ -72,7 +74,6 @@ def _print_summary(summary: dict, path: Path) -> None:
 
 
 @app.command()
-@app.command()
 def ingest(preset: PresetOption = None, config: ConfigOption = None, set: SetOption = None, dry_run: DryRunOption = False) -> None:  # noqa: A002
     """Stage 1: source -> Parquet dataset. Prints the dataset folder."""
     cfg = _prepare(preset, config, set, dry_run)
@@ -91,7 +92,10 @@ def train(
     """Stage 2: dataset -> checkpoint on Ray Train. Prints the checkpoint folder."""
     cfg = _prepare(preset, config, set, dry_run, verbose)
     dataset = _dataset(dataset)
+    prefect_up = start_services(cfg)
     from pipelines.stages.train import train_task, warm_start_task  # noqa: PLC0415
+
+    prefect_up()
 
     parent = warm_start_task(cfg, str(dataset)) if cfg.train.init_from else None
     typer.echo(train_task(cfg, str(dataset), parent)["checkpoint"])

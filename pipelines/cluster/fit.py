@@ -129,7 +129,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
     workspace = Workspace.of(cfg.runtime.workdir)
     init, quick_fid = (None if path is None else Path(path).read_bytes() for path in (init_path, quick_fid_path))
     started = time.time()
-    ensure_ray()
+    ensure_ray(cfg.ray.dashboard)
     ray_ready = time.time()
 
     resources, loader = worker_resources(cfg), shard_loader(cfg)
@@ -156,7 +156,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
         **(ray_data_split(dataset_dir) if loader == "ray-data" else {}),
     )
     try:
-        with console.training(cfg.train.epochs, logger):
+        with console.training(None if cfg.train.max_minutes else cfg.train.epochs, logger):  # a budget: its epochs known after the first
             result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         # The watchdog's verdict or a placement failure, in one line: not Ray's wrapper with every worker's traceback.

@@ -57,8 +57,9 @@ def check_driver(cfg: "PipelineConfig") -> None:
         refuse_dashboard()
 
 
-def ensure_ray() -> None:
-    """Connect to RAY_ADDRESS if set, else start (once per process) a local Ray on this machine's CPUs."""
+def ensure_ray(dashboard: bool = False) -> None:
+    """Connect to RAY_ADDRESS if set, else start (once per process) a local Ray on this machine's CPUs, with its dashboard
+    if asked (`ray.dashboard`)."""
     import ray  # noqa: PLC0415 - heavy import, only for stages that use Ray
 
     if ray.is_initialized():
@@ -68,10 +69,12 @@ def ensure_ray() -> None:
         ray.init(runtime_env=cluster_runtime_env())
         print(f"[ray] connected to the cluster at {ray.get_runtime_context().gcs_address}")
     else:
-        # The dashboard also serves the state API, which Ray Train's controller polls: without it, every
-        # poll logs a warning.
-        context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
-        print(f"[ray] local cluster started; dashboard at http://{context.dashboard_url}")
+        # The dashboard is a dozen processes (a gigabyte, seconds of start-up on two cores). It also serves the state API
+        # that Ray Train's placement-group cleaner asks whether the controller lives: without it, the cleaner logs a
+        # warning every second (kept out of the log file but for every hundredth: console.REPEATED).
+        context = ray.init(num_cpus=os.cpu_count(), include_dashboard=dashboard, dashboard_host="127.0.0.1", logging_level="WARNING")
+        print(f"[ray] local cluster started; dashboard at http://{context.dashboard_url}" if dashboard else
+              "[ray] local cluster started (no dashboard: ray.dashboard=true starts it)")
     from pipelines import console  # noqa: PLC0415
 
     console.attach_ray()
