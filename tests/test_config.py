@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gan.config import Recipe, check_recipe
-from pipelines.config import ConfigError, PRESETS_DIR, PipelineConfig, load_config, preset_path
+from pipelines.config import ConfigError, PRESETS_DIR, PipelineConfig, load_config, preset_path, shard_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,8 +124,9 @@ def test_default_config_is_the_recommended_recipe() -> None:
     recommended = load_config(preset_path("recommended")).recipe
     assert recommended == Recipe()  # the preset spells out the library's defaults
     default_run = load_config(ROOT / "conf" / "pipeline.yaml").recipe
-    assert default_run.train.max_minutes > 0  # the default run adds a time budget, and nothing else
-    unbudgeted = default_run.train.model_copy(update={"max_minutes": 0.0})
+    # The default run adds a time budget that decides its steps (train.epochs raised to a cap it never reaches), nothing else.
+    assert default_run.train.max_minutes > 0 and default_run.train.epochs > recommended.train.epochs
+    unbudgeted = default_run.train.model_copy(update={"max_minutes": 0.0, "epochs": recommended.train.epochs})
     assert default_run.model_copy(update={"train": unbudgeted}) == recommended
 
 
@@ -141,10 +142,21 @@ def test_workers_that_leave_ray_data_no_cpu_are_a_config_error(monkeypatch: pyte
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     check_local_cpus(load_config(overrides=["ray.num_workers=1", "ray.cpus_per_worker=1"]))
     check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=0.5"]))
+    streamed = ["ray.loader=ray-data"]
     with pytest.raises(ConfigError, match=r"ray.num_workers x ray.cpus_per_worker = 2 x 1.0 reserves 2 of this machine's 2 CPUs; at most 1"):
-        check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1"]))
+        check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1", *streamed]))
+    with pytest.raises(ConfigError, match=r"2 x 1.0 reserves 2"):
+        check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1", "train.cache_shard=false"]))
+    check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1"]))  # workers that read Parquet themselves
     monkeypatch.setenv("RAY_ADDRESS", "ray://cluster:10001")  # a cluster's CPUs are not this machine's
-    check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1"]))
+    check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1", *streamed]))
+
+
+def test_the_parquet_loader_cannot_stream() -> None:
+    assert shard_loader(load_config()) == "parquet" and shard_loader(load_config(overrides=["train.cache_shard=false"])) == "ray-data"
+    assert shard_loader(load_config(overrides=["ray.loader=ray-data"])) == "ray-data"
+    with pytest.raises(ConfigError, match="ray.loader = 'parquet' keeps each worker's rows in memory, but train.cache_shard = false"):
+        load_config(overrides=["ray.loader=parquet", "train.cache_shard=false"])
 
 
 def test_inception_extractor_needs_a_readable_weights_file_and_enough_samples(tmp_path: Path) -> None:

@@ -32,3 +32,33 @@ def test_ray_output_is_routed(settings: Path, caplog: pytest.LogCaptureFixture, 
     assert settings.read_text() == f"(RayTrainWorker pid=42) {NOISE}\n(RayTrainWorker pid=42) {EPOCH_LINE}\n"
     assert console.record_failure("WorkerGroupError: rank 1 died\nTraceback ...") == settings
     assert "[error] WorkerGroupError: rank 1 died\nTraceback ..." in settings.read_text()
+
+
+def test_library_loggers_and_mlflow_notices_go_to_the_log_file(settings: Path, capsys: pytest.CaptureFixture) -> None:
+    from mlflow.utils import logging_utils
+
+    console.configure(False, settings)
+    data_logger, handler = logging.getLogger("ray.data.test-console"), logging.StreamHandler()  # writes to stderr, as Ray's do
+    data_logger.addHandler(handler)
+    write = logging_utils.MLFLOW_LOGGING_STREAM.write
+    try:
+        console.into_log_file("ray")
+        data_logger.warning("Estimated parquet encoding ratio is 3.256.")
+        console.attach_mlflow()
+        logging_utils.eprint("Successfully registered model 'smoke-gan'.")
+    finally:
+        data_logger.removeHandler(handler)
+        logging_utils.MLFLOW_LOGGING_STREAM.write = write
+    assert capsys.readouterr().err == ""
+    assert settings.read_text() == "Estimated parquet encoding ratio is 3.256.\nSuccessfully registered model 'smoke-gan'.\n"
+
+
+def test_a_line_ray_repeats_every_second_is_logged_once_per_hundred(settings: Path) -> None:
+    console.configure(False, settings)
+    line = "Failed to query Ray Train Controller actor state. State API may be temporarily unavailable. Continuing to monitor."
+    console._repeats.clear()
+    for _ in range(250):
+        console.forward({"lines": [line, "other"], "pid": 7, "actor_name": "PlacementGroupCleaner"}, print)
+    logged = settings.read_text().splitlines()
+    assert logged.count("(PlacementGroupCleaner pid=7) other") == 250
+    assert [x for x in logged if "Failed" in x] == [f"(PlacementGroupCleaner pid=7) {line}" + n for n in ("", " (100 times so far)", " (200 times so far)")]

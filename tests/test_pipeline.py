@@ -72,7 +72,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     shutil.rmtree(Path(after_third[-1]["report"]).parent)  # a cached result whose files are gone
     fourth = cli(workdir, "run", "-c", SMOKE)
     assert fourth.returncode == 0, fourth.stderr[-3000:]
-    return {"workdir": workdir, "failed": failed, "second": after_second[-1], "third": after_third[-1], "fourth": summaries(workdir)[-1]}
+    return {"workdir": workdir, "failed": failed, "second": after_second[-1], "third": after_third[-1], "fourth": summaries(workdir)[-1],
+            "second_output": second.stdout + second.stderr}
+
+
+def test_the_terminal_shows_the_pipeline_and_the_log_file_the_libraries(runs: dict) -> None:
+    """The first registration: MLflow creates its tables and says it registered; none of it on the terminal (which here is
+    no terminal), all of it in the run's log file."""
+    chatter = ("Successfully registered model", "Creating initial MLflow database tables")
+    assert not [line for line in runs["second_output"].splitlines() if any(c in line for c in (*chatter, "tqdm", "parquet"))]
+    logs = "".join(path.read_text() for path in (runs["workdir"] / "gan-work" / "logs").glob("*-gan-pipeline-*.log"))
+    assert all(c in logs for c in chatter)
 
 
 def test_injected_failures_fail_the_flow_and_training_resumed_from_its_checkpoint(runs: dict) -> None:
