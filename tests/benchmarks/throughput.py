@@ -1,6 +1,6 @@
 """Benchmark: training throughput of one recipe, from a bare loop to Ray Train with N workers, side by side.
 
-Usage: .venv/bin/python tests/benchmarks/throughput.py [--presets recommended,article-mlp] [--seconds 60] [--workers 2]
+Usage: .venv/bin/python tests/benchmarks/throughput.py [--presets recommended,article-mlp] [--seconds 60] [--workers 2] [--repeat 3]
 
 For each preset, on the bundled MNIST training split, one after another on the same machine:
 - `bare`: a plain PyTorch loop written out here: the same networks, objective, optimiser, global batch
@@ -11,14 +11,16 @@ For each preset, on the bundled MNIST training split, one after another on the s
 - `ray-N`: the same with N workers (DDP over gloo), the global batch kept: batch_size / N per worker.
 Steady state leaves out the first epoch (`bare`: the first 20 steps): images over the wall clock
 between the end of the first epoch and the end of the last, so checkpoints, sample grids and Ray
-Train's reports between epochs count. Quick FIDs are off (evaluation, not training). Prints one
-table per preset with each figure's ratio to `bare`, and the JSON of all rows last.
+Train's reports between epochs count. Quick FIDs are off (evaluation, not training). With `--repeat R` the rows run
+R times in turn (bare, loop, ray-1, ray-N, bare, ...), each ratio taken to its own repeat's `bare`: the table gives the
+median and the range of the R ratios. Prints one table per preset, and the JSON of all rows last.
 """
 
 import argparse
 import copy
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -118,7 +120,7 @@ def ray_train(preset: str, workers: int, seconds: float, workdir: Path) -> tuple
     base = load_config([ROOT / "conf" / "pipeline.yaml", preset_path(preset)])
     cfg = load_config([ROOT / "conf" / "pipeline.yaml", preset_path(preset)], [
         f"runtime.workdir={workdir}", f"ray.num_workers={workers}", f"train.batch_size={base.train.batch_size // workers}",
-        f"ray.cpus_per_worker={min(base.ray.cpus_per_worker, ((os.cpu_count() or 1) - 1) / workers)}",  # leave a CPU for Ray Data's reads
+        f"ray.cpus_per_worker={min(base.ray.cpus_per_worker, ((os.cpu_count() or 1) - 1) / workers)}",  # as a run with ray.loader ray-data
         f"train.max_minutes={seconds / 60}", "train.epochs=100000", "train.fid_every_epochs=0", f"train.seed={time.time_ns() % 10**6}",
     ])
     out = train_stage(cfg, ingest(cfg))
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="training seconds per measurement")
     parser.add_argument("--workers", type=int, default=2, help="N of the ray-N row")
     parser.add_argument("--only", default="bare,loop,ray-1,ray-N", help="which rows to run")
+    parser.add_argument("--repeat", type=int, default=1, help="times each row runs, in turn with the others")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
@@ -155,21 +158,25 @@ def main() -> None:
                 "ray-1": lambda: ray_train(preset, 1, args.seconds, Path(folder)),
                 "ray-N": lambda: ray_train(preset, args.workers, args.seconds, Path(folder)),
             }
-            figures = {}
-            for name in args.only.split(","):
-                print(f"[throughput] {preset}: {name} ...", flush=True)
-                figures[name] = runs[name]()
-                torch.set_num_threads(cores)  # a worker in this process may have changed it
-            base = figures.get("bare", (None,))[0]
-            print(f"\n{preset} (global batch {recipe.train.batch_size}, {cores} cores)")
-            print(f"{'run':<8}{'img/s':>10}{'x bare':>9}{'epochs':>8}")
-            for name, (rate, epochs) in figures.items():
-                label = name.replace("-N", f"-{args.workers}")
-                print(f"{label:<8}{rate:>10.0f}{(rate / base if base else float('nan')):>9.3f}{epochs or '':>8}")
-                rows.append({"preset": preset, "run": label, "images_per_sec": round(rate, 1),
-                             "ratio_to_bare": round(rate / base, 3) if base else None, "epochs": epochs})
+            figures: dict[str, list[tuple[float, int | None]]] = {name: [] for name in args.only.split(",")}
+            for repeat in range(args.repeat):
+                for name in figures:
+                    print(f"[throughput] {preset}: {name} ({repeat + 1} of {args.repeat}) ...", flush=True)
+                    figures[name].append(runs[name]())
+                    torch.set_num_threads(cores)  # a worker in this process may have changed it
+            bases = [rate for rate, _ in figures.get("bare", [])]
+            print(f"\n{preset} (global batch {recipe.train.batch_size}, {cores} cores, {args.repeat} repeat(s))")
+            print(f"{'run':<8}{'img/s (median)':>16}{'x bare (median)':>17}{'x bare (range)':>18}{'epochs':>8}")
+            for name, measured in figures.items():
+                label, rates = name.replace("-N", f"-{args.workers}"), [rate for rate, _ in measured]
+                ratios = [rate / base for rate, base in zip(rates, bases)]
+                spread = f"{min(ratios):.3f}-{max(ratios):.3f}" if ratios else ""
+                ratio = statistics.median(ratios) if ratios else float("nan")
+                print(f"{label:<8}{statistics.median(rates):>16.0f}{ratio:>17.3f}{spread:>18}{measured[-1][1] or '':>8}")
+                rows.append({"preset": preset, "run": label, "images_per_sec": [round(r, 1) for r in rates],
+                             "ratio_to_bare": [round(r, 3) for r in ratios], "epochs": [e for _, e in measured]})
             print(flush=True)
-    print(json.dumps({"cores": cores, "torch": torch.__version__, "seconds": args.seconds, "rows": rows}))
+    print(json.dumps({"cores": cores, "torch": torch.__version__, "seconds": args.seconds, "repeat": args.repeat, "rows": rows}))
 
 
 if __name__ == "__main__":
