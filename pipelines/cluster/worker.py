@@ -18,7 +18,7 @@ import torch
 
 from gan import checkpoint as ckpt
 from gan.batches import Batch, in_memory_batches
-from gan.config import TrainConfig
+from gan.config import TrainConfig, device_batch
 from gan.data.reader import decode_images
 from gan.distributed import WorkerContext, gather, rank_seed
 from gan.images import save_grid
@@ -189,7 +189,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # EMA horizon always.
     init = ckpt.load_bytes(loop_config["init"], "the warm start's parent state") if loop_config["init"] else None
 
-    batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx)
+    # Batches of the size this worker's device trains on (train.gpu_batch_size on a GPU, when set: gan.config.device_batch).
+    shard_cfg = cfg.train.model_copy(update={"batch_size": device_batch(cfg.train, ctx.device.type == "cuda")})
+    batches = shard_batches(ray.train.get_dataset_shard("train"), shard_cfg, image_shape, ctx)
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
         for index, batch in enumerate(batches(epoch)):
