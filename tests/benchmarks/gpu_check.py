@@ -207,7 +207,9 @@ def run_loop(recipe: Recipe, shape: tuple[int, ...], device: torch.device, steps
 
 
 def finite(sink: Keeper) -> bool:
-    return bool(sink.metrics) and all(math.isfinite(v) for v in sink.metrics.values())
+    """Every epoch statistic finite, with no watchdog rollback on the way (which would have hidden a NaN)."""
+    metrics = sink.metrics
+    return bool(metrics) and all(math.isfinite(v) for v in metrics.values()) and not metrics.get("watchdog_rollbacks")
 
 
 def line(ok: bool, what: str, detail: str) -> bool:
