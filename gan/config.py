@@ -298,7 +298,7 @@ def batch_lr_factor(train: TrainConfig, cuda: bool) -> float:
     return math.sqrt(device_batch(train, cuda) / train.batch_size)
 
 
-def capture_problem(recipe: "Recipe", world_size: int = 1) -> str | None:
+def capture_problem(recipe: Recipe, world_size: int = 1) -> str | None:
     """Why a run's training step cannot be captured whole as a CUDA graph (gan/capture.py), or None when it can. A graph
     replays fixed kernels with fixed arguments: whatever the host decides afresh at each step cannot be inside it."""
     if world_size > 1:
