@@ -25,9 +25,9 @@ def in_memory_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, s
 
 
 def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """uint8 images -> floats in [0, 1] on the device (copied from pinned memory without a host sync on GPUs);
-    float data (e.g. 2-D points) as it is."""
-    if device.type == "cuda":
+    """uint8 images -> floats in [0, 1] on the device (copied from pinned memory without a host sync on GPUs; a batch
+    already on the device, as a benchmark keeps its data, is not copied); float data (e.g. 2-D points) as it is."""
+    if device.type == "cuda" and images.device.type == "cpu":
         images = images.pin_memory()
     x = images.to(device, non_blocking=True)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()

@@ -97,12 +97,30 @@ class TrainConfig(Section):
         "a resumed run stops at the same step; 0: train all epochs",
     )
     batch_size: int = Field(64, ge=2, le=65_536, description="images per worker per step (global batch = this x workers)")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="'bf16': G and D forwards under bfloat16 autocast (GPUs, or CPUs with native bf16), the "
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="'bf16': G and D forwards under bfloat16 autocast (GPUs, or CPUs with native bf16), the "
         "objectives, penalties and optimiser state in float32; 'fp16': float16 autocast with a dynamic loss scale per "
-        "network (GradScaler, checkpointed), for GPUs without bf16",
+        "network (GradScaler, checkpointed), for GPUs without bf16; 'auto': bf16 on CUDA devices that support it "
+        "(torch.cuda.is_bf16_supported()), fp32 elsewhere (a CPU run is an fp32 run); the config keeps 'auto', the "
+        "checkpoint's `device_json` what it became",
     )
-    channels_last: bool = Field(False, description="NHWC memory layout for the conv networks and their inputs (faster convolutions on GPUs)")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="NHWC memory layout for the conv networks and their inputs (faster convolutions on GPUs); 'auto': "
+        "on for conv archs on CUDA devices, off on CPUs and for 'mlp'",
+    )
+    capture: bool | Literal["auto"] = Field(
+        False, description="each training phase's whole step (gradients zeroed, forward, backward, clipping, optimiser step) "
+        "recorded once as a CUDA graph over static input buffers and replayed, so a small model's step is a few launches "
+        "(gan/capture.py, docs/recipes.md#on-a-gpu); the eager step's arithmetic but for the learning rate, which the GPU "
+        "reads as a float32 tensor (relative difference below 6e-8); refused with fp16, instance noise and DDP (more than one worker); 'auto': on for CUDA devices "
+        "where not refused (off by default until its speed and equivalence are measured on a GPU: BENCHMARKS.md); true on a "
+        "CPU runs the same static-buffer step without a graph (what the tests check)",
+    )
+    gpu_batch_size: int = Field(
+        0, ge=0, le=65_536, description="images per worker per step on CUDA devices, chosen for throughput; 0: train.batch_size. "
+        "When set, the learning rates are scaled by sqrt(gpu_batch_size / batch_size), the square-root rule for adaptive "
+        "optimisers (Malladi et al. 2022; docs/recipes.md#on-a-gpu); CPU runs keep batch_size and the learning rates",
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the EMA generator (what gets evaluated and registered)")
     ema_warmup: int = Field(10, ge=1, description="EMA warm-up: the decay is min(ema_decay, (1 + t) / (ema_warmup + t)) at G step t")
     ema_bn_batches: int = Field(
@@ -268,6 +286,31 @@ def warm_started(train: TrainConfig) -> TrainConfig:
     return train.model_copy(update={"epochs": max(1, math.ceil(train.epochs * share)), "max_minutes": train.max_minutes * share})
 
 
+def device_batch(train: TrainConfig, cuda: bool) -> int:
+    """Images per worker per step on a CUDA device (`cuda`) or elsewhere: train.gpu_batch_size on CUDA when set, else
+    train.batch_size. What the data side batches by (the loop takes the batches it is given)."""
+    return train.gpu_batch_size if cuda and train.gpu_batch_size else train.batch_size
+
+
+def batch_lr_factor(train: TrainConfig, cuda: bool) -> float:
+    """The learning rates' factor for `device_batch`: sqrt(new batch / batch_size), the square-root rule that keeps an
+    adaptive optimiser's (Adam, RMSprop) update noise per image as it was (Malladi et al. 2022, "On the SDEs and Scaling
+    Rules for Adaptive Gradient Algorithms"; the linear rule of Goyal et al. 2017 is SGD's). 1 when the batch is kept."""
+    return math.sqrt(device_batch(train, cuda) / train.batch_size)
+
+
+def capture_problem(recipe: Recipe, world_size: int = 1) -> str | None:
+    """Why a run's training step cannot be captured whole as a CUDA graph (gan/capture.py), or None when it can. A graph
+    replays fixed kernels with fixed arguments: whatever the host decides afresh at each step cannot be inside it."""
+    if world_size > 1:
+        return f"{world_size} DDP workers: DDP's gradient all-reduce is not captured here"
+    if recipe.train.precision == "fp16":
+        return "train.precision 'fp16': its loss scaler decides on the host, at every step, whether to step and how to rescale"
+    if recipe.reg.instance_noise > 0:
+        return "reg.instance_noise: its level, annealed at every step, is a host number a graph would freeze"
+    return None
+
+
 def policy(diffaugment: str) -> list[str]:
     """'translation, cutout' -> ['translation', 'cutout']."""
     return [p.strip() for p in diffaugment.split(",") if p.strip()]
@@ -307,6 +350,8 @@ def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> 
         raise ConfigError("config error: model.conditional and InfoGAN codes (model.info_*) exclude each other; pick one")
     if train.loss == "wgan" and model.spectral_norm:
         raise ConfigError("config error: train.loss 'wgan' clips D's weights, which fights model.spectral_norm; use one Lipschitz constraint")
+    if train.capture is True and (problem := capture_problem(recipe)):
+        raise ConfigError(f"config error: train.capture = true cannot capture this recipe's step: {problem}; use 'auto' or false")
     if train.loss == "wgan" and reg.r1_gamma:
         raise ConfigError("config error: reg.r1_gamma with train.loss 'wgan': the lazy R1 step would leave D's weights unclipped; use wgan-gp")
     if image_shape is not None and len(image_shape) == 3:

@@ -3,7 +3,9 @@
 Phases (as in stylegan2-ada's `training/loss.py`): 'D' (the adversarial D loss, with the gradient
 penalty and the InfoGAN term when configured), 'Dreg' (lazy R1 on real images) and 'G'. Augmentation,
 instance noise, the class input c and the choice of DDP-wrapped or bare module live in `run_G` and
-`run_D` only; the objective comes from the `LOSSES` table. No optimiser is stepped here.
+`run_D` only; the objective comes from the `LOSSES` table. No optimiser is stepped here. A phase's draws
+from the run's latent generator (`draw`) are made before its forward, so a captured step (gan/capture.py)
+takes them as inputs like the batch.
 """
 
 from contextlib import AbstractContextManager, nullcontext
@@ -35,9 +37,10 @@ class GANLoss:
         self.scalers = scalers or {}
 
     def autocast(self, device: torch.device) -> AbstractContextManager:
-        """bf16 or fp16 autocast around a network's forward (train.precision); objectives and penalties stay float32."""
+        """bf16 or fp16 autocast around a network's forward (train.precision); objectives and penalties stay float32.
+        No cast cache: each forward casts each weight once anyway, and a CUDA graph capture must not keep one."""
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.train.precision)
-        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+        return torch.autocast(device.type, dtype=dtype, cache_enabled=False) if dtype is not None else nullcontext()
 
     def backward(self, net: str, loss: Tensor) -> None:
         scaler = self.scalers.get(net)
@@ -58,24 +61,32 @@ class GANLoss:
             out = (self.D if ddp else self.D_plain)(x, c)
         return DOut(*(t if t is None else t.float() for t in out))
 
-    def accumulate_gradients(self, phase: str, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
-        """Forward and backward of one phase on a real batch [N, ...] with its labels [N]; returns detached stats."""
-        return {"D": self._d_main, "Dreg": self._d_reg, "G": self._g_main}[phase](real, labels, gen, progress)
+    def draw(self, phase: str, real: Tensor, labels: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
+        """The phase's draws from the run's latent generator, in the order its phase used to make them: latents z [N, dim]
+        for a batch the size of `real` ('D', 'G'), with c [N] for conditional models (the real batch's labels: the
+        data's class mix), then wgan-gp's interpolation weights alpha [N, 1, ...] ('D'); none for 'Dreg'."""
+        if phase == "Dreg":
+            return {}
+        z, c = self.latent.sample(len(real), gen, real.device, labels=labels)
+        draws = {"z": z} if c is None else {"z": z, "c": c}
+        if phase == "D" and self.objective.lipschitz == "gp":
+            draws["alpha"] = R.interpolation_weights(real, gen)
+        return draws
 
-    def _fakes(self, real: Tensor, labels: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        """Latents for a batch the size of `real`; conditional fakes take the real batch's labels (the data's class mix)."""
-        return self.latent.sample(len(real), gen, real.device, labels=labels)
+    def accumulate_gradients(self, phase: str, real: Tensor, labels: Tensor, draws: dict[str, Tensor], progress: float) -> dict[str, Tensor]:
+        """Forward and backward of one phase on a real batch [N, ...] with its labels [N] and its `draw`; returns detached stats."""
+        return {"D": self._d_main, "Dreg": self._d_reg, "G": self._g_main}[phase](real, labels, draws, progress)
 
-    def _d_main(self, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
+    def _d_main(self, real: Tensor, labels: Tensor, draws: dict[str, Tensor], progress: float) -> dict[str, Tensor]:
         n = len(real)
-        z, c = self._fakes(real, labels, gen)
+        z, c = draws["z"], draws.get("c")
         # Fakes from the bare G without a graph: a DDP forward with no backward would leave DDP waiting.
         with torch.no_grad():
             fake = self.run_G(z, c, ddp=False)
         # One D forward for everything D judges in this phase, so a DDP-wrapped D sees one forward per backward.
         batch, parts = [real, fake], [n, n]
         if self.objective.lipschitz == "gp":
-            interp = R.interpolates(real, fake, gen)
+            interp = R.interpolates(real, fake, draws["alpha"])
             batch, parts = [real, fake, interp], [n, n, n]
         cs = None if c is None else torch.cat([labels, c] + ([labels] if len(parts) == 3 else []))
         out = self.run_D(torch.cat(batch), cs, progress)
@@ -93,7 +104,7 @@ class GANLoss:
         self.backward("D", loss)
         return {k: v.detach() for k, v in stats.items()}
 
-    def _d_reg(self, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
+    def _d_reg(self, real: Tensor, labels: Tensor, draws: dict[str, Tensor], progress: float) -> dict[str, Tensor]:
         """Lazy R1: gamma/2 * E|grad D(x)|^2, applied every r1_every steps and weighted by r1_every (Karras et al. 2020)."""
         real = real.detach().requires_grad_(True)
         out = self.run_D(real, labels if self.latent.num_classes else None, progress)
@@ -106,8 +117,8 @@ class GANLoss:
         self.backward("D", loss)
         return {"r1": penalty.detach()}
 
-    def _g_main(self, real: Tensor, labels: Tensor, gen: torch.Generator, progress: float) -> dict[str, Tensor]:
-        z, c = self._fakes(real, labels, gen)
+    def _g_main(self, real: Tensor, labels: Tensor, draws: dict[str, Tensor], progress: float) -> dict[str, Tensor]:
+        z, c = draws["z"], draws.get("c")
         fake = self.run_G(z, c)
         # Gradients flow through the bare, frozen D: none computed for D's weights, none all-reduced.
         self.D_plain.requires_grad_(False)

@@ -52,8 +52,29 @@ def lr_factor(cfg: OptimConfig, progress: float) -> float:
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's learning rate; a tensor one is filled in place, where a captured step reads it (`capture_ready`)."""
     for group in opt.param_groups:
-        group["lr"] = lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def capture_ready(opt: torch.optim.Optimizer, device: torch.device, capture: bool) -> None:
+    """With `capture`, an optimiser whose step can be replayed from a CUDA graph: its learning rate a tensor on the device
+    (a Python float would be frozen into the graph; `set_lr` fills the tensor), `capturable` on CUDA (step counts stay on
+    the device and no step reads one back). Without, the plain float learning rate again (a captured run's checkpoint
+    resumed uncaptured). CUDA's fused kernels read a tensor learning rate as float32 where an eager step passes a double:
+    the one difference between a captured and an eager CUDA step (the rate rounded, relative error below 6e-8). On a CPU
+    it is float64, which keeps the CPU stand-in's arithmetic bit for bit the eager step's."""
+    cuda = device.type == "cuda"
+    for group in opt.param_groups:
+        lr = float(group["lr"])  # a host read, once per set-up (and per watchdog rollback)
+        group["lr"] = torch.tensor(lr, dtype=torch.float32 if cuda else torch.float64, device=device) if capture else lr
+        group["capturable"] = capture and cuda
+    for state in opt.state.values() if capture and cuda else ():
+        if isinstance(state.get("step"), torch.Tensor):  # on the host when an uncaptured, unfused run saved it
+            state["step"] = state["step"].to(device, torch.float32)
 
 
 @torch.no_grad()

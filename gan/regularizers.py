@@ -22,9 +22,14 @@ def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
     return input_gradient(real_logits, real).square().flatten(1).sum(1).mean()
 
 
-def interpolates(real: Tensor, fake: Tensor, gen: torch.Generator | None = None) -> Tensor:
-    """Points on straight lines between paired real and fake samples, uniformly placed (Gulrajani et al. 2017)."""
-    alpha = torch.rand(len(real), *([1] * (real.dim() - 1)), generator=gen, device=real.device)
+def interpolation_weights(real: Tensor, gen: torch.Generator | None = None) -> Tensor:
+    """One uniform weight in [0, 1) per sample of `real`, shaped [N, 1, ...] to broadcast over it, for `interpolates`."""
+    return torch.rand(len(real), *([1] * (real.dim() - 1)), generator=gen, device=real.device)
+
+
+def interpolates(real: Tensor, fake: Tensor, alpha: Tensor) -> Tensor:
+    """Points on straight lines between paired real and fake samples, at the weights `alpha` (`interpolation_weights`:
+    uniformly placed, Gulrajani et al. 2017)."""
     return (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
 
 

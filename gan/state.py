@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from gan.config import Recipe
+from gan.device import for_device
 from gan.latent import Latent
 from gan.networks import build_discriminator, build_generator
 from gan.optim import build_optimizer, lazy_ratio
@@ -88,7 +89,9 @@ def d_ratio(recipe: Recipe) -> float:
 
 
 def build_state(recipe: Recipe, image_shape: tuple[int, ...], latent: Latent, device: torch.device) -> TrainingState:
-    """Fresh networks and optimisers. Seeded identically on every rank (DDP also broadcasts rank 0's weights)."""
+    """Fresh networks and optimisers, as `device` runs the recipe (`device.for_device`: 'auto' settings made concrete).
+    Seeded identically on every rank (DDP also broadcasts rank 0's weights)."""
+    recipe = for_device(recipe, device)
     torch.manual_seed(recipe.train.seed)
     G = build_generator(recipe.model, image_shape, latent).to(device)
     D = build_discriminator(recipe.model, image_shape, latent).to(device)

@@ -3,7 +3,8 @@
 Each batch walks the phases ('D' every batch, lazy 'Dreg' every r1_every, 'G' every n_critic); the
 loss object does the phase's forward and backward, the loop clips, penalises and steps. Tracking
 stays outside: numbers, sample images and checkpoint state go to a `Sink`. Beside it: the EMA generator
-(`gan.ema`), batches (`gan.batches`), the watchdog (`gan.watchdog`), the stats (`gan.stats`).
+(`gan.ema`), batches (`gan.batches`), the watchdog (`gan.watchdog`), the stats (`gan.stats`), what the
+device makes of the recipe's 'auto' settings (`gan.device`) and the phases' CUDA graphs (`gan.capture`).
 """
 
 import json
@@ -18,8 +19,10 @@ from torch import nn
 
 from gan import distributed, optim, watchdog
 from gan.batches import Batch, to_model_input
+from gan.capture import StepGraphs
 from gan.choices import check_choices
 from gan.config import Recipe, TrainConfig, check_recipe
+from gan.device import device_settings, for_device
 from gan.ema import EMA, ema_g_steps
 from gan.latent import Latent
 from gan.loss import GANLoss
@@ -69,9 +72,9 @@ def build_phases(recipe: Recipe, s: TrainingState, after_g: Callable[[], None]) 
     return phases
 
 
-def step_phase(phase: Phase, recipe: Recipe, progress: float, lr_scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """After the phase's backward: fp16's unscaling, L1 subgradient, gradient clipping, scheduled (and rollback-scaled)
-    learning rate, the step (skipped by fp16's scaler when a gradient overflowed), the loss scale's update."""
+def step_phase(phase: Phase) -> dict[str, torch.Tensor]:
+    """After the phase's backward: fp16's unscaling, L1 subgradient, gradient clipping, the step at the learning rate
+    set before (skipped by fp16's scaler when a gradient overflowed), the loss scale's update."""
     stats = {}
     phase.scaler.unscale_(phase.opt)
     if phase.l1:
@@ -81,12 +84,41 @@ def step_phase(phase: Phase, recipe: Recipe, progress: float, lr_scale: float = 
         if phase.scaler.is_enabled():  # fp16: an overflowed step is expected, skipped by the scaler, and logged as 0
             norm = torch.where(norm.isfinite(), norm, torch.zeros_like(norm))
         stats[f"grad_norm_{phase.name.lower()}"] = norm
-    optim.set_lr(phase.opt, phase.lr * lr_scale * optim.lr_factor(recipe.optim, progress))
     with optim.weight_decay_off(phase.opt, not phase.weight_decay):
         phase.scaler.step(phase.opt)
     phase.scaler.update()
-    if phase.after_step is not None:
-        phase.after_step()
+    return stats
+
+
+def phase_step(phase: Phase, loss: GANLoss, real: torch.Tensor, labels: torch.Tensor, draws: dict[str, torch.Tensor],
+               progress: float, fresh_gradients: bool = True) -> dict[str, torch.Tensor]:
+    """One phase's whole step on a batch: its gradients zeroed, forward and backward, their treatments, the optimiser's
+    step; its stats. `fresh_gradients` False zeroes the gradient tensors in place, as a captured step must (the graph
+    writes where they are); the values are the same."""
+    phase.opt.zero_grad(set_to_none=fresh_gradients)
+    stats = loss.accumulate_gradients(phase.name, real, labels, draws, progress)
+    return {**stats, **step_phase(phase)}
+
+
+def train_step(step: int, phases: list[Phase], loss: GANLoss, graphs: StepGraphs | None, recipe: Recipe, real: torch.Tensor,
+               labels: torch.Tensor, gen: torch.Generator, progress: float, lr_scale: float) -> dict[str, torch.Tensor]:
+    """Batch number `step` (from 0): every phase due at it, in order, each at its scheduled (and rollback-scaled) learning
+    rate, with its draws from `gen`, eagerly or replayed from its graph (`graphs`: train.capture), then its after-step
+    hook; their stats, still tensors (no host sync)."""
+    stats: dict[str, torch.Tensor] = {}
+    for phase in (p for p in phases if (step + 1) % p.every == 0):
+        optim.set_lr(phase.opt, phase.lr * lr_scale * optim.lr_factor(recipe.optim, progress))
+        draws = loss.draw(phase.name, real, labels, gen)
+        if graphs is None:
+            stats |= phase_step(phase, loss, real, labels, draws, progress)
+        else:  # the same step on static buffers: the batch, its labels and the draws are its inputs. Bound now, as the
+            # graph is: this phase, its draws' names and the progress (which no capturable step reads: instance noise is refused)
+            def body(b: dict[str, torch.Tensor], phase: Phase = phase, names: tuple = tuple(draws), at: float = progress) -> dict[str, torch.Tensor]:
+                return phase_step(phase, loss, b["real"], b["labels"], {k: b[k] for k in names}, at, fresh_gradients=False)
+
+            stats |= graphs.run(phase.name, body, {"real": real, "labels": labels, **draws})
+        if phase.after_step is not None:
+            phase.after_step()
     return stats
 
 
@@ -172,22 +204,31 @@ def train(
     """Train for `recipe.train.epochs` epochs (or those its time budget buys: `planned_epochs`), resuming from a checkpoint state if given, else
     warm-started from `init` (a parent's checkpoint state: `state.warm_start`) if given.
 
-    `steps_per_epoch` sizes the schedules (learning rate, instance noise); by default it is measured in
+    `epoch_batches(epoch)` yields that epoch's batches of `config.device_batch` images (train.gpu_batch_size on CUDA
+    when set). `steps_per_epoch` sizes the schedules (learning rate, instance noise); by default it is measured in
     the first epoch. `quick_fid(G_ema, latent)` is called on rank 0 every `fid_every_epochs`, and before the first
     step of a warm start (the parent's quality, at 0 s). `nan_at_step`: a drill of the watchdog, D's weights turned NaN
     after that step, once.
     """
     check_recipe(recipe, image_shape)
     check_choices(recipe)
+    # The recipe as this device runs it ('auto' made concrete); the config saved with the checkpoints stays the one given.
+    given, recipe = recipe, for_device(recipe, ctx.device, ctx.world_size)
     t, device = recipe.train, ctx.device
     latent = Latent.of(recipe.model, num_classes)
+    if ctx.is_main and device.type != "cpu":
+        print(f"[train] {json.dumps(device_settings(recipe, device))}", flush=True)
     # 1. The state; DDP in this one block (s.G and s.D stay the plain modules underneath); the EMA, whose horizon goes on
-    # over a warm start's parent's (a warm-up from zero would make it forget the parent's average); the watchdog.
+    # over a warm start's parent's (a warm-up from zero would make it forget the parent's average); the watchdog; the
+    # optimisers' learning rates as a captured step reads them, and its graphs.
     s = start_state(recipe, image_shape, latent, ctx, resume, init)
     s.schedule_steps = s.schedule_steps or (steps_per_epoch or 0) * t.epochs  # 0: measured in the first epoch
     loss = GANLoss(recipe, latent, distributed.wrap(s.G, ctx), distributed.wrap(s.D, ctx), s.G, s.D, {"G": s.scaler_G, "D": s.scaler_D})
     ema = EMA(s, t, latent, device, offset=0 if init is None else ema_g_steps(init))
     phases, dog = build_phases(recipe, s, ema.update), watchdog.Watchdog(s, t)
+    for opt in (s.opt_G, s.opt_D):
+        optim.capture_ready(opt, device, t.capture)
+    graphs = StepGraphs(device) if t.capture else None
     dog.keep()
     z_fixed, c_fixed = (x if x is None else x.to(device) for x in fixed_latents(t.seed, t.num_sample_images, latent))
 
@@ -195,7 +236,8 @@ def train(
         ema.ready()  # its BatchNorm statistics, before the state is read
         return {
             **s.state_dict(), "rng": {"torch": torch.get_rng_state(), "seed": t.seed},
-            "config_json": json.dumps(config_snapshot or recipe.model_dump(mode="json")),
+            "config_json": json.dumps(config_snapshot or given.model_dump(mode="json")),
+            "device_json": json.dumps(device_settings(recipe, device)),
             "image_shape": list(image_shape), "num_classes": num_classes, "ema_g_steps": ema.g_steps(),
         }
 
@@ -219,10 +261,7 @@ def train(
             if ctx.is_main:
                 dog.see_real(real)
             progress = min(1.0, s.step / s.schedule_steps) if s.schedule_steps else 0.0
-            for phase in (p for p in phases if (s.step + 1) % p.every == 0):
-                phase.opt.zero_grad(set_to_none=True)
-                window.add(loss.accumulate_gradients(phase.name, real, labels, gen, progress))
-                window.add(step_phase(phase, recipe, progress, s.lr_scale))
+            window.add(train_step(s.step, phases, loss, graphs, recipe, real, labels, gen, progress, s.lr_scale))
             s.step, steps_in_epoch, images_seen = s.step + 1, steps_in_epoch + 1, images_seen + len(real)
             warm_from = time.perf_counter() if steps_in_epoch == WARM_STEPS else warm_from
             if s.step == nan_at_step and not watchdog.rollbacks(s.events):  # the drill fires once per run
@@ -242,6 +281,8 @@ def train(
             problem = dog.problem(metrics)
             if max(distributed.gather(float(problem is not None), ctx)):
                 dog.roll_back(problem or "non-finite numbers on another rank")
+                if graphs is not None:
+                    graphs.reset()  # the optimisers hold the good state's tensors now: captured again
                 continue
             dog.watch_balance(metrics, ctx.is_main)
         last = s.epoch == (s.epochs_planned or t.epochs)

@@ -113,7 +113,7 @@ class Watchdog:
         kept = s.train_seconds, s.epoch_log, s.history, s.lr_scale * 0.5, s.epochs_planned
         event = {"epoch": s.epoch, "step": s.step, "kind": ROLLBACK, "detail": f"{problem}; back to epoch {self.good['epoch']}, learning rates x{kept[3]:g}"}
         events = [*s.events, event]
-        s.load_state_dict(self.good)
+        s.load_state_dict(copy.deepcopy(self.good))  # an optimiser keeps the tensors it loads: training on must not change `good`
         s.train_seconds, s.epoch_log, s.history, s.lr_scale, s.epochs_planned = kept
         self.d_wins_streak = 0  # the epochs it counted were rolled back
         s.events = events

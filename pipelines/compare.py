@@ -32,7 +32,7 @@ def result_row(name: str, cfg: PipelineConfig, summary: dict) -> dict:
     and throughput."""
     report = json.loads(Path(summary["report"]).read_text())
     model, floor = report["model"], report["real_vs_real"]
-    images = report["step"] * cfg.train.batch_size * cfg.ray.num_workers
+    images = report["step"] * cfg.worker_batch * cfg.ray.num_workers
     return {
         "preset": name, "metrics": report["metrics"], "fid": model["fid"], "floor_fid": floor["fid"], "fid_over_floor": model["fid"] / floor["fid"],
         "steps": report["step"], "epochs": report["epoch"],

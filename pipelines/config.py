@@ -12,7 +12,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from gan.config import (
-    ConfigError, DataConfig, EvalConfig, Recipe, Section, TrainConfig, check_eval, check_recipe,
+    ConfigError, DataConfig, EvalConfig, Recipe, Section, TrainConfig, capture_problem, check_eval, check_recipe, device_batch,
 )
 from gan.data.errors import DataError
 from gan.hashing import sha256, sha256_json
@@ -125,6 +125,11 @@ class PipelineConfig(Recipe):
         """The sections that decide how the GAN trains, as the library takes them."""
         return Recipe(model=self.model, train=TrainConfig(**self.train.model_dump()), reg=self.reg, optim=self.optim)
 
+    @property
+    def worker_batch(self) -> int:
+        """Images per worker per step as the workers batch them: train.gpu_batch_size on GPU workers when set."""
+        return device_batch(self.train, self.ray.use_gpu)
+
 
 def keys(section: str | None = None) -> list[tuple[str, str, str]]:
     """Every config key as (section.key, default, help), in the models' order: what `gan-pipeline keys` prints and
@@ -172,6 +177,8 @@ def load_config(paths: str | Path | list | None = None, overrides: list[str] = (
         key, value, allowed = bad
         raise ConfigError(f"config error: {key} = {value!r} ({_origin(key, ', '.join(map(str, files)) or 'defaults', overrides)}): {allowed}")
     check_recipe(cfg.recipe)
+    if cfg.train.capture is True and (problem := capture_problem(cfg.recipe, cfg.ray.num_workers)):
+        raise ConfigError(f"config error: train.capture = true cannot capture this run's step: {problem}; use 'auto' or false")
     check_eval(cfg.eval)
     if cfg.ray.loader == "parquet" and not cfg.train.cache_shard:
         raise ConfigError("config error: ray.loader = 'parquet' keeps each worker's rows in memory, but train.cache_shard = false "
@@ -251,10 +258,11 @@ def _origin(key: str, files: str, overrides: list[str]) -> str:
 def check_batch_fits(cfg: "PipelineConfig", train_rows: int) -> None:
     """Every worker must get at least one full batch per epoch."""
     per_worker = train_rows // cfg.ray.num_workers
-    if per_worker < cfg.train.batch_size:
+    if per_worker < cfg.worker_batch:
+        key = "train.batch_size" if cfg.worker_batch == cfg.train.batch_size else "train.gpu_batch_size"
         raise DataError(
-            f"train.batch_size = {cfg.train.batch_size}: each of {cfg.ray.num_workers} workers holds only {per_worker} "
-            "training images; lower train.batch_size or ray.num_workers"
+            f"{key} = {cfg.worker_batch}: each of {cfg.ray.num_workers} workers holds only {per_worker} "
+            f"training images; lower {key} or ray.num_workers"
         )
 
 

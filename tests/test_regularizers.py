@@ -52,7 +52,7 @@ def test_gradient_penalty_is_zero_for_unit_gradient_norm_and_squared_distance_fr
 
 def test_interpolates_lie_on_the_segments_between_real_and_fake() -> None:
     real, fake = images(0), images(1)
-    interp = R.interpolates(real, fake, torch.Generator().manual_seed(0))
+    interp = R.interpolates(real, fake, R.interpolation_weights(real, torch.Generator().manual_seed(0)))
     assert interp.shape == real.shape and interp.requires_grad and interp.is_leaf
     # x_hat = fake + alpha (real - fake), one alpha in [0, 1] per sample
     alpha = ((interp - fake) / (real - fake)).flatten(1)

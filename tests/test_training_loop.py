@@ -322,7 +322,9 @@ def test_a_gpu_batch_goes_through_pinned_memory_without_a_host_sync() -> None:
     pinned (pinning needs an accelerator)."""
     from gan.batches import to_model_input  # noqa: PLC0415
 
-    class Batch:  # a uint8 batch that records what is done to it
+    class Batch:  # a uint8 batch in host memory that records what is done to it
+        device = torch.device("cpu")
+
         def __init__(self) -> None:
             self.calls: list = []
 

@@ -130,6 +130,24 @@ def test_a_worker_group_that_cannot_be_placed_becomes_one_line_naming_what_and_w
     assert placement_failure(ControllerError(RuntimeError("other")), cfg, resources, str(tmp_path)) is None
 
 
+def test_a_second_rollback_to_the_same_good_state_restores_it_as_the_first_did() -> None:
+    """An optimiser loading a state keeps that state's tensors and steps them in place: the rollback loads a copy, or
+    training on after it would change the good state that the next rollback restores."""
+    r = recipe(train=dict(epochs=1))
+    s = build_state(r, SHAPE, Latent.of(r.model, 10), torch.device("cpu"))
+    for p in s.D.parameters():
+        p.grad = torch.ones_like(p)
+    s.opt_D.step()  # moments to keep
+    dog = watchdog.Watchdog(s, r.train)
+    dog.keep()
+    kept = [state["exp_avg"].clone() for state in s.opt_D.state.values()]
+    for rollback in (1, 2):
+        for state in s.opt_D.state.values():
+            state["exp_avg"].add_(1.0)  # training on, in place, as Adam does
+        dog.roll_back("loss_d = nan")
+        assert all(torch.equal(state["exp_avg"], k) for state, k in zip(s.opt_D.state.values(), kept)), f"rollback {rollback}"
+
+
 def test_a_rollback_resets_the_d_wins_streak() -> None:
     """The epochs a streak counted are undone by a rollback: the streak starts again from the restored state."""
     r = recipe(train=dict(epochs=1, loss="ns"))

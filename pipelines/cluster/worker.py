@@ -18,7 +18,7 @@ import torch
 
 from gan import checkpoint as ckpt
 from gan.batches import Batch, in_memory_batches
-from gan.config import TrainConfig
+from gan.config import TrainConfig, device_batch
 from gan.data.manifest import read_manifest
 from gan.data.reader import decode_images, load_split
 from gan.distributed import WorkerContext, gather, rank_seed
@@ -198,10 +198,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # EMA horizon always.
     init = ckpt.load_bytes(loop_config["init"], "the warm start's parent state") if loop_config["init"] else None
 
+    # Batches of the size this worker's device trains on (train.gpu_batch_size on a GPU, when set: gan.config.device_batch).
+    shard_cfg = cfg.train.model_copy(update={"batch_size": device_batch(cfg.train, ctx.device.type == "cuda")})
     if loop_config["dataset_dir"]:
-        batches = parquet_batches(Path(loop_config["dataset_dir"]), cfg.train, ctx)
+        batches = parquet_batches(Path(loop_config["dataset_dir"]), shard_cfg, ctx)
     else:
-        batches = shard_batches(ray.train.get_dataset_shard("train"), cfg.train, image_shape, ctx)
+        batches = shard_batches(ray.train.get_dataset_shard("train"), shard_cfg, image_shape, ctx)
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
         for index, batch in enumerate(batches(epoch)):
