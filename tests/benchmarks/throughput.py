@@ -21,6 +21,7 @@ import copy
 import json
 import os
 import statistics
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -111,8 +112,47 @@ def loop_in_process(recipe: Recipe, images: np.ndarray, labels: np.ndarray, clas
     return steady(sink.epochs)
 
 
-def ray_train(preset: str, workers: int, seconds: float, workdir: Path) -> tuple[float, int]:
-    """The train stage as the pipeline runs it, with conf/pipeline.yaml, the preset, and `workers` workers."""
+class CpuShares(threading.Thread):
+    """Every process's CPU time, read from /proc every second while a row runs: afterwards, each process's share of a core
+    over a window (the steady state), by its name (Ray names its processes: raylet, gcs_server, ray::TrainController...)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            self.samples.append((time.time(), cpu_seconds()))
+
+    def shares(self, start: float, end: float) -> dict[str, float]:
+        """Each named process's CPU seconds per wall second between the first sample after `start` and the last before `end`."""
+        inside = [(t, s) for t, s in self.samples if start <= t <= end]
+        assert len(inside) >= 2, f"{len(inside)} CPU samples in the steady state"
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        named: dict[str, float] = {}
+        for pid, (name, cpu) in last.items():
+            named[name] = named.get(name, 0.0) + (cpu - first.get(pid, (name, 0.0))[1]) / (t1 - t0)
+        return dict(sorted(((n, v) for n, v in named.items() if v >= 0.005), key=lambda kv: -kv[1]))
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """pid -> (its name: the command line's first words, as Ray retitles its processes; user + system CPU seconds)."""
+    ticks, out = os.sysconf("SC_CLK_TCK"), {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            words = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+        except OSError:
+            continue
+        name = " ".join(Path(w).name if i == 0 else w for i, w in enumerate(words[:2]))[:60] or "kernel"
+        out[int(proc.name)] = (name, (int(stat[11]) + int(stat[12])) / ticks)
+    return out
+
+
+def ray_train(preset: str, workers: int, seconds: float, workdir: Path, shares: list[dict] | None = None) -> tuple[float, int]:
+    """The train stage as the pipeline runs it, with conf/pipeline.yaml, the preset, and `workers` workers; with `shares`,
+    every process's share of a core during the steady state is added to it."""
     from pipelines.config import load_config, preset_path  # noqa: PLC0415
     from pipelines.stages.ingest import ingest  # noqa: PLC0415
     from pipelines.stages.train import train as train_stage  # noqa: PLC0415
@@ -123,8 +163,25 @@ def ray_train(preset: str, workers: int, seconds: float, workdir: Path) -> tuple
         f"ray.cpus_per_worker={min(base.ray.cpus_per_worker, ((os.cpu_count() or 1) - 1) / workers)}",  # as a run with ray.loader ray-data
         f"train.max_minutes={seconds / 60}", "train.epochs=100000", "train.fid_every_epochs=0", f"train.seed={time.time_ns() % 10**6}",
     ])
-    out = train_stage(cfg, ingest(cfg))
-    return steady(json.loads(ckpt.load(Path(out["checkpoint"]))["epoch_log_json"]))
+    sampler = CpuShares()
+    sampler.start()
+    try:
+        out = train_stage(cfg, ingest(cfg))
+    finally:
+        sampler.done.set()
+    epoch_log = json.loads(ckpt.load(Path(out["checkpoint"]))["epoch_log_json"])
+    if shares is not None:
+        shares.append(sampler.shares(epoch_log[1]["unix"], epoch_log[-1]["unix"]))
+    return steady(epoch_log)
+
+
+def print_shares(shares: list[dict[str, float]]) -> None:
+    """Each process's share of a core during ray-1's steady state (median over the repeats), largest first."""
+    names = sorted({n for s in shares for n in s}, key=lambda n: -statistics.median(s.get(n, 0.0) for s in shares))
+    print(f"\nray-1, steady state: CPU per process, in cores (median of {len(shares)}; the machine has {os.cpu_count()})")
+    for name in names:
+        print(f"  {statistics.median(s.get(name, 0.0) for s in shares):6.3f}  {name}")
+    print(f"  {statistics.median(sum(s.values()) for s in shares):6.3f}  all")
 
 
 def main() -> None:
@@ -155,10 +212,11 @@ def main() -> None:
             runs = {
                 "bare": lambda: (bare_loop(recipe, images, labels, classes, args.seconds), None),
                 "loop": lambda: loop_in_process(recipe, images, labels, classes, args.seconds),
-                "ray-1": lambda: ray_train(preset, 1, args.seconds, Path(folder)),
+                "ray-1": lambda: ray_train(preset, 1, args.seconds, Path(folder), shares),
                 "ray-N": lambda: ray_train(preset, args.workers, args.seconds, Path(folder)),
             }
             figures: dict[str, list[tuple[float, int | None]]] = {name: [] for name in args.only.split(",")}
+            shares: list[dict[str, float]] = []
             for repeat in range(args.repeat):
                 for name in figures:
                     print(f"[throughput] {preset}: {name} ({repeat + 1} of {args.repeat}) ...", flush=True)
@@ -175,6 +233,8 @@ def main() -> None:
                 print(f"{label:<8}{statistics.median(rates):>16.0f}{ratio:>17.3f}{spread:>18}{measured[-1][1] or '':>8}")
                 rows.append({"preset": preset, "run": label, "images_per_sec": [round(r, 1) for r in rates],
                              "ratio_to_bare": [round(r, 3) for r in ratios], "epochs": [e for _, e in measured]})
+            if shares:
+                print_shares(shares)
             print(flush=True)
     print(json.dumps({"cores": cores, "torch": torch.__version__, "seconds": args.seconds, "repeat": args.repeat, "rows": rows}))
 
