@@ -92,9 +92,10 @@ class TrainConfig(Section):
     n_critic: int = Field(1, ge=1, le=100, description="D steps (each on a fresh real batch) per G step")
     epochs: int = Field(58, ge=1, le=100_000, description="passes over each worker's shard")
     max_minutes: float = Field(
-        0.0, ge=0, description="time budget: after the first epoch, turned once into the epochs it buys at that epoch's pace "
-        "(start-up excluded), ending with the first epoch past this many minutes, at most train.epochs; kept in checkpoints, so "
-        "a resumed run stops at the same step; 0: train all epochs",
+        0.0, ge=0, description="time budget: turned once into the epochs it buys, at the first checkpoint (or once a tenth "
+        "of it is spent), at the pace of the epochs after the first (the first alone: its pace past start-up), ending with "
+        "the first epoch past this many minutes, at most train.epochs; kept in checkpoints, so a resumed run stops at the "
+        "same step; 0: train all epochs",
     )
     batch_size: int = Field(64, ge=2, le=65_536, description="images per worker per step (global batch = this x workers)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(

@@ -134,6 +134,20 @@ def epoch_pace(steps_in_epoch: int, seconds: float, warm: tuple[int, float] | No
     return seconds if not warm or warm[0] <= 0 else warm[1] / warm[0] * steps_in_epoch
 
 
+def plan_due(s: TrainingState, t: TrainConfig) -> bool:
+    """When a time budget is turned into epochs: at the end of the first epoch that checkpoints (so every checkpoint
+    holds the plan, and a run resumed from one reads no clock), or earlier once a tenth of the budget is spent."""
+    return s.epoch >= min(t.checkpoint_every_epochs, t.epochs) or s.train_seconds >= 6.0 * t.max_minutes
+
+
+def budget_pace(epoch_log: list[dict], first_pace: float) -> float:
+    """Seconds per epoch for a time budget's plan: the mean of the epochs after the first (the first ones run slower:
+    start-up, caches, a busy driver; 1,045 img/s against 1,380 later in a default run), or the first epoch's own pace
+    past its start-up when it is the only one."""
+    later = [e["seconds"] for e in epoch_log[1:]]
+    return sum(later) / len(later) if later else first_pace
+
+
 def schedule_steps(s: TrainingState, t: TrainConfig, steps_in_epoch: int) -> int:
     """How many steps the schedules (learning rate, instance noise) run over: every epoch to be trained, all of
     train.epochs or what the time budget bought."""
@@ -147,20 +161,21 @@ def budget_of(train: dict) -> tuple[int, float]:
 
 def close_epoch(s: TrainingState, t: TrainConfig, ctx: distributed.WorkerContext, window: LogWindow, images_seen: int,
                 steps_in_epoch: int, seconds: float, warm: tuple[int, float] | None) -> dict[str, float]:
-    """Count the epoch done, on rank 0's clock, which every rank agrees on; turn a time budget into epochs once (rank 0's
-    plan, kept in the state: a resumed run reads no clock and stops where an uninterrupted one would); size the
-    schedules; the epoch's summary, every stat averaged over the ranks."""
+    """Count the epoch done, on rank 0's clock, which every rank agrees on; turn a time budget into epochs once, when due
+    (rank 0's plan, kept in the state: a resumed run reads no clock and stops where an uninterrupted one would); size the
+    schedules (before the plan: over train.epochs); the epoch's summary, every stat averaged over the ranks."""
     s.epoch += 1
     per_rank = distributed.gather(images_seen, ctx)
     assert min(per_rank) > 0 and len(set(per_rank)) == 1, f"epoch {s.epoch}: images per rank {per_rank} (a batch larger than a shard?)"
     seconds = distributed.gather(seconds, ctx)[0]
     s.train_seconds += seconds
     s.epoch_log.append({"epoch": s.epoch, "step": s.step, "images": sum(per_rank), "seconds": seconds, "unix": time.time()})
-    if t.max_minutes and not s.epochs_planned:
-        plan = planned_epochs(t, s.epoch, s.train_seconds, epoch_pace(steps_in_epoch, seconds, warm))
+    if t.max_minutes and not s.epochs_planned and plan_due(s, t):
+        plan = planned_epochs(t, s.epoch, s.train_seconds, budget_pace(s.epoch_log, epoch_pace(steps_in_epoch, seconds, warm)))
         s.epochs_planned = int(distributed.gather(plan, ctx)[0])
         if ctx.is_main:
-            print(f"[train] time budget {t.max_minutes:g} min: {s.epochs_planned} epochs at the first epoch's pace", flush=True)
+            print(f"[train] time budget {t.max_minutes:g} min: {s.epochs_planned} epochs at the pace of "
+                  f"{f'epochs 2-{s.epoch}' if s.epoch > 1 else 'the first epoch'}", flush=True)
     s.schedule_steps = schedule_steps(s, t, steps_in_epoch)
     local = window.epoch_means()  # the same names on every rank: they run the same phases
     return epoch_summary(s.epoch, s.step, dict(zip(local, distributed.mean(list(local.values()), ctx))), per_rank, seconds)

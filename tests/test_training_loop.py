@@ -21,7 +21,7 @@ from gan.objectives import LOSSES
 from gan.state import ADDED_LATER, STATE_KEYS
 from gan.batches import in_memory_batches
 from gan.ema import ema_beta, recompute_bn_stats
-from gan.training_loop import epoch_pace, planned_epochs, schedule_steps, train
+from gan.training_loop import budget_pace, epoch_pace, plan_due, planned_epochs, schedule_steps, train
 from pipelines.config import PRESETS_DIR, load_config, preset_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -246,31 +246,39 @@ def test_conditional_and_infogan_recipes_train_and_checkpoint(tmp_path: Path, mo
     assert images.shape == (4, *SHAPE) and torch.isfinite(images).all()
 
 
-def test_a_time_budget_is_turned_into_epochs_once_at_the_first_epochs_pace() -> None:
+def test_a_time_budget_is_turned_into_epochs_once_by_the_first_checkpoint() -> None:
     budget = TrainConfig(epochs=100, max_minutes=1.0)  # 60 s, 100 epochs of 10 steps at most
     assert planned_epochs(budget, 1, 6.0, 6.0) == 10  # 6 s epochs: the tenth ends at 60 s
     assert planned_epochs(budget, 1, 7.0, 7.0) == 1 + 8  # the ninth ends past 60 s (63 s)
     assert planned_epochs(budget, 1, 15.0, epoch_pace(10, 15.0, (5, 2.5))) == 1 + 9  # slow start-up: then 5 s epochs
     assert planned_epochs(budget, 1, 0.01, 0.01) == 100 and planned_epochs(budget, 1, 99.0, 99.0) == 1  # the bounds
     assert planned_epochs(budget, 4, 30.0, 10.0) == 4 + 3  # planned again mid-run: the seconds left at the pace now
+    assert budget_pace([{"seconds": 9.0}], 5.0) == 5.0  # planned after the first epoch: its pace past the start-up
+    assert budget_pace([{"seconds": 9.0}, {"seconds": 4.0}, {"seconds": 6.0}], 5.0) == 5.0  # later: the epochs after the first
+    every5 = TrainConfig(epochs=100, max_minutes=1.0, checkpoint_every_epochs=5)
+    assert [plan_due(SimpleNamespace(epoch=e, train_seconds=e * 1.0), every5) for e in (1, 4, 5)] == [False, False, True]  # the first checkpoint
+    assert plan_due(SimpleNamespace(epoch=2, train_seconds=6.0), every5)  # or a tenth of the budget spent
+    assert plan_due(SimpleNamespace(epoch=1, train_seconds=0.1), TrainConfig(epochs=100, max_minutes=1.0, checkpoint_every_epochs=1))
     assert schedule_steps(SimpleNamespace(epochs_planned=9), budget, 10) == 90
     assert schedule_steps(SimpleNamespace(epochs_planned=0), TrainConfig(epochs=7), 10) == 70
 
 
-def test_a_budgeted_run_resumed_on_a_slower_clock_stops_where_it_would_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default config's shape (a time budget): the plan is made once, on the first epoch's clock, and kept in the
-    checkpoint; a resume reads no clock, so it ends at the step and with the weights of the uninterrupted run."""
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_budgeted_run_resumed_on_a_slower_clock_stops_where_it_would_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: int) -> None:
+    """The default config's shape (a time budget): the plan is made once, by the first checkpoint, and kept in it; a
+    resume reads no clock, so it ends at the step and with the weights of the uninterrupted run."""
     import gan.training_loop as loop  # noqa: PLC0415
 
     def clock(tick: float) -> None:  # the loop's clock, moved on by `tick` s at each reading
         now = [0.0]
         monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: now.__setitem__(0, now[0] + tick) or now[0], time=time.time))
 
-    r = recipe(train=dict(epochs=20, max_minutes=0.05, checkpoint_every_epochs=1, sample_every_steps=0), optim=dict(schedule="linear", decay_start=0.0))
+    r = recipe(train=dict(epochs=20, max_minutes=0.05, checkpoint_every_epochs=every, sample_every_steps=0),
+               optim=dict(schedule="linear", decay_start=0.0))
     clock(0.5)  # 1 s epochs (0.73 s after start-up): the 3 s budget buys 4 of them
     straight = run(r).states[-1]
-    assert 1 < straight["epochs_planned"] < 20 and straight["epoch"] == straight["epochs_planned"]  # the budget decided
-    checkpoint.save(run(r, sink=Recorder(stop_after=1)).states[-1], tmp_path)
+    assert every < straight["epochs_planned"] < 20 and straight["epoch"] == straight["epochs_planned"]  # the budget decided
+    checkpoint.save(run(r, sink=Recorder(stop_after=every)).states[-1], tmp_path)
     clock(50.0)  # 100 x slower: planned afresh, it would stop after one more epoch
     resumed = run(r, resume=checkpoint.load(tmp_path)).states[-1]
     assert (resumed["step"], resumed["epochs_planned"]) == (straight["step"], straight["epochs_planned"])
