@@ -94,12 +94,15 @@ def quiet_user_errors(kinds: tuple[type[BaseException], ...]) -> None:
 
 
 def attach_ray() -> None:
-    """After `ray.init` in this process: route what Ray forwards from its processes through `forward`."""
-    if SETTINGS.verbose and SETTINGS.log_file is None:
-        return
+    """After `ray.init` in this process: route what Ray forwards from its processes through `forward`; without the CLI
+    (the library, tests), Ray's own printing, less the `REPEATED` lines."""
     from ray._private.worker import global_worker_stdstream_dispatcher, print_to_stdstream  # noqa: PLC0415
 
     global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
+    if SETTINGS.verbose and SETTINGS.log_file is None:
+        global_worker_stdstream_dispatcher.add_handler("ray_print_logs", lambda data: print_to_stdstream(
+            {**data, "lines": [kept for line in data.get("lines") or [] if (kept := unrepeated(line)) is not None]}, ignore_prefix=False))
+        return
     global_worker_stdstream_dispatcher.add_handler("ray_print_logs", lambda data: forward(data, print_to_stdstream))
     into_log_file("ray")
 

@@ -1,6 +1,7 @@
 """Benchmark: training throughput of one recipe, from a bare loop to Ray Train with N workers, side by side.
 
 Usage: .venv/bin/python tests/benchmarks/throughput.py [--presets recommended,article-mlp] [--seconds 60] [--workers 2] [--repeat 3]
+       [--set ray.dashboard=true] (settings for the ray rows)
 
 For each preset, on the bundled MNIST training split, one after another on the same machine:
 - `bare`: a plain PyTorch loop written out here: the same networks, objective, optimiser, global batch
@@ -150,7 +151,8 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     return out
 
 
-def ray_train(preset: str, workers: int, seconds: float, workdir: Path, shares: list[dict] | None = None) -> tuple[float, int]:
+def ray_train(preset: str, workers: int, seconds: float, workdir: Path, shares: list[dict] | None = None,
+              extra: tuple[str, ...] = ()) -> tuple[float, int]:
     """The train stage as the pipeline runs it, with conf/pipeline.yaml, the preset, and `workers` workers; with `shares`,
     every process's share of a core during the steady state is added to it."""
     from pipelines.config import load_config, preset_path  # noqa: PLC0415
@@ -162,6 +164,7 @@ def ray_train(preset: str, workers: int, seconds: float, workdir: Path, shares: 
         f"runtime.workdir={workdir}", f"ray.num_workers={workers}", f"train.batch_size={base.train.batch_size // workers}",
         f"ray.cpus_per_worker={min(base.ray.cpus_per_worker, ((os.cpu_count() or 1) - 1) / workers)}",  # as a run with ray.loader ray-data
         f"train.max_minutes={seconds / 60}", "train.epochs=100000", "train.fid_every_epochs=0", f"train.seed={time.time_ns() % 10**6}",
+        *extra,
     ])
     sampler = CpuShares()
     sampler.start()
@@ -191,6 +194,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="N of the ray-N row")
     parser.add_argument("--only", default="bare,loop,ray-1,ray-N", help="which rows to run")
     parser.add_argument("--repeat", type=int, default=1, help="times each row runs, in turn with the others")
+    parser.add_argument("--set", action="append", default=[], help="section.key=value for the ray rows (e.g. ray.dashboard=true)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
@@ -212,8 +216,8 @@ def main() -> None:
             runs = {
                 "bare": lambda: (bare_loop(recipe, images, labels, classes, args.seconds), None),
                 "loop": lambda: loop_in_process(recipe, images, labels, classes, args.seconds),
-                "ray-1": lambda: ray_train(preset, 1, args.seconds, Path(folder), shares),
-                "ray-N": lambda: ray_train(preset, args.workers, args.seconds, Path(folder)),
+                "ray-1": lambda: ray_train(preset, 1, args.seconds, Path(folder), shares, tuple(args.set)),
+                "ray-N": lambda: ray_train(preset, args.workers, args.seconds, Path(folder), None, tuple(args.set)),
             }
             figures: dict[str, list[tuple[float, int | None]]] = {name: [] for name in args.only.split(",")}
             shares: list[dict[str, float]] = []
