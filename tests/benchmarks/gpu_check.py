@@ -232,12 +232,12 @@ def described(recipe: Recipe, device: torch.device) -> str:
 
 
 def presets(device: torch.device, sizes: Sizes) -> bool:
-    """(a) Every preset, as a GPU runs its 'auto' settings."""
+    """(a) Every preset, as a GPU runs its 'auto' settings, step capture included (`train.capture` is off by default)."""
     ok = True
     for path in sorted(PRESETS.glob("*.yaml")):
         def one(path: Path = path) -> bool:
             sections = read_preset(path)
-            recipe = recipe_of(sections, **({} if sizes.preset_batch is None else {"batch_size": sizes.preset_batch}))
+            recipe = recipe_of(sections, capture="auto", **({} if sizes.preset_batch is None else {"batch_size": sizes.preset_batch}))
             sink = run_loop(recipe, sizes.shape, device, sizes.preset_steps)
             losses = " ".join(f"{k} {sink.metrics[k]:.3f}" for k in ("loss_d", "loss_g") if k in sink.metrics)
             return line(finite(sink), f"preset {path.stem}", f"{described(recipe, device)}, {sizes.preset_steps} steps, {losses}")
