@@ -186,7 +186,7 @@ SCHEDULE_CHANGES = [
 ]
 WEIGHT_CHANGES = [
     "train.loss=ns", "train.seed=1", "train.batch_size=32", "train.n_critic=2", "train.precision=bf16", "train.ema_decay=0.99",
-    "train.cache_shard=false", "train.channels_last=true", "train.capture=false", "train.gpu_batch_size=256", "optim.lr_g=0.0004", "reg.r1_gamma=1", "model.g_width=24", "ray.num_workers=1",
+    "train.cache_shard=false", "train.channels_last=true", "train.capture=auto", "train.gpu_batch_size=256", "optim.lr_g=0.0004", "reg.r1_gamma=1", "model.g_width=24", "ray.num_workers=1",
 ]
 
 
