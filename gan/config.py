@@ -348,7 +348,8 @@ def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> 
             f"train.loss {train.loss!r} has no labels to smooth"
         )
     if model.conditional and (model.info_categorical or model.info_continuous):
-        raise ConfigError("config error: model.conditional and InfoGAN codes (model.info_*) exclude each other; pick one")
+        raise ConfigError(f"config error: model.conditional = true and model.info_categorical = {model.info_categorical}, "
+                          f"model.info_continuous = {model.info_continuous}: class labels and InfoGAN codes exclude each other; pick one")
     if train.loss == "wgan" and model.spectral_norm:
         raise ConfigError("config error: train.loss 'wgan' clips D's weights, which fights model.spectral_norm; use one Lipschitz constraint")
     if train.capture is True and (problem := capture_problem(recipe)):

@@ -68,9 +68,10 @@ def into_log_file(*names: str) -> None:
     if SETTINGS.verbose or SETTINGS.log_file is None:
         return
     under = [n for n in list(logging.root.manager.loggerDict) if n.startswith(tuple(f"{name}." for name in names))]
+    terminal = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     for logger in map(logging.getLogger, [*names, *under]):
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+        for handler in logger.handlers:  # those that print to the terminal; not files, nor another's capture (pytest's)
+            if getattr(handler, "stream", None) in terminal:
                 handler.setStream(LogFile())
 
 

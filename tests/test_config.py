@@ -89,7 +89,7 @@ def test_missing_file_and_malformed_override() -> None:
         (["optim.schedule=constant", "optim.decay_start=0.2"], "optim.decay_start = 0.2 acts only with optim.schedule 'linear'"),
         (["reg.info_weight=2"], "reg.info_weight = 2.0 acts only with InfoGAN codes (model.info_*)"),
         (["train.loss=wgan", "model.spectral_norm=false", "reg.r1_gamma=1"], "the lazy R1 step would leave D's weights unclipped"),
-        (["model.conditional=true", "model.info_categorical=10"], "model.conditional and InfoGAN codes (model.info_*) exclude each other"),
+        (["model.conditional=true", "model.info_categorical=10"], "model.conditional = true and model.info_categorical = 10, model.info_continuous = 0: class labels and InfoGAN codes exclude each other"),
         (["train.loss=wgan", "model.spectral_norm=true"], "clips D's weights, which fights model.spectral_norm"),
     ],
 )
@@ -148,6 +148,8 @@ def test_workers_that_leave_ray_data_no_cpu_are_a_config_error(monkeypatch: pyte
     with pytest.raises(ConfigError, match=r"2 x 1.0 reserves 2"):
         check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1", "train.cache_shard=false"]))
     check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1"]))  # workers that read Parquet themselves
+    with pytest.raises(ConfigError, match=r"2 x 1.5 reserves 3 of this machine's 2 CPUs; at most 2 may go to workers: lower"):
+        check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1.5"]))  # more than the machine has
     monkeypatch.setenv("RAY_ADDRESS", "ray://cluster:10001")  # a cluster's CPUs are not this machine's
     check_local_cpus(load_config(overrides=["ray.num_workers=2", "ray.cpus_per_worker=1", *streamed]))
 

@@ -38,8 +38,9 @@ def test_library_loggers_and_mlflow_notices_go_to_the_log_file(settings: Path, c
     from mlflow.utils import logging_utils
 
     console.configure(False, settings)
-    data_logger, handler = logging.getLogger("ray.data.test-console"), logging.StreamHandler()  # writes to stderr, as Ray's do
+    data_logger, handler = logging.getLogger("ray.test-console"), logging.StreamHandler()  # writes to stderr, as Ray's do
     data_logger.addHandler(handler)
+    data_logger.propagate = False  # as Ray Data's: its own handler only (whatever earlier tests left on Ray's loggers)
     write = logging_utils.MLFLOW_LOGGING_STREAM.write
     try:
         console.into_log_file("ray")

@@ -121,15 +121,18 @@ def preflight(cfg: PipelineConfig) -> tuple[int, ...]:
 
 
 def check_local_cpus(cfg: PipelineConfig) -> None:
-    """On the local Ray a run starts, the workers' CPU reservations must leave one CPU for Ray Data's reads (when it
-    reads: `ray.loader`), or training waits for them forever."""
+    """On the local Ray a run starts, the workers' CPU reservations must fit this machine, or training waits for a
+    placement that never comes; with Ray Data reading (`ray.loader`), they must also leave it one CPU, or it waits forever."""
     cpus = os.cpu_count() or 1
     reserved = cfg.ray.num_workers * cfg.ray.cpus_per_worker
-    if not os.environ.get("RAY_ADDRESS") and shard_loader(cfg) == "ray-data" and reserved > cpus - 1:
+    streamed = shard_loader(cfg) == "ray-data"
+    room = cpus - 1 if streamed else cpus
+    if not os.environ.get("RAY_ADDRESS") and reserved > room:
         raise ConfigError(
             f"config error: ray.num_workers x ray.cpus_per_worker = {cfg.ray.num_workers} x {cfg.ray.cpus_per_worker} reserves "
-            f"{reserved:g} of this machine's {cpus} CPUs; at most {cpus - 1:g} may go to workers (Ray Data reads with the rest): "
-            "lower ray.cpus_per_worker (the workers' torch threads do not depend on it)"
+            f"{reserved:g} of this machine's {cpus} CPUs; at most {room:g} may go to workers"
+            f"{' (Ray Data reads with the rest)' if streamed else ''}: lower ray.cpus_per_worker (the workers' torch threads do "
+            "not depend on it)"
         )
 
 
