@@ -312,6 +312,13 @@ def capture_problem(recipe: Recipe, world_size: int = 1) -> str | None:
     return None
 
 
+def check_capture(recipe: Recipe, world_size: int = 1, of: str = "run's") -> None:
+    """`train.capture: true` where `capture_problem` finds one is a config error naming it (of the recipe at load, of the
+    run with its workers at start); 'auto' leaves such a run eager."""
+    if recipe.train.capture is True and (problem := capture_problem(recipe, world_size)):
+        raise ConfigError(f"config error: train.capture = true cannot capture this {of} step: {problem}; use 'auto' or false")
+
+
 def policy(diffaugment: str) -> list[str]:
     """'translation, cutout' -> ['translation', 'cutout']."""
     return [p.strip() for p in diffaugment.split(",") if p.strip()]
@@ -352,8 +359,7 @@ def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> 
                           f"model.info_continuous = {model.info_continuous}: class labels and InfoGAN codes exclude each other; pick one")
     if train.loss == "wgan" and model.spectral_norm:
         raise ConfigError("config error: train.loss 'wgan' clips D's weights, which fights model.spectral_norm; use one Lipschitz constraint")
-    if train.capture is True and (problem := capture_problem(recipe)):
-        raise ConfigError(f"config error: train.capture = true cannot capture this recipe's step: {problem}; use 'auto' or false")
+    check_capture(recipe, of="recipe's")
     if train.loss == "wgan" and reg.r1_gamma:
         raise ConfigError("config error: reg.r1_gamma with train.loss 'wgan': the lazy R1 step would leave D's weights unclipped; use wgan-gp")
     if image_shape is not None and len(image_shape) == 3:

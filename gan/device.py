@@ -8,7 +8,7 @@ CUDA where `config.capture_problem` finds nothing against it, and the GPU batch 
 
 import torch
 
-from gan.config import ConfigError, Recipe, batch_lr_factor, capture_problem, device_batch
+from gan.config import Recipe, batch_lr_factor, capture_problem, check_capture, device_batch
 
 
 def for_device(recipe: Recipe, device: torch.device, world_size: int = 1) -> Recipe:
@@ -21,10 +21,8 @@ def for_device(recipe: Recipe, device: torch.device, world_size: int = 1) -> Rec
     train = t.model_copy(update={"precision": precision, "channels_last": channels_last, "batch_size": device_batch(t, cuda), "gpu_batch_size": 0})
     optim = o.model_copy(update={"lr_g": o.lr_g * factor, "lr_d": o.lr_d * factor}) if factor != 1 else o
     resolved = recipe.model_copy(update={"train": train, "optim": optim})
-    problem = capture_problem(resolved, world_size)
-    if t.capture is True and problem:
-        raise ConfigError(f"config error: train.capture = true cannot capture this run's step: {problem}; use 'auto' or false")
-    capture = t.capture if t.capture != "auto" else cuda and problem is None
+    check_capture(resolved, world_size)
+    capture = t.capture if t.capture != "auto" else cuda and capture_problem(resolved, world_size) is None
     return resolved.model_copy(update={"train": train.model_copy(update={"capture": capture})})
 
 

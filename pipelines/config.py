@@ -12,7 +12,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from gan.config import (
-    ConfigError, DataConfig, EvalConfig, Recipe, Section, TrainConfig, capture_problem, check_eval, check_recipe, device_batch,
+    ConfigError, DataConfig, EvalConfig, Recipe, Section, TrainConfig, check_capture, check_eval, check_recipe, device_batch,
 )
 from gan.data.errors import DataError
 from gan.hashing import sha256, sha256_json
@@ -66,8 +66,8 @@ class RayConfig(Section):
         "which outlives this process), 'auto' (a job when RAY_ADDRESS is the dashboard's http(s):// address)"
     )
     dashboard: bool = Field(
-        False, description="start Ray's dashboard with a local Ray (http://127.0.0.1:8265): about ten more processes and a "
-        "gigabyte of memory, and seconds more start-up on small machines (BENCHMARKS.md); a cluster's own dashboard is its own"
+        False, description="start Ray's dashboard with a local Ray (http://127.0.0.1:8265): about ten more processes of ~90 MB "
+        "resident each (BENCHMARKS.md); a cluster's own dashboard is its own"
     )
     loader: Literal["auto", "parquet", "ray-data"] = Field(
         "auto", description="how each worker gets its share of the train split: 'parquet' (reads its rows straight from the "
@@ -177,8 +177,7 @@ def load_config(paths: str | Path | list | None = None, overrides: list[str] = (
         key, value, allowed = bad
         raise ConfigError(f"config error: {key} = {value!r} ({_origin(key, ', '.join(map(str, files)) or 'defaults', overrides)}): {allowed}")
     check_recipe(cfg.recipe)
-    if cfg.train.capture is True and (problem := capture_problem(cfg.recipe, cfg.ray.num_workers)):
-        raise ConfigError(f"config error: train.capture = true cannot capture this run's step: {problem}; use 'auto' or false")
+    check_capture(cfg.recipe, cfg.ray.num_workers)
     check_eval(cfg.eval)
     if cfg.ray.loader == "parquet" and not cfg.train.cache_shard:
         raise ConfigError("config error: ray.loader = 'parquet' keeps each worker's rows in memory, but train.cache_shard = false "

@@ -101,8 +101,8 @@ def attach_ray() -> None:
 
     global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
     if SETTINGS.verbose and SETTINGS.log_file is None:
-        global_worker_stdstream_dispatcher.add_handler("ray_print_logs", lambda data: print_to_stdstream(
-            {**data, "lines": [kept for line in data.get("lines") or [] if (kept := unrepeated(line)) is not None]}, ignore_prefix=False))
+        global_worker_stdstream_dispatcher.add_handler(
+            "ray_print_logs", lambda data: print_to_stdstream({**data, "lines": unrepeated(data.get("lines") or [])}, ignore_prefix=False))
         return
     global_worker_stdstream_dispatcher.add_handler("ray_print_logs", lambda data: forward(data, print_to_stdstream))
     into_log_file("ray")
@@ -120,7 +120,7 @@ def attach_mlflow() -> None:
 
 def forward(data: dict, ray_print) -> None:  # noqa: ANN001 - Ray's own printer, used with --verbose
     """One batch of lines from one Ray process: all to the log file; ours to the user; the rest only with --verbose."""
-    lines = [kept for line in data.get("lines") or [] if (kept := unrepeated(line)) is not None]
+    lines = unrepeated(data.get("lines") or [])
     if SETTINGS.log_file is not None:
         origin = f"({data.get('actor_name') or data.get('task_name') or 'ray'} pid={data.get('pid')})"
         with _lock, SETTINGS.log_file.open("a") as log:
@@ -132,14 +132,19 @@ def forward(data: dict, ray_print) -> None:  # noqa: ANN001 - Ray's own printer,
         user_line(line)
 
 
-def unrepeated(line: str) -> str | None:
-    """The line, unless it is a `REPEATED` one seen before (None); every hundredth is kept, saying how many there were."""
-    known = next((r for r in REPEATED if r in line), None)
-    if known is None:
-        return line
-    _repeats[known] += 1
-    count = _repeats[known]
-    return line if count == 1 else f"{line} ({count} times so far)" if count % 100 == 0 else None
+def unrepeated(lines: list[str]) -> list[str]:
+    """The lines less the `REPEATED` ones seen before; every hundredth of those is kept, saying how many there were."""
+    kept = []
+    for line in lines:
+        known = next((r for r in REPEATED if r in line), None)
+        if known is None:
+            kept.append(line)
+            continue
+        _repeats[known] += 1
+        count = _repeats[known]
+        if count == 1 or count % 100 == 0:
+            kept.append(line if count == 1 else f"{line} ({count} times so far)")
+    return kept
 
 
 def user_line(line: str) -> None:

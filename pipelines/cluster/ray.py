@@ -69,7 +69,7 @@ def ensure_ray(dashboard: bool = False) -> None:
         ray.init(runtime_env=cluster_runtime_env())
         print(f"[ray] connected to the cluster at {ray.get_runtime_context().gcs_address}")
     else:
-        # The dashboard is a dozen processes (a gigabyte, seconds of start-up on two cores). It also serves the state API
+        # The dashboard is a dozen processes (~90 MB resident each; BENCHMARKS.md). It also serves the state API
         # that Ray Train's placement-group cleaner asks whether the controller lives: without it, the cleaner logs a
         # warning every second (kept out of the log file but for every hundredth: console.REPEATED).
         context = ray.init(num_cpus=os.cpu_count(), include_dashboard=dashboard, dashboard_host="127.0.0.1", logging_level="WARNING")
