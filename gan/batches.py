@@ -24,6 +24,20 @@ def in_memory_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, s
     return epoch_batches
 
 
+def mirrored(epoch_batches: Callable[[int], Iterable[Batch]], seed: int, rank: int = 0) -> Callable[[int], Iterable[Batch]]:
+    """The data x-flipped (data.mirror): each image of each batch mirrored left-right with probability 1/2, drawn from a
+    per-(rank, epoch) generator, so a resumed run flips the same images. Doubles a photo set that may be mirrored (not
+    digits, whose mirror images are no digits)."""
+
+    def epoch(number: int) -> Iterable[Batch]:
+        gen = torch.Generator().manual_seed(distributed.rank_seed(seed, rank, number, distributed.MIRROR))
+        for images, labels in epoch_batches(number):
+            flip = torch.rand(len(images), generator=gen) < 0.5  # [N]
+            yield torch.where(flip[:, None, None, None], images.flip(3), images), labels
+
+    return epoch
+
+
 def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """uint8 images -> floats in [0, 1] on the device (copied from pinned memory without a host sync on GPUs; a batch
     already on the device, as a benchmark keeps its data, is not copied); float data (e.g. 2-D points) as it is."""

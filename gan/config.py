@@ -11,7 +11,7 @@ and tricks) and `optim` (optimisers, learning rates, schedules, weight penalties
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import math
 
@@ -47,6 +47,10 @@ class DataConfig(Section):
     resize_filter: Literal["lanczos", "bicubic", "bilinear", "box", "nearest"] = Field(
         "lanczos", description="Pillow resampling filter used when data.image_size resizes"
     )
+    mirror: bool = Field(
+        False, description="x-flip the training images: each image of each batch mirrored left-right with probability 1/2 (a "
+        "data set twice the size, for photos that may be mirrored; not for digits or text)",
+    )
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="share of each class held out for evaluation")
     split_seed: int = Field(0, ge=0, description="seed of the stratified train / held-out split")
     image_column: str = Field("image", min_length=1, description="Parquet sources: the column of encoded image bytes (or a struct with 'bytes')")
@@ -63,6 +67,9 @@ class DataConfig(Section):
     ingest_workers: int = Field(0, ge=0, le=256, description="processes decoding image files during ingest; 0: one per CPU but one (which writes the shards)")
 
 
+Width = Annotated[int, Field(ge=4, le=1024)]
+
+
 class ModelConfig(Section):
     arch: str = Field(  # a name in gan.networks.ARCHS (gan.choices checks it)
         "dcgan", description="'mlp' (the article's MLP GAN), 'dcgan' (depth follows the image size) or 'resnet' (SNGAN-style residual G and D)"
@@ -70,8 +77,19 @@ class ModelConfig(Section):
     z_dim: int = Field(100, ge=1, le=4096, description="noise dimensions of the latent (InfoGAN codes come on top)")
     g_hidden: list[int] = Field([128, 256], min_length=1, description="MLP generator hidden widths")
     d_hidden: list[int] = Field([256, 128], min_length=1, description="MLP discriminator hidden widths")
-    g_width: int = Field(16, ge=4, le=1024, description="G's channel unit (conv archs): G carries g_width x 2^i channels at resolution H / 2^i")
-    d_width: int = Field(64, ge=4, le=1024, description="D's channel count at its first layer (conv archs), doubled at each further halving")
+    g_width: Width | Literal["auto"] = Field(
+        "auto", description="G's channel unit (conv archs): G carries g_width x 2^i channels at resolution H / 2^i "
+        "(at most model.max_channels); 'auto': the recommended width for the image size (gan/recommended.py: 16)",
+    )
+    d_width: Width | Literal["auto"] = Field(
+        "auto", description="D's channel count at its first layer (conv archs), doubled at each further halving (at "
+        "most model.max_channels); 'auto': the recommended width for the image size (gan/recommended.py: 64 up to 32 px, halved "
+        "with each doubling of the side beyond, at least 16), so D's cost per image grows with the side, not with its square",
+    )
+    max_channels: int = Field(
+        512, ge=4, le=8192, description="the most channels any conv layer carries: widths double as the image halves up to this "
+        "(StyleGAN's channel_max), so a 128 px net is two levels deeper than a 32 px one, not 16x wider at the bottom",
+    )
     leaky_slope: float = Field(0.2, ge=0, lt=1, description="LeakyReLU negative slope (mlp, dcgan; resnet uses ReLU, as SNGAN does)")
     d_dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer of D")
     spectral_norm: bool = Field(True, description="spectral normalisation of every D layer (Miyato et al. 2018)")
@@ -203,6 +221,23 @@ class RegConfig(Section):
     diffaugment: str = Field(
         "", description="DiffAugment policy applied to every image D sees, in both phases: comma-separated translation, cutout, color (RGB); '' = off"
     )
+    ada: bool | Literal["auto"] = Field(
+        "auto", description="adaptive discriminator augmentation (Karras et al. 2020): x-flips, 90-degree rotations, integer "
+        "and fractional translation, scaling, rotation, brightness, contrast (and for RGB luma flip, hue, saturation) of every "
+        "image D sees, each with probability p, which rises while D's outputs on real images say it overfits (reg.ada_target) "
+        "and falls otherwise; p is logged and kept in checkpoints; 'auto': on for image data sets of fewer than reg.ada_below "
+        "training images (gan/recommended.py)",
+    )
+    ada_below: int = Field(
+        2_000, ge=0, description="reg.ada 'auto': ADA is on for image data sets of fewer training images than this (the "
+        "measurement behind the default is in RESULTS.md)",
+    )
+    ada_target: float = Field(0.6, gt=0, lt=1, description="ADA: the target of r_t = E[sign(D(x_real))]; p rises while r_t is above it")
+    ada_interval: int = Field(4, ge=1, le=10_000, description="ADA: D steps between adjustments of p")
+    ada_images: int = Field(
+        100_000, ge=1, description="ADA: training images over which p can move from 0 to 1 (StyleGAN2-ADA's 500k, shortened "
+        "for runs of a few hundred thousand images)",
+    )
 
     @field_validator("diffaugment")
     @classmethod
@@ -309,6 +344,8 @@ def capture_problem(recipe: Recipe, world_size: int = 1) -> str | None:
         return "train.precision 'fp16': its loss scaler decides on the host, at every step, whether to step and how to rescale"
     if recipe.reg.instance_noise > 0:
         return "reg.instance_noise: its level, annealed at every step, is a host number a graph would freeze"
+    if recipe.reg.ada is True:
+        return "reg.ada: its probability p, moved every few steps, is a host number a graph would freeze"
     return None
 
 
@@ -336,6 +373,10 @@ DEPENDENT_SETTINGS: list[tuple[str, str, Callable[["Recipe"], bool], str]] = [
     ("optim", "step_every", lambda r: r.optim.schedule == "step", "optim.schedule 'step'"),
     ("optim", "step_gamma", lambda r: r.optim.schedule == "step", "optim.schedule 'step'"),
     ("optim", "decay_start", lambda r: r.optim.schedule == "linear", "optim.schedule 'linear'"),
+    ("reg", "ada_below", lambda r: r.reg.ada == "auto", "reg.ada 'auto'"),
+    ("reg", "ada_target", lambda r: r.reg.ada is not False, "reg.ada"),
+    ("reg", "ada_interval", lambda r: r.reg.ada is not False, "reg.ada"),
+    ("reg", "ada_images", lambda r: r.reg.ada is not False, "reg.ada"),
     ("train", "init_optimizer", lambda r: bool(r.train.init_from), "a warm start (train.init_from)"),
     ("train", "init_missing", lambda r: bool(r.train.init_from), "a warm start (train.init_from)"),
     ("train", "init_budget", lambda r: bool(r.train.init_from), "a warm start (train.init_from)"),
@@ -360,6 +401,9 @@ def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> 
     if train.loss == "wgan" and model.spectral_norm:
         raise ConfigError("config error: train.loss 'wgan' clips D's weights, which fights model.spectral_norm; use one Lipschitz constraint")
     check_capture(recipe, of="recipe's")
+    if reg.ada is True and reg.diffaugment:
+        raise ConfigError(f"config error: reg.ada = true and reg.diffaugment = {reg.diffaugment!r}: two augmentation pipelines "
+                          "for D; pick one")
     if train.loss == "wgan" and reg.r1_gamma:
         raise ConfigError("config error: reg.r1_gamma with train.loss 'wgan': the lazy R1 step would leave D's weights unclipped; use wgan-gp")
     if image_shape is not None and len(image_shape) == 3:
@@ -376,6 +420,8 @@ def check_recipe(recipe: Recipe, image_shape: tuple[int, ...] | None = None) -> 
             raise ConfigError(f"config error: vector data {tuple(image_shape)} needs model.arch 'mlp', not {model.arch!r}")
         if reg.diffaugment:
             raise ConfigError(f"config error: reg.diffaugment {reg.diffaugment!r} augments images; the data are vectors {tuple(image_shape)}")
+        if reg.ada is True:
+            raise ConfigError(f"config error: reg.ada = true augments images; the data are vectors {tuple(image_shape)}")
 
 
 def check_eval(ev: EvalConfig) -> None:

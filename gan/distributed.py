@@ -33,7 +33,7 @@ def wrap(module: nn.Module, ctx: WorkerContext) -> nn.Module:
 
 
 # Independent random streams per (seed, rank, epoch): the data order must not share its numbers with the latents.
-DATA, LATENTS, NOISE, BATCHNORM = range(4)
+DATA, LATENTS, NOISE, BATCHNORM, MIRROR = range(5)
 
 
 def rank_seed(seed: int, rank: int, epoch: int, stream: int = DATA) -> int:

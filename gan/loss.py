@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gan import regularizers as R
-from gan.augment import diff_augment
+from gan.augment import ada_augment, diff_augment
 from gan.config import Recipe, policy
 from gan.latent import Latent
 from gan.networks import DOut
@@ -33,6 +33,8 @@ class GANLoss:
         self.train, self.reg = recipe.train, recipe.reg
         self.objective = LOSSES[recipe.train.loss]
         self.latent, self.policy = latent, policy(recipe.reg.diffaugment)
+        assert recipe.reg.ada != "auto", "reg.ada 'auto' is made concrete (gan.recommended.for_data) before the loss is built"
+        self.ada, self.ada_p = recipe.reg.ada, 0.0  # p: set by gan.ada's controller before each step
         self.G, self.D, self.G_plain, self.D_plain = G, D, G_plain, D_plain
         self.scalers = scalers or {}
 
@@ -51,9 +53,11 @@ class GANLoss:
             return (self.G if ddp else self.G_plain)(z, c).float()
 
     def run_D(self, x: Tensor, c: Tensor | None, progress: float, ddp: bool = True) -> DOut:
-        """D's view of a batch: DiffAugment, then instance noise, then D (DDP-wrapped or bare)."""
+        """D's view of a batch: DiffAugment or ADA, then instance noise, then D (DDP-wrapped or bare)."""
         if self.policy and x.dim() == 4:
             x = diff_augment(x, self.policy)
+        if self.ada and x.dim() == 4:
+            x = ada_augment(x, self.ada_p)
         noise = R.instance_noise_std(self.reg.instance_noise, progress, self.reg.instance_noise_anneal)
         if noise > 0:
             x = x + noise * torch.randn_like(x)
@@ -93,6 +97,8 @@ class GANLoss:
         real_logits, fake_logits, *rest = out.logits.split(parts)
         loss = self.objective.d_loss(real_logits, fake_logits, self.reg.label_smoothing)
         stats = {"loss_d": loss, **self.objective.stats(real_logits, fake_logits)}
+        if self.ada:  # ADA's overfitting heuristic r_t reads the sign of D's outputs on (augmented) real images
+            stats["ada_sign"] = real_logits.detach().sign().mean()
         if self.objective.lipschitz == "gp":
             penalty = R.gradient_penalty(rest[0], interp)
             loss = loss + self.train.gp_weight * penalty

@@ -33,6 +33,7 @@ class TrainingState:
     lr_scale: float = 1.0  # halved by each watchdog rollback
     events: list[dict] = field(default_factory=list)  # watchdog: [{"epoch", "step", "kind", "detail"}]
     epoch_log: list[dict] = field(default_factory=list)  # per epoch: [{"epoch", "step", "images", "seconds", "unix"}]
+    ada_p: float = 0.0  # adaptive augmentation's probability (gan.ada), where reg.ada is on
 
     def state_dict(self) -> dict:
         """Tensors and plain values only (lists as JSON): loadable with torch.load(weights_only=True)."""
@@ -62,16 +63,17 @@ def _key(f: Field) -> str:
 
 
 STATE_KEYS = tuple(_key(f) for f in fields(TrainingState))  # what every checkpoint holds besides its metadata
-ADDED_LATER = ("epochs_planned",)  # parts older checkpoints lack: they load with the part's default
+ADDED_LATER = ("epochs_planned", "ada_p")  # parts older checkpoints lack: they load with the part's default
 NETWORKS = ("G", "D", "G_ema")  # what a warm start always takes from its parent
 OPTIMISERS = ("opt_G", "opt_D", "scaler_G", "scaler_D")  # ... and with its optimisers
 
 
 def warm_start(s: TrainingState, parent: dict, optimisers: bool) -> None:
-    """Start from a parent checkpoint state: its networks (and with `optimisers` the optimisers' moments and fp16 loss
-    scales), while the step, epoch, clock, schedules, logs and the watchdog's record stay at zero."""
+    """Start from a parent checkpoint state: its networks and ADA's p (and with `optimisers` the optimisers' moments and
+    fp16 loss scales), while the step, epoch, clock, schedules, logs and the watchdog's record stay at zero."""
     for name in NETWORKS:
         getattr(s, name).load_state_dict(parent[name])
+    s.ada_p = float(parent.get("ada_p", 0.0))  # the parent's D was trained at this augmentation level: go on from it
     for name in OPTIMISERS if optimisers else ():
         part = getattr(s, name)
         if not parent[name]:  # the loss scale of a parent that trained without fp16: this run's own starts afresh

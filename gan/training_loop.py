@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from gan import distributed, optim, watchdog
+from gan.ada import ADA
 from gan.batches import Batch, to_model_input
 from gan.capture import StepGraphs
 from gan.choices import check_choices
@@ -27,6 +28,7 @@ from gan.ema import EMA, ema_g_steps
 from gan.latent import Latent
 from gan.loss import GANLoss
 from gan.objectives import LOSSES
+from gan.recommended import for_data
 from gan.regularizers import clip_weights
 from gan.sampling import fixed_latents, generate
 from gan.state import TrainingState, build_state, d_ratio, warm_start
@@ -215,6 +217,7 @@ def train(
     quick_fid: Callable[[nn.Module, Latent], float] | None = None,
     init: dict | None = None,
     nan_at_step: int | None = None,
+    num_images: int | None = None,
 ) -> dict[str, float]:
     """Train for `recipe.train.epochs` epochs (or those its time budget buys: `planned_epochs`), resuming from a checkpoint state if given, else
     warm-started from `init` (a parent's checkpoint state: `state.warm_start`) if given.
@@ -223,14 +226,19 @@ def train(
     when set). `steps_per_epoch` sizes the schedules (learning rate, instance noise); by default it is measured in
     the first epoch. `quick_fid(G_ema, latent)` is called on rank 0 every `fid_every_epochs`, and before the first
     step of a warm start (the parent's quality, at 0 s). `nan_at_step`: a drill of the watchdog, D's weights turned NaN
-    after that step, once.
+    after that step, once. `num_images`: the training images of all ranks, which the recommended recipe's data-size
+    choices read (`gan.recommended.for_data`: reg.ada 'auto').
     """
     check_recipe(recipe, image_shape)
     check_choices(recipe)
-    # The recipe as this device runs it ('auto' made concrete); the config saved with the checkpoints stays the one given.
-    given, recipe = recipe, for_device(recipe, ctx.device, ctx.world_size)
+    # The recipe as the data and this device run it ('auto' made concrete); the config saved with the checkpoints stays the
+    # one given, beside what it became (`choices_json`, `device_json`).
+    given, (recipe, reasons) = recipe, for_data(recipe, image_shape, num_images)
+    recipe = for_device(recipe, ctx.device, ctx.world_size)
     t, device = recipe.train, ctx.device
     latent = Latent.of(recipe.model, num_classes)
+    if ctx.is_main and reasons and resume is None:
+        print("\n".join(f"[train] recipe: {line}" for line in reasons), flush=True)
     if ctx.is_main and device.type != "cpu":
         print(f"[train] {json.dumps(device_settings(recipe, device))}", flush=True)
     # 1. The state; DDP in this one block (s.G and s.D stay the plain modules underneath); the EMA, whose horizon goes on
@@ -241,6 +249,7 @@ def train(
     loss = GANLoss(recipe, latent, distributed.wrap(s.G, ctx), distributed.wrap(s.D, ctx), s.G, s.D, {"G": s.scaler_G, "D": s.scaler_D})
     ema = EMA(s, t, latent, device, offset=0 if init is None else ema_g_steps(init))
     phases, dog = build_phases(recipe, s, ema.update), watchdog.Watchdog(s, t)
+    ada = ADA(s, recipe.reg, loss, t.batch_size, ctx) if recipe.reg.ada else None
     for opt in (s.opt_G, s.opt_D):
         optim.capture_ready(opt, device, t.capture)
     graphs = StepGraphs(device) if t.capture else None
@@ -252,7 +261,7 @@ def train(
         return {
             **s.state_dict(), "rng": {"torch": torch.get_rng_state(), "seed": t.seed},
             "config_json": json.dumps(config_snapshot or given.model_dump(mode="json")),
-            "device_json": json.dumps(device_settings(recipe, device)),
+            "device_json": json.dumps(device_settings(recipe, device)), "choices_json": json.dumps(reasons),
             "image_shape": list(image_shape), "num_classes": num_classes, "ema_g_steps": ema.g_steps(),
         }
 
@@ -276,7 +285,10 @@ def train(
             if ctx.is_main:
                 dog.see_real(real)
             progress = min(1.0, s.step / s.schedule_steps) if s.schedule_steps else 0.0
-            window.add(train_step(s.step, phases, loss, graphs, recipe, real, labels, gen, progress, s.lr_scale))
+            if ada is not None:
+                ada.before_step()
+            stats = train_step(s.step, phases, loss, graphs, recipe, real, labels, gen, progress, s.lr_scale)
+            window.add(stats if ada is None else {**stats, **ada.after_step(stats)})
             s.step, steps_in_epoch, images_seen = s.step + 1, steps_in_epoch + 1, images_seen + len(real)
             warm_from = time.perf_counter() if steps_in_epoch == WARM_STEPS else warm_from
             if s.step == nan_at_step and not watchdog.rollbacks(s.events):  # the drill fires once per run
@@ -289,6 +301,8 @@ def train(
                 sink.samples(s.step, generate(ema.ready(), z_fixed, c_fixed))
 
         # 3. Epoch end: the clock and the schedule, the watchdog, the quick FID, samples and the checkpoint.
+        if ada is not None:  # an epoch ends an ADA interval: a checkpoint holds p, never half an interval
+            window.add(ada.close())
         ended = time.perf_counter()
         warm = None if warm_from is None else (steps_in_epoch - WARM_STEPS, ended - warm_from)
         metrics = close_epoch(s, t, ctx, window, images_seen, steps_in_epoch, ended - started, warm)

@@ -36,7 +36,7 @@ def test_the_table_holds_the_three_archs() -> None:
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-@pytest.mark.parametrize("image_shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("image_shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 64, 64), (3, 128, 128)])
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_shapes_ranges_and_heads(arch: str, image_shape: tuple[int, ...], mode: str) -> None:
     G, D, latent = build(arch, image_shape, mode)
@@ -101,7 +101,7 @@ def test_mlp_on_vector_data_is_unbounded() -> None:
     assert D(points).logits.shape == (256,)
 
 
-@pytest.mark.parametrize("size, start, upsamplings", [(28, 7, 2), (32, 4, 3), (64, 4, 4)])
+@pytest.mark.parametrize("size, start, upsamplings", [(28, 7, 2), (32, 4, 3), (64, 4, 4), (128, 4, 5)])
 def test_dcgan_depth_follows_the_image_size(size: int, start: int, upsamplings: int) -> None:
     G, D, latent = build("dcgan", (1, size, size))
     assert G.start == (4 * 2**upsamplings, start, start)
@@ -109,6 +109,29 @@ def test_dcgan_depth_follows_the_image_size(size: int, start: int, upsamplings: 
     assert sum(isinstance(m, nn.Conv2d) for m in D.modules()) == upsamplings  # D halves as often as G doubles
     out = D(G(*sampled(latent, 2)))
     assert out.features.shape == (2, 4 * 2 ** (upsamplings - 1) * start * start)
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_widths_double_as_the_image_halves_up_to_the_channel_cap(arch: str) -> None:
+    """At 128 px with widths 16 and a cap of 64: G's channels 16, 32, 64, 64, 64, 64 from the image down, D's 16, 32, 64, 64, 64."""
+    G, D, _ = build(arch, (3, 128, 128), g_width=16, d_width=16, max_channels=64)
+    assert G.start == (64, 4, 4)
+    convs = [m for m in D.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert max(m.out_channels for m in convs) == 64 and min(m.out_channels for m in convs) == 16
+    g_convs = [m for m in G.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert max(m.out_channels for m in g_convs) == 64
+
+
+@pytest.mark.parametrize(("side", "widths"), [(28, (16, 64)), (32, (16, 64)), (64, (16, 32)), (128, (16, 16)), (256, (16, 16))])
+def test_auto_widths_follow_the_image_size(side: int, widths: tuple[int, int]) -> None:
+    """'auto' widths (gan/recommended.py): D's first width halves per doubling of the side beyond 32 px, at least 16; what
+    the builders read, so a saved generator with 'auto' rebuilds from its config and shape alone."""
+    cfg = ModelConfig(arch="dcgan", conditional=False)
+    assert (cfg.g_width, cfg.d_width) == ("auto", "auto")
+    G, D = build_generator(cfg, (3, side, side), Latent.of(cfg, 1)), build_discriminator(cfg, (3, side, side), Latent.of(cfg, 1))
+    first = next(m for m in D.modules() if isinstance(m, nn.Conv2d))
+    assert first.out_channels == widths[1]
+    assert G.up[-2].in_channels == 2 * widths[0]  # the last transposed conv reads g_width x 2 channels
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

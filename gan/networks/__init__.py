@@ -16,6 +16,7 @@ from gan.networks.dcgan import DCGANGenerator, dcgan_discriminator
 from gan.networks.layers import Discriminator, DOut
 from gan.networks.mlp import MLPGenerator, mlp_discriminator
 from gan.networks.resnet import ResNetGenerator, resnet_discriminator
+from gan.recommended import with_widths
 
 __all__ = ["ARCHS", "DOut", "Discriminator", "build_discriminator", "build_generator"]
 
@@ -36,8 +37,8 @@ ARCHS: dict[str, Arch] = {
 
 
 def build_generator(cfg: ModelConfig, image_shape: tuple[int, ...], latent: Latent) -> nn.Module:
-    return ARCHS[cfg.arch].generator(cfg, tuple(image_shape), latent)
+    return ARCHS[cfg.arch].generator(with_widths(cfg, image_shape), tuple(image_shape), latent)
 
 
 def build_discriminator(cfg: ModelConfig, image_shape: tuple[int, ...], latent: Latent) -> Discriminator:
-    return ARCHS[cfg.arch].discriminator(cfg, tuple(image_shape), latent)
+    return ARCHS[cfg.arch].discriminator(with_widths(cfg, image_shape), tuple(image_shape), latent)

@@ -33,6 +33,12 @@ def halvings(image_shape: tuple[int, ...]) -> int:
     return max(k, 2)
 
 
+def channels(width: int, i: int, cap: int) -> int:
+    """Channels at resolution H / 2^i: `width` x 2^i, doubling as the image halves, but at most `cap` (model.max_channels),
+    so that a 128 px net's lowest levels stay as wide as a 32 px net's instead of doubling on (StyleGAN's channel_max)."""
+    return min(width * 2**i, cap)
+
+
 class Discriminator(nn.Module):
     """A body x -> h [N, F], then a linear logit, plus <embed(c), h> for conditional models (the projection
     discriminator of Miyato & Koyama 2018) and a Q head on h for InfoGAN (Chen et al. 2016)."""

@@ -13,7 +13,7 @@ from torch import nn
 
 from gan.config import ModelConfig
 from gan.latent import Latent
-from gan.networks.layers import ConditionalBatchNorm2d, Discriminator, halvings, sn
+from gan.networks.layers import ConditionalBatchNorm2d, Discriminator, channels, halvings, sn
 
 
 class GBlock(nn.Module):
@@ -35,12 +35,12 @@ class ResNetGenerator(nn.Module):
     def __init__(self, cfg: ModelConfig, image_shape: tuple[int, ...], latent: Latent):
         super().__init__()
         c, h, w = image_shape
-        k, width = halvings(image_shape), cfg.g_width
-        self.start = (width * 2**k, h // 2**k, w // 2**k)
+        k, ch = halvings(image_shape), lambda i: channels(cfg.g_width, i, cfg.max_channels)
+        self.start = (ch(k), h // 2**k, w // 2**k)
         self.project = nn.Linear(latent.dim, math.prod(self.start))
-        self.blocks = nn.ModuleList(GBlock(width * 2**i, width * 2 ** (i - 1), latent.num_classes) for i in range(k, 0, -1))
-        self.bn = nn.BatchNorm2d(width)
-        self.out = nn.Conv2d(width, c, 3, 1, 1)
+        self.blocks = nn.ModuleList(GBlock(ch(i), ch(i - 1), latent.num_classes) for i in range(k, 0, -1))
+        self.bn = nn.BatchNorm2d(ch(0))
+        self.out = nn.Conv2d(ch(0), c, 3, 1, 1)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = self.project(z).view(-1, *self.start)
@@ -78,10 +78,11 @@ class SumPool(nn.Module):
 
 def resnet_discriminator(cfg: ModelConfig, image_shape: tuple[int, ...], latent: Latent) -> Discriminator:
     c = image_shape[0]
-    k, width = halvings(image_shape), cfg.d_width
-    channels = [c] + [width * 2**i for i in range(k)] + [width * 2 ** (k - 1)]  # the last block keeps the resolution
+    k = halvings(image_shape)
+    widths = [c] + [channels(cfg.d_width, i, cfg.max_channels) for i in range(k)]
+    widths.append(widths[-1])  # the last block keeps the resolution
     layers = []
-    for i, (cin, cout) in enumerate(zip(channels, channels[1:])):
+    for i, (cin, cout) in enumerate(zip(widths, widths[1:])):
         layers += [DBlock(cin, cout, down=i < k, first=i == 0, spectral=cfg.spectral_norm), nn.Dropout(cfg.d_dropout)]
     layers.append(SumPool())
-    return Discriminator(nn.Sequential(*layers), channels[-1], latent.num_classes, latent.code_dim, cfg.spectral_norm)
+    return Discriminator(nn.Sequential(*layers), widths[-1], latent.num_classes, latent.code_dim, cfg.spectral_norm)

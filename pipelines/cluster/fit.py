@@ -140,7 +140,7 @@ def fit(cfg: PipelineConfig, dataset_dir: str, name: str, lineage: dict, init_pa
         train_loop_per_worker,
         train_loop_config={
             "config": cfg.model_dump(mode="json"), "image_shape": list(image_shape), "num_classes": manifest["num_classes"],
-            "steps_per_epoch": manifest["rows"]["train"] // cfg.ray.num_workers // cfg.worker_batch,
+            "steps_per_epoch": manifest["rows"]["train"] // cfg.ray.num_workers // cfg.worker_batch, "num_images": manifest["rows"]["train"],
             "quick_fid": quick_fid, "failure_hooks": failure_hook(), "nan_at_step": nan_at_step(), "init": init,
             "lineage": lineage,  # kept beside every checkpoint (checkpoint.LINEAGE_FILE): the registry tags the version with it
             "dataset_dir": str(Path(dataset_dir).resolve()) if loader == "parquet" else None,  # each worker reads its rows itself

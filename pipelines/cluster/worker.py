@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gan import checkpoint as ckpt
-from gan.batches import Batch, in_memory_batches
+from gan.batches import Batch, in_memory_batches, mirrored
 from gan.config import TrainConfig, device_batch
 from gan.data.manifest import read_manifest
 from gan.data.reader import decode_images, load_split
@@ -205,6 +205,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     else:
         batches = shard_batches(ray.train.get_dataset_shard("train"), shard_cfg, image_shape, ctx)
 
+    if cfg.data.mirror:
+        batches = mirrored(batches, cfg.train.seed, ctx.rank)
+
     def epoch_batches(epoch: int) -> Iterator[Batch]:
         for index, batch in enumerate(batches(epoch)):
             sink.first_batch_unix = sink.first_batch_unix or time.time()
@@ -216,6 +219,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         train_loop(
             cfg.recipe, image_shape, loop_config["num_classes"], epoch_batches, sink, ctx, resume, cfg.model_dump(mode="json"),
             steps_per_epoch=loop_config["steps_per_epoch"], quick_fid=quick_fid, init=init, nan_at_step=loop_config["nan_at_step"],
+            num_images=loop_config["num_images"],
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -27,10 +27,11 @@ from pipelines.workspace import Workspace
 def training_key(cfg: PipelineConfig) -> str:
     """What a run's weights are made of besides its data and its parent: the recipe less what only schedules or observes
     the run (`gan.config.SCHEDULE_KEYS`: raising train.epochs continues the same run), the workers, how they read their rows
-    (`ray.loader`: each way gives a rank its own rows) and the training code
+    (`ray.loader`: each way gives a rank its own rows), whether they mirror them (data.mirror) and the training code
     (`provenance.STAGE_CODE`). Not how the parent was named: the parent itself counts (`run_name`)."""
     train = cfg.train.model_dump(mode="json", exclude=SCHEDULE_KEYS)
-    return fingerprint(cfg.model, train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, shard_loader(cfg), stage_code("train"))
+    return fingerprint(cfg.model, train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, shard_loader(cfg), stage_code("train"),
+                       *([{"mirror": True}] if cfg.data.mirror else []))
 
 
 def schedule_key(cfg: PipelineConfig) -> str:
