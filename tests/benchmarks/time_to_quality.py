@@ -38,9 +38,14 @@ DEFAULT = "default"  # conf/pipeline.yaml as it is, no preset
 KS = (10, 5, 3, 2)  # targets: k x the real-vs-real floor
 
 
+def run_args(preset: str, config: Path, sets: list[str]) -> list[str]:
+    """`gan-pipeline run` with a preset (none for DEFAULT), a config file and `--set` overrides."""
+    return [CLI, "run", *([] if preset == DEFAULT else ["--preset", preset]), "-c", str(config), *[a for s in sets for a in ("--set", s)]]
+
+
 def run(preset: str, config: Path, sets: list[str], out: Path) -> dict:
     """One `gan-pipeline run` in a fresh folder: its start time, wall seconds, summary and evaluation report."""
-    args = [CLI, "run", *([] if preset == DEFAULT else ["--preset", preset]), "-c", str(config), *[a for s in sets for a in ("--set", s)]]
+    args = run_args(preset, config, sets)
     with tempfile.TemporaryDirectory() as folder:
         started = time.time()
         done = subprocess.run(args, cwd=folder, capture_output=True, text=True)
