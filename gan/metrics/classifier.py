@@ -29,6 +29,7 @@ class Classifier(nn.Module):
     def __init__(self, image_shape: tuple[int, ...], num_classes: int, width: int = 16, dropout: float = 0.3):
         super().__init__()
         self.image_shape = tuple(image_shape)
+        self.spec = {"image_shape": self.image_shape, "num_classes": num_classes}  # with the weights: all to rebuild it
         c, h, w = image_shape
 
         def block(cin: int, cout: int) -> list[nn.Module]:

@@ -46,8 +46,7 @@ class Extractor:
 
 def from_classifier(*, classifier: Classifier, classifier_key: str, **_: object) -> Extractor:
     """The domain classifier's 128-d features; `classifier_key` names it (its data, settings and code)."""
-    spec = {"image_shape": classifier.image_shape, "num_classes": classifier.head.out_features}
-    return Extractor("classifier", classifier_key, classifier.eval(), spec, FEATURE_DIM, batch_size=500, kid_rescale=True)
+    return Extractor("classifier", classifier_key, classifier.eval(), dict(classifier.spec), FEATURE_DIM, batch_size=500, kid_rescale=True)
 
 
 def from_encoder(*, encoder: Encoder, encoder_key: str, **_: object) -> Extractor:
