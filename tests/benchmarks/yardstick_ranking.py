@@ -12,7 +12,7 @@ held-out images. Each rung of the ladder is --heldout images made from the held-
 - blur σ 0.5 / 1 / 1.5: blurred by a Gaussian of that many pixels;
 - noise std 0.1: plus Gaussian noise of std 0.1 (of the [0, 1] range), clipped;
 - 100 / 20 / 5 images repeated: a collapse to a handful of images;
-- 5 / 2 / 1 classes (labelled data): drawn from the held-out images of the most common classes only;
+- 5 / 2 / 1 classes (those fewer than the data's): drawn from the held-out images of the most common classes only;
 - with --checkpoint DIR: a trained checkpoint's EMA generator (as pipelines/stages/evaluate.py loads it; labels drawn
   in the training split's class mix) and its samples blurred by σ 1.
 Each chain (blur, repeated modes, class collapse) starts at the real images and degrades one way: a faithful yardstick
@@ -90,7 +90,7 @@ def kendall_pairs(values: list[float]) -> tuple[int, int]:
     return int(sum(s > 0 for s in signs)), int(sum(s < 0 for s in signs))
 
 
-def ladder(heldout: np.ndarray, labels: np.ndarray, labelled: bool) -> tuple[dict[str, Callable[[], object]], dict[str, list[str]]]:
+def ladder(heldout: np.ndarray, labels: np.ndarray, classes: int) -> tuple[dict[str, Callable[[], object]], dict[str, list[str]]]:
     """The rungs by name (each makes its images), and the chains of rungs in their intended order, best first: each
     chain starts at the held-out real images and degrades one way. Noise has no chain (it is scored, not ranked)."""
     rungs: dict[str, Callable[[], object]] = {"real (floor)": lambda: heldout}
@@ -99,9 +99,10 @@ def ladder(heldout: np.ndarray, labels: np.ndarray, labelled: bool) -> tuple[dic
     rungs |= {f"{m} images repeated": lambda m=m: repeated(heldout, m, SEED) for m in MODES}
     chains = {"blur": ["real (floor)", *(f"blur σ {sigma}" for sigma in SIGMAS)],
               "repeated modes": ["real (floor)", *(f"{m} images repeated" for m in MODES)]}
-    if labelled:
-        rungs |= {f"{k} classes": lambda k=k: collapsed(heldout, labels, k, SEED) for k in CLASSES}
-        chains["class collapse"] = ["real (floor)", *(f"{k} classes" for k in CLASSES)]
+    fewer = [k for k in CLASSES if k < classes]  # a "collapse" to as many classes as the data has is the real images again
+    if fewer:
+        rungs |= {f"{k} classes": lambda k=k: collapsed(heldout, labels, k, SEED) for k in fewer}
+        chains["class collapse"] = ["real (floor)", *(f"{k} classes" for k in fewer)]
     return rungs, chains
 
 
@@ -158,7 +159,7 @@ def main() -> None:
     for name, s in seconds.items():
         print(f"  {name}: trained in {s:.0f} s", flush=True)
 
-    rungs, chains = ladder(images[heldout], labels[heldout], classes > 1)
+    rungs, chains = ladder(images[heldout], labels[heldout], classes)
     if args.checkpoint:
         rungs |= generator_rungs(args.checkpoint, len(heldout), np.bincount(labels[train], minlength=classes) / len(train))
     fids: dict[str, dict[str, float]] = {name: {} for name in extractors}
