@@ -36,7 +36,7 @@ class StageCode(NamedTuple):
 # that computes the weights: the workers' code with all it imports (networks, losses, the loop, the dataset's reader,
 # checkpoints; not the source formats and the writer, whose output the dataset's fingerprint names) and the modules that
 # hand the workers their config and data (the stage and the driver). Not on what those import besides: the evaluation's
-# feature classifier it borrows for quick FIDs is keyed by its own cache (`feature_extractor_key`), and the console, the
+# feature network it borrows for quick FIDs is keyed by its own cache (`feature_extractor_key`, `encoder_key`), and the console, the
 # workspace and the registry do not touch the weights, so an edit there lets an unchanged training config resume. Code
 # that shapes what the workers get belongs in one of these modules.
 STAGE_CODE = {

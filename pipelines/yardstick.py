@@ -2,8 +2,9 @@
 
 A yardstick is a feature extractor, the reference data its samples are compared with (the training images' features and
 class histogram), the sample count and the latents' seed. Here too the pieces it is made of, each kept in the working
-folder once: the feature classifier trained on the data (`feature_classifier`), the extractor it serves as (or the
-Inception network), and the reference (`reference_of`). Every evaluation measures with one (`Instrument`) and keeps
+folder once: the feature classifier trained on the data (`feature_classifier`), the self-supervised encoder trained on
+its images (`feature_encoder`), the extractor one of them serves as (or the Inception network; `feature_extractor`, as
+`gan.config.chosen_extractor` picks it), and the reference (`reference_of`). Every evaluation measures with one (`Instrument`) and keeps
 it beside its report as `yardstick.pt` (the extractor's weights, the reference features, the class mix conditional
 labels are drawn in), so any generator can later be measured on it again, on any machine that can read the MLflow run
 the report was logged to. The registry (pipelines/stages/register.py) keeps two uses of it:
@@ -22,15 +23,17 @@ import numpy as np
 import torch
 
 from gan import files
-from gan.config import ConfigError, check_eval
+from gan.config import ConfigError, check_eval, chosen_extractor
 from gan.data.reader import iter_split, load_split, sample_rows
 from gan.latent import Latent
 from gan.metrics import evaluation
 from gan.metrics.classes import class_histogram
 from gan.metrics.classifier import Classifier, accuracy, source_digest, train_classifier
 from gan.metrics.evaluation import Embedded, Reference, embed_set
-from gan.metrics.extractors import Extractor, build_extractor, inception_key
+from gan.metrics import selfsupervised
+from gan.metrics.extractors import Extractor, build_extractor, inception_key, rebuild
 from gan.metrics.inception import WeightsError
+from gan.metrics.selfsupervised import Encoder, train_encoder, view_accuracy
 from gan.saved import load_array, load_tensors
 from pipelines.cluster.embed import embed_images
 from pipelines.config import PipelineConfig, fingerprint
@@ -44,7 +47,7 @@ FORMAT_VERSION = 1
 class Yardstick:
     """What one score was measured with. Scores are comparable only between equal keys."""
 
-    extractor: str  # the feature extractor's key (its network, and for the classifier its data, settings and code)
+    extractor: str  # the feature extractor's key (its network, and for the classifier and the encoder its data, settings and code)
     dataset: str  # fingerprint of the reference data: the training images the samples are compared with
     num_images: int  # samples per score (and held-out images in the floor)
     seed: int  # the latents' seed (eval.seed); also the bootstrap's
@@ -106,7 +109,7 @@ class Instrument:
 
     yardstick: Yardstick
     extractor: Extractor
-    classifier: Classifier  # the domain classifier (the extractor too, unless that is Inception)
+    classifier: Classifier  # the domain classifier (the extractor too, unless that is the encoder or Inception)
     reference: Reference
     class_mix: np.ndarray  # [K] the reference data's class shares: conditional models draw their labels in it
 
@@ -129,6 +132,9 @@ class Instrument:
             "classifier": self.classifier.state_dict(), "feats": torch.from_numpy(np.ascontiguousarray(narrowed(self.reference.feats))),
             "hist": torch.from_numpy(np.asarray(self.reference.hist, np.float64)), "class_mix": torch.from_numpy(self.class_mix),
             "kid_rescale": self.extractor.kid_rescale,
+            # The encoder's weights and constructor arguments (the classifier's are above; Inception's are the user's file).
+            **({"encoder": self.extractor.network.state_dict(), "encoder_spec": json.dumps(self.extractor.spec)}
+               if self.extractor.name == "selfsupervised" else {}),
         }
         torch.save(blob, path)
         return path
@@ -149,6 +155,9 @@ class Instrument:
                 raise ValueError(f"the yardstick {yardstick.key} measures with Inception weights {yardstick.extractor}; "
                                  f"eval.inception_weights = {inception_weights!r} is not that file")
             extractor = build_extractor("inception", inception_weights=inception_weights)
+        elif blob["extractor"] == "selfsupervised":
+            encoder = rebuild(Encoder, json.loads(blob["encoder_spec"]), blob["encoder"])
+            extractor = build_extractor("selfsupervised", encoder=encoder, encoder_key=yardstick.extractor)
         else:
             extractor = build_extractor(blob["extractor"], classifier=classifier, classifier_key=yardstick.extractor)
         reference = Reference.of(blob["feats"].numpy().astype(np.float64), blob["hist"].numpy(), bool(blob["kid_rescale"]))
@@ -195,15 +204,62 @@ def feature_classifier(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -
     return model, held_out
 
 
-def feature_extractor(cfg: PipelineConfig, classifier: Classifier, classifier_key: str) -> Extractor:
-    """The network FID, KID, the k-NN metrics, feature memorisation and IS read, as eval.feature_extractor names it."""
+def encoder_key(cfg: PipelineConfig, manifest: dict) -> str:
+    """Names the self-supervised encoder, as `feature_extractor_key` the classifier: its data, settings and own code."""
+    return "selfsupervised-" + fingerprint(
+        manifest["fingerprint"], cfg.eval.ssl_epochs, cfg.eval.ssl_seed, selfsupervised.source_digest(), *sample_tag(cfg, manifest)
+    )
+
+
+def feature_encoder(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> Encoder:
+    """Train the self-supervised encoder once per dataset fingerprint and encoder config; cache it beside the classifiers."""
+    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{encoder_key(cfg, manifest)}.pt"
+    if path.is_file():
+        blob = load_tensors(path, str(path), "a self-supervised encoder this project cached", remedy="; remove it and run again: it retrains")
+        return rebuild(Encoder, json.loads(blob["spec"]), blob["state"])
+    print(f"[evaluate] training the self-supervised encoder ({cfg.eval.ssl_epochs} epochs)")
+    images, _ = load_split(dataset_dir, "train", train_rows(cfg, manifest))
+    losses: list[float] = []
+    model = train_encoder(images, cfg.eval.ssl_epochs, cfg.eval.ssl_seed, losses=losses)
+    heldout = load_split(dataset_dir, "heldout", sample_rows(manifest["rows"]["heldout"], 1000))[0]
+    # Its own sanity check, as accuracy is the classifier's (chance: 1 / (2 x 1000 - 1)).
+    held_out = view_accuracy(model, heldout, cfg.eval.ssl_seed) if len(heldout) > 1 else float("nan")
+    print(f"[evaluate] self-supervised encoder: NT-Xent loss {losses[0]:.2f} -> {losses[-1]:.2f}; "
+          f"held-out view accuracy {held_out:.3f}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with files.replacing(path) as tmp:
+        torch.save({"state": model.state_dict(), "spec": json.dumps(model.spec), "losses": torch.tensor(losses),
+                    "view_accuracy": held_out}, tmp)
+    return model
+
+
+def feature_extractor(
+    cfg: PipelineConfig, dataset_dir: Path, manifest: dict, classifier: Classifier | None = None, name: str | None = None
+) -> Extractor:
+    """The network FID, KID, the k-NN metrics and feature memorisation read: `name`, else as `chosen_extractor` picks it
+    for the data; `classifier` is the domain classifier when the caller holds it (else it is loaded or trained)."""
     check_eval(cfg.eval)  # the weights file may have gone since the config was loaded
+    name = name or chosen_extractor(cfg.eval, manifest["num_classes"])[0]
+    if name == "classifier":
+        classifier = classifier if classifier is not None else feature_classifier(cfg, dataset_dir, manifest)[0]
+        sources = {"classifier": classifier, "classifier_key": feature_extractor_key(cfg, manifest)}
+    elif name == "selfsupervised":
+        sources = {"encoder": feature_encoder(cfg, dataset_dir, manifest), "encoder_key": encoder_key(cfg, manifest)}
+    else:
+        sources = {"inception_weights": cfg.eval.inception_weights}
     try:
-        return build_extractor(
-            cfg.eval.feature_extractor, classifier=classifier, classifier_key=classifier_key, inception_weights=cfg.eval.inception_weights
-        )
+        return build_extractor(name, **sources)
     except WeightsError as err:
         raise ConfigError(f"config error: eval.inception_weights = {cfg.eval.inception_weights!r}: {err}") from None
+
+
+def quick_fid_extractor(cfg: PipelineConfig, manifest: dict) -> tuple[str, str]:
+    """(name, key) of the extractor quick FIDs measure with during training: the evaluation's, but the classifier in place
+    of Inception (gan.metrics.quick_fid.NETWORKS says why), so that a report's quick FIDs read on its own scale."""
+    name = chosen_extractor(cfg.eval, manifest["num_classes"])[0]
+    if name == "selfsupervised":
+        return name, encoder_key(cfg, manifest)
+    return "classifier", feature_extractor_key(cfg, manifest)
 
 
 def reference_of(

@@ -32,7 +32,8 @@ def test_overrides_apply_after_the_file_with_yaml_typing() -> None:
         ("model.arch=gru", "model.arch = 'gru' (--set): Input should be 'mlp', 'dcgan' or 'resnet'"),
         ("train.loss=wgangp", "train.loss = 'wgangp' (--set): Input should be 'minimax', 'ns', 'hinge', 'lsgan', 'wgan' or 'wgan-gp'"),
         ("reg.diffaugment=flip", "reg.diffaugment = 'flip' (--set): Value error, unknown augmentation flip; allowed: translation, cutout, color"),
-        ("eval.feature_extractor=vgg", "eval.feature_extractor = 'vgg' (--set): Input should be 'classifier' or 'inception'"),
+        ("eval.feature_extractor=vgg",
+         "eval.feature_extractor = 'vgg' (--set): Input should be 'auto', 'classifier', 'selfsupervised' or 'inception'"),
         ("trainer.epochs=3", "trainer = {'epochs': 3} (--set): unknown key; allowed here: data, eval, model, optim, ray, reg"),
         ("ray.storage_path=ftp://host/x", "ray.storage_path = 'ftp://host/x' (--set): Value error, unknown storage URI scheme 'ftp'; "
          "allowed: file, s3, gs, gcs, hdfs, viewfs, or a local path"),
@@ -183,11 +184,51 @@ def test_inception_extractor_needs_a_readable_weights_file_and_enough_samples(tm
         with pytest.raises(ConfigError) as err:
             load_config(None, [*inception, *overrides])
         assert str(err.value) == expected
+    for other in ("classifier", "selfsupervised"):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [f"eval.feature_extractor={other}", f"eval.inception_weights={weights}"])
+        assert str(err.value) == (f"config error: eval.inception_weights = '{weights}' acts only with eval.feature_extractor 'inception' "
+                                  f"or 'auto', not {other!r}; it would do nothing here")
+    # 'auto' (the default) takes given weights as the choice of Inception, with its rules
+    assert load_config(None, [f"eval.inception_weights={weights}", "eval.num_samples=5000"]).eval.inception_weights == str(weights)
     with pytest.raises(ConfigError) as err:
         load_config(None, [f"eval.inception_weights={weights}"])
     assert str(err.value) == (
-        f"config error: eval.inception_weights = '{weights}' acts only with eval.feature_extractor 'inception'; it would do nothing here"
+        "config error: eval.num_samples = 1000 with eval.feature_extractor 'auto' (Inception, as eval.inception_weights is given): FID "
+        "needs more samples than its 2048 feature dimensions; at least 2049"
     )
+
+
+@pytest.mark.parametrize(
+    ("settings", "classes", "chosen"),
+    [
+        ({}, 10, "classifier"),  # the bundled digits keep the classifier's yardstick
+        ({}, 2, "selfsupervised"),
+        ({}, 1, "selfsupervised"),  # unlabelled data: one class
+        ({"min_classes": 2}, 2, "classifier"),
+        ({"inception_weights": "w.pth"}, 2, "inception"),
+        ({"feature_extractor": "classifier"}, 2, "classifier"),
+        ({"feature_extractor": "selfsupervised"}, 10, "selfsupervised"),
+    ],
+)
+def test_auto_picks_the_classifier_for_many_classes_and_the_encoder_for_few(settings: dict, classes: int, chosen: str) -> None:
+    from gan.config import EvalConfig, chosen_extractor  # noqa: PLC0415
+
+    name, reason = chosen_extractor(EvalConfig(**settings), classes)
+    assert name == chosen and reason
+    if name == "selfsupervised" and not settings:
+        assert reason.startswith(f"{classes} class") and "< eval.min_classes 10" in reason
+
+
+def test_the_extractor_choices_are_the_extractors_table_and_auto() -> None:
+    """The config's Literal (the config imports no torch) names exactly the rows of EXTRACTORS, and 'auto'."""
+    from typing import get_args  # noqa: PLC0415
+
+    from gan.config import EvalConfig  # noqa: PLC0415
+    from gan.metrics.extractors import EXTRACTORS  # noqa: PLC0415
+
+    choices = get_args(EvalConfig.model_fields["feature_extractor"].annotation)
+    assert set(choices) == {"auto", *EXTRACTORS}
 
 
 def test_the_choices_of_arch_and_loss_are_their_tables_keys(monkeypatch: pytest.MonkeyPatch) -> None:

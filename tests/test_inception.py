@@ -88,7 +88,7 @@ def test_extractor_key_names_the_weights_files_bytes(weights: tuple[inception.FI
     extractor = build_extractor("inception", inception_weights=str(path), classifier=None, classifier_key="unused")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     assert extractor.key == f"inception-{digest}-bilinear299" and extractor.feature_dim == 2048 and not extractor.kid_rescale
-    assert set(EXTRACTORS) == {"classifier", "inception"}
+    assert set(EXTRACTORS) == {"classifier", "selfsupervised", "inception"}
 
 
 def test_a_file_that_is_not_the_state_dict_is_a_weights_error(tmp_path: Path) -> None:

@@ -88,16 +88,19 @@ def loaders(tmp_path: Path) -> dict:
     from pipelines.config import PipelineConfig  # noqa: PLC0415
     from pipelines.registry.served_model import GeneratorModel  # noqa: PLC0415
     from pipelines.workspace import Workspace  # noqa: PLC0415
-    from pipelines.yardstick import Instrument, feature_classifier, feature_extractor_key  # noqa: PLC0415
+    from pipelines.yardstick import Instrument, encoder_key, feature_classifier, feature_encoder, feature_extractor_key  # noqa: PLC0415
 
     cfg = PipelineConfig.model_validate({"runtime": {"workdir": str(tmp_path / "work")}})
     manifest = {"fingerprint": "data", "rows": {"train": 10}, "image_shape": [1, 8, 8], "num_classes": 2}
     cached = Workspace.of(cfg.runtime.workdir).classifiers / f"{feature_extractor_key(cfg, manifest)}.pt"
+    encoder = Workspace.of(cfg.runtime.workdir).classifiers / f"{encoder_key(cfg, manifest)}.pt"
     return {
         "quick-FID file": (tmp_path / "q.pt", lambda p: QuickFID.load(p, str(p)), ForeignFile, "not a quick-FID file this project wrote"),
         "quick-FID bytes": (tmp_path / "q.pt", lambda p: QuickFID.load(p.read_bytes()), ForeignFile, "the quick-FID file: not a quick-FID"),
         "classifier cache": (cached, lambda _: feature_classifier(cfg, tmp_path / "no-dataset", manifest), ForeignFile,
                              "not a feature classifier this project cached"),
+        "encoder cache": (encoder, lambda _: feature_encoder(cfg, tmp_path / "no-dataset", manifest), ForeignFile,
+                          "not a self-supervised encoder this project cached"),
         "yardstick bundle": (tmp_path / "yardstick.pt", Instrument.load, ForeignFile, "not a yardstick this project wrote"),
         "Inception weights": (tmp_path / "w.pth", inception.load_fid_inception, inception.WeightsError, "not the FID Inception's state dict"),
         "registered generator": (tmp_path / "generator.pt", lambda p: GeneratorModel().load_context(SimpleNamespace(artifacts={"generator": str(p)})),
@@ -105,7 +108,7 @@ def loaders(tmp_path: Path) -> dict:
     }
 
 
-LOADERS = ["quick-FID file", "quick-FID bytes", "classifier cache", "yardstick bundle", "Inception weights", "registered generator"]
+LOADERS = ["quick-FID file", "quick-FID bytes", "classifier cache", "encoder cache", "yardstick bundle", "Inception weights", "registered generator"]
 
 
 @pytest.mark.parametrize("loader", LOADERS)

@@ -5,6 +5,8 @@
   set's class probabilities -> numbers; bootstrap and distances: what they share
 - classifier: the domain classifier, a small CNN trained on the data: the class metrics' probabilities, and the
   default feature network (FID's features, IS's softmax)
+- selfsupervised: a small conv encoder trained on the data without labels (SimCLR-style): the feature network of
+  unlabelled and few-class data
 - inception: the FID Inception-v3 from a local weights file, the other feature network
 - extractors: the feature networks by name (`build_extractor("inception", inception_weights=...)`), each with the
   key a report names it by

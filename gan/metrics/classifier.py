@@ -29,6 +29,7 @@ class Classifier(nn.Module):
     def __init__(self, image_shape: tuple[int, ...], num_classes: int, width: int = 16, dropout: float = 0.3):
         super().__init__()
         self.image_shape = tuple(image_shape)
+        self.spec = {"image_shape": self.image_shape, "num_classes": num_classes}  # with the weights: all to rebuild it
         c, h, w = image_shape
 
         def block(cin: int, cout: int) -> list[nn.Module]:
@@ -94,15 +95,16 @@ def train_classifier(
 
 
 @torch.no_grad()
-def embed(model: Classifier, images: np.ndarray | torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """(features [N, 128] float64, class probabilities [N, K] float64)."""
+def embed(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N, D] float64, class probabilities [N, K] float64) of any network with `features` and, if it has
+    classes, `head`: a head-less one (the self-supervised encoder) gives K = 0 columns."""
     if not len(images):
         raise ValueError("no images to embed")
     model.eval()
     feats, probs, done = np.empty((0, 0)), np.empty((0, 0)), 0
     for chunk in torch.as_tensor(images).split(batch_size):  # to floats a chunk at a time: never the whole set
         f = model.features(to_float(chunk))
-        p = F.softmax(model.head(f), dim=1)
+        p = F.softmax(model.head(f), dim=1) if hasattr(model, "head") else f.new_empty(len(f), 0)
         if not done:  # filled in place: no list of chunks to concatenate into a second copy
             feats, probs = np.empty((len(images), f.shape[1])), np.empty((len(images), p.shape[1]))
         feats[done : done + len(f)], probs[done : done + len(f)] = f.double().numpy(), p.double().numpy()

@@ -74,7 +74,7 @@ class Embedded:
     """One image set as the metrics read it."""
 
     feats: np.ndarray  # [N, D] the extractor's features: FID, KID, the k-NN metrics, feature memorisation
-    probs: np.ndarray  # [N, K'] the extractor's softmax: the Inception Score
+    probs: np.ndarray  # [N, K'] the extractor's softmax (the domain classifier's for a head-less extractor): the Inception Score
     classes: np.ndarray  # [N, K] the domain classifier's probabilities: class coverage, collapse, InfoGAN agreement
 
 
@@ -97,9 +97,11 @@ def draw(G: nn.Module, latent: Latent, n: int, seed: int, class_mix: np.ndarray)
 
 
 def embed_set(extractor: Extractor, classifier: Classifier, images: Images, embed: Embed = in_process) -> Embedded:
-    """An image set through the extractor (by `embed`) and, for the class metrics, the domain classifier."""
+    """An image set through the extractor (by `embed`) and, for the class metrics, the domain classifier. An extractor
+    without a softmax (the self-supervised encoder) leaves the Inception Score to the domain classifier's."""
     feats, probs = embed(extractor, images)
-    return Embedded(feats, probs, probs if extractor.network is classifier else classify(classifier, images)[1])
+    classes = probs if extractor.network is classifier else classify(classifier, images)[1]
+    return Embedded(feats, probs if probs.shape[1] else classes, classes)
 
 
 def score(sample: Embedded, reference: Reference, seed: int, min_fraction: float, metrics: Sequence[str] = REPORTED) -> dict:

@@ -1,7 +1,7 @@
 """Stage 3: score the EMA generator against the real data, beside the real-vs-real floor.
 
 The protocol is the library's (gan/metrics/evaluation.py); this stage brings it the cached feature classifier, extractor
-and reference, names and caches the report, draws its pictures and publishes it (a Prefect artifact)."""
+(as `gan.config.chosen_extractor` picks it for the data) and reference, names and caches the report, draws its pictures and publishes it (a Prefect artifact)."""
 
 import json
 import shutil
@@ -13,7 +13,7 @@ import torch
 from prefect import task
 
 from gan import checkpoint as ckpt, files, sampling
-from gan.config import ConfigError, unreadable
+from gan.config import ConfigError, chosen_extractor, unreadable
 from gan.data.manifest import is_complete, read_manifest
 from gan.data.reader import iter_split, load_split, pixel_stats
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
@@ -31,7 +31,7 @@ from pipelines.stages import Step
 from pipelines.workspace import Workspace
 from pipelines.yardstick import (
     BUNDLE, Instrument, Yardstick, class_mix, embedder, feature_classifier, feature_extractor, feature_extractor_key, label_shares,
-    reference_of,
+    quick_fid_extractor, reference_of,
 )
 
 
@@ -104,9 +104,11 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     started = time.time()
     state = ckpt.load(checkpoint_dir)  # first: a file that is no checkpoint of ours is refused before any work
     manifest = read_manifest(dataset_dir)
+    name, reason = chosen_extractor(cfg.eval, manifest["num_classes"])
+    print(f"[evaluate] feature network: {name} ({reason})")
     classifier, accuracy = feature_classifier(cfg, dataset_dir, manifest)
     classifier_key = feature_extractor_key(cfg, manifest)
-    extractor = feature_extractor(cfg, classifier, classifier_key)
+    extractor = feature_extractor(cfg, dataset_dir, manifest, classifier, name)
     heldout = manifest["rows"]["heldout"]
     # Same number of images on both sides, so the model's FID and the floor share the small-sample bias.
     n = min(cfg.eval.num_samples, heldout)
@@ -134,8 +136,9 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
         "checkpoint": str(checkpoint_dir), "step": int(state["step"]), "epoch": int(state["epoch"]),
         "train_seconds": float(state["train_seconds"]), "dataset_fingerprint": manifest["fingerprint"], "yardstick": measure.as_dict(),
         "classifier_test_accuracy": accuracy, **result.report,
-        # Quick FIDs are measured with the classifier: those of this classifier only (a cached training run may predate a change).
-        "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == classifier_key],
+        # Quick FIDs are measured with this evaluation's network (the classifier in place of Inception): those of this very
+        # network only (a cached training run may predate a change).
+        "quick_fid": [q for q in ckpt.snapshots_of(state) if q.get("yardstick") == quick_fid_extractor(cfg, manifest)[1]],
         **({"data_change": changes} if changes else {}),
     }
     files.remove_stale_temporaries(out.parent)

@@ -8,7 +8,6 @@ from prefect import task
 from gan.config import SCHEDULE_KEYS, warm_started
 from gan.data.manifest import read_manifest
 from gan.data.reader import load_split
-from gan.metrics.classifier import embed
 from gan.metrics.fid import gaussian_stats
 from gan.metrics.quick_fid import QuickFID
 from pipelines import console, yardstick
@@ -53,19 +52,20 @@ def run_config(cfg: PipelineConfig, parent: dict | None) -> PipelineConfig:
 
 
 def quick_fid_file(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> Path | None:
-    """The evaluation's feature classifier and the training images' feature statistics in one file, which every worker
-    gets as bytes (a remote cluster's workers do not see this machine's files); None when quick FIDs are off."""
+    """The evaluation's feature network (`yardstick.quick_fid_extractor`: the classifier or the encoder) and the training
+    images' feature statistics in one file, which every worker gets as bytes (a remote cluster's workers do not see this
+    machine's files); None when quick FIDs are off."""
     if not cfg.train.fid_every_epochs:
         return None
-    key = yardstick.feature_extractor_key(cfg, manifest)
+    name, key = yardstick.quick_fid_extractor(cfg, manifest)
     path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}.pt"
     if path.is_file():
         QuickFID.load(path, str(path))  # a file that is not one is refused here, naming it, before the workers get its bytes
     else:
-        classifier, _ = yardstick.feature_classifier(cfg, dataset_dir, manifest)
-        feats, _ = embed(classifier, load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0])
+        extractor = yardstick.feature_extractor(cfg, dataset_dir, manifest, name=name)
+        feats, _ = extractor.embed(load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0])
         stats = gaussian_stats(feats)
-        QuickFID(classifier, *stats, yardstick.class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
+        QuickFID(extractor.network, *stats, yardstick.class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
     return path
 
 
