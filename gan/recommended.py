@@ -48,4 +48,6 @@ def for_data(recipe: Recipe, image_shape: tuple[int, ...], num_images: int | Non
             why = f"{num_images} training images {'<' if on else '>='} reg.ada_below {reg.ada_below}"
         reasons.append(f"ADA {'on' if on else 'off'} ({why})")
         reg = reg.model_copy(update={"ada": on})
+    elif reg.ada and len(image_shape) == 3:
+        reasons.append(f"ADA on (reg.ada = true), target r_t {reg.ada_target:g}, p moving 0 -> 1 in {reg.ada_images:,} images")
     return recipe.model_copy(update={"model": model, "reg": reg}), reasons

@@ -59,10 +59,12 @@ def test_photo_files_read_back_as_the_crops_they_were_written_from(photos: Sourc
 
 
 # One colour run end to end, smoke-sized (on top of conf/smoke.yaml): 800 JPEGs of 32 px in class folders, an unconditional
-# narrow DCGAN on 1 worker for 2 epochs of 20 steps, a 160-sample evaluation with a one-epoch classifier (FID on its 128-d
-# features needs more than 128 samples: 160 held out).
+# narrow DCGAN with ADA (p free to move fast) on the data mirrored, on 1 worker for 2 epochs of 20 steps; a 160-sample
+# evaluation, measured with the self-supervised encoder as two classes are too few for a classifier's features (FID on
+# its 128-d features needs more than 128 samples: 160 held out).
 PHOTO_RUN = [
-    "data.channels=3", "data.image_size=32", "model.arch=dcgan", "model.g_width=8", "model.d_width=8",
+    "data.channels=3", "data.image_size=32", "data.mirror=true", "model.arch=dcgan", "model.g_width=8", "model.d_width=8",
+    "reg.ada=true", "reg.ada_images=2000", "eval.ssl_epochs=2",
     "train.batch_size=32", "train.sample_every_steps=0", "ray.num_workers=1", "eval.num_samples=160", "eval.classifier_epochs=1",
     "eval.fid_draws=0", "eval.classifier_augment=false", "registry.model_name=photos",
 ]
@@ -85,6 +87,7 @@ def test_a_colour_run_trains_evaluates_and_registers_a_32px_rgb_model(colour_run
     assert manifest["rows"] == {"train": 640, "heldout": 160}
     report = json.loads(Path(summary["report"]).read_text())
     assert math.isfinite(report["model"]["fid"]) and report["model"]["fid"] > report["real_vs_real"]["fid"]
+    assert report["feature_network"] == "selfsupervised" and report["yardstick"]["extractor"].startswith("selfsupervised-")
     grid = Image.open(Path(summary["report"]).parent / "samples.png")
     pixels = np.asarray(grid)
     assert grid.mode == "RGB" and np.abs(pixels[..., 0].astype(int) - pixels[..., 2]).max() > 0  # colour samples, drawn as colour

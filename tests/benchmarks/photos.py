@@ -1,6 +1,6 @@
 """Benchmark: the whole pipeline on real colour photos, `bundled-photos` (crops of scikit-learn's two sample photos).
 
-Usage: .venv/bin/python tests/benchmarks/photos.py [--size 32|64|128] [--preset dcgan] [--minutes 7.5]
+Usage: .venv/bin/python tests/benchmarks/photos.py [--size 32|64|128] [--preset photo-SIZE] [--minutes 7.5]
        [--config conf/pipeline.yaml] [--set section.key=value ...] [--out results/]
 
 One `gan-pipeline run -c conf/pipeline.yaml [--preset NAME]` with data.source=bundled-photos, data.channels=3,
@@ -54,7 +54,7 @@ def side_by_side(checkpoint_dir: Path, dataset: Path, path: Path, seed: int = 0)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, choices=SIZES, default=32, help="data.image_size")
-    parser.add_argument("--preset", default="dcgan", help=f"a name from conf/presets/, or '{DEFAULT}' (none: the recommended recipe)")
+    parser.add_argument("--preset", default=None, help=f"a name from conf/presets/ (default: photo-SIZE), or '{DEFAULT}' (none: the recommended recipe)")
     parser.add_argument("--minutes", type=float, default=7.5, help="train.max_minutes")
     parser.add_argument("--config", type=Path, default=ROOT / "conf" / "pipeline.yaml")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="any other override, section.key=value (repeatable)")
@@ -62,6 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     sets = ["data.source=bundled-photos", "data.channels=3", f"data.image_size={args.size}", f"train.max_minutes={args.minutes}",
             "registry.model_name=photos-gan", *args.sets]
+    args.preset = args.preset or f"photo-{args.size}"
     command = run_args(args.preset, args.config.resolve(), sets)
     name = f"photos-{args.size}px-{args.preset}"
     print(f"[photos] $ {' '.join(command)}", flush=True)

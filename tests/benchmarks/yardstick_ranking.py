@@ -1,7 +1,7 @@
 """Benchmark: do the yardsticks rank "generators" of known quality in their order? The classifier's features against the
 self-supervised encoder's, on a ladder of image sets made from real images.
 
-Usage: .venv/bin/python tests/benchmarks/yardstick_ranking.py [--source bundled-mnist] [--classes K] [--train 4000]
+Usage: .venv/bin/python tests/benchmarks/yardstick_ranking.py [--source bundled-mnist] [--size S] [--channels C] [--classes K] [--train 4000]
        [--heldout 1000] [--classifier-epochs 15] [--ssl-epochs 15] [--checkpoint DIR] [--out results.json] [--threads 2]
 
 The source's images (with --classes K, those of its first K labels only: few-class data) are split (seeded) into
@@ -121,6 +121,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", default="bundled-mnist")
     parser.add_argument("--classes", type=int, default=0, help="keep the images of the first K labels only (0: all)")
+    parser.add_argument("--size", type=int, default=0, help="data.image_size: the images resized and centre-cropped to this side (0: as they are)")
+    parser.add_argument("--channels", type=int, default=1, choices=(1, 3), help="data.channels: every source converted to them")
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--heldout", type=int, default=1000)
     parser.add_argument("--classifier-epochs", type=int, default=15)
@@ -130,9 +132,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from gan.data.shaping import Shaping  # noqa: PLC0415
     from gan.data.sources import load_source  # noqa: PLC0415
 
-    source = load_source(args.source)
+    source = load_source(args.source, Shaping(channels=args.channels, size=args.size))
     images, labels = source.images, source.labels
     if args.classes:
         images, labels = images[labels < args.classes], labels[labels < args.classes]
