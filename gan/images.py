@@ -34,9 +34,11 @@ def save_grid(images: np.ndarray | torch.Tensor, path: Path, nrow: int = 8) -> P
 
 
 def panel_of(stat: str) -> str:
-    """Which panel of the curves a stat goes to: losses, D's outputs, or every other term the loss reports."""
+    """Which panel of the curves a stat goes to: losses, D's outputs, ADA's p and r_t, or every other term the loss reports."""
     if stat.startswith("loss"):
         return "losses"
+    if stat.startswith("ada_"):
+        return "adaptive augmentation (p, r_t)"
     if stat.startswith("d_") or stat == "w_distance":
         return "discriminator outputs"
     return "regularisers and other terms"

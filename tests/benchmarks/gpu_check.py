@@ -118,7 +118,9 @@ def scalar(text: str) -> object:
 
 
 def recipe_of(sections: dict, **train: object) -> Recipe:
-    """A recipe from config sections, trained for one epoch, with what the check does not measure turned down."""
+    """A recipe from config sections (a preset's data section left out: the check brings its own images), trained for one
+    epoch, with what the check does not measure turned down."""
+    sections = {name: values for name, values in sections.items() if name in Recipe.model_fields}
     quiet = dict(epochs=1, max_minutes=0, fid_every_epochs=0, sample_every_steps=0, num_sample_images=8, ema_bn_batches=1,
                  checkpoint_every_epochs=1, log_every_steps=1_000_000)  # no logging sync inside a timed window
     return Recipe.model_validate({**sections, "train": {**sections.get("train", {}), **quiet, **train}})
