@@ -119,3 +119,15 @@ def test_the_encoder_is_named_by_its_data_settings_and_code_and_differs_from_the
     assert yardstick.quick_fid_extractor(cfg, {**manifest, "num_classes": 10}) == ("classifier", yardstick.feature_extractor_key(cfg, manifest))
     keys = {yardstick.Yardstick(k, "d", 10, 0, (1, 8, 8), ("0", "1")).key for k in (key, yardstick.feature_extractor_key(cfg, manifest))}
     assert len(keys) == 2
+
+
+@pytest.mark.parametrize("network", ["classifier", "encoder"])
+def test_both_feature_networks_read_images_above_64_px_pooled_down(network: str) -> None:
+    """The classifier and the encoder see a 128 px image as its 2 x 2 average at 64 px: the same features for both, so a
+    128 px yardstick costs what a 64 px one does (gan.metrics.classifier.shrunk)."""
+    torch.manual_seed(0)
+    big = Classifier((3, 128, 128), 2) if network == "classifier" else Encoder((3, 128, 128))
+    small = Classifier((3, 64, 64), 2) if network == "classifier" else Encoder((3, 64, 64))
+    small.load_state_dict(big.state_dict())  # the same weights fit both: the 128 px network holds a 64 px one
+    x = torch.rand(4, 3, 128, 128)
+    torch.testing.assert_close(big.eval().features(x), small.eval().features(torch.nn.functional.avg_pool2d(x, 2)))

@@ -18,19 +18,31 @@ import torch.nn.functional as F
 from torch import nn
 
 FEATURE_DIM = 128
+MAX_SIDE = 64  # larger images are average-pooled down to at most this side before a feature network reads them
+
+
+def shrunk(x: torch.Tensor) -> torch.Tensor:
+    """Images [N, C, H, W] average-pooled by the smallest integer factor that brings their longer side to at most
+    MAX_SIDE (128 px -> 64, 100 px -> 50); smaller images unchanged. Bounds the feature networks' cost (a 128 px
+    classifier trained 7.8 minutes on 2,400 images, against 67 s at 64 px) and sees what a 64 px view shows."""
+    factor = math.ceil(max(x.shape[-2:]) / MAX_SIDE)
+    return x if factor == 1 else F.avg_pool2d(x, factor, ceil_mode=True)
 
 
 class Classifier(nn.Module):
     """Three conv blocks with batch norm and a 128-d feature layer; `features` feeds FID, `forward` gives logits for IS.
 
     Sized to be a yardstick worth trusting (98.5 % held-out accuracy on 4000 MNIST digits, trained with small
-    random affine distortions) at about 2 s an epoch on 2 CPU cores."""
+    random affine distortions) at about 2 s an epoch on 2 CPU cores. Images larger than MAX_SIDE are read pooled down
+    to it (`shrunk`)."""
 
     def __init__(self, image_shape: tuple[int, ...], num_classes: int, width: int = 16, dropout: float = 0.3):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.spec = {"image_shape": self.image_shape, "num_classes": num_classes}  # with the weights: all to rebuild it
         c, h, w = image_shape
+        factor = math.ceil(max(h, w) / MAX_SIDE)  # what `shrunk` pools larger images by
+        h, w = -(-h // factor), -(-w // factor)
 
         def block(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
@@ -45,7 +57,7 @@ class Classifier(nn.Module):
         self.head = nn.Linear(FEATURE_DIM, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] in [0, 1] -> [N, 128]
-        return self.body(x)
+        return self.body(shrunk(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # -> logits [N, K]
         return self.head(self.dropout(self.features(x)))

@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.metrics.classifier import to_float
+from gan.metrics.classifier import shrunk, to_float
 
 FEATURE_DIM = 128
-MAX_SIDE = 64  # larger images are average-pooled down to at most this side inside `features`: the cost stays bounded
 
 
 class Encoder(nn.Module):
@@ -54,13 +53,6 @@ class Encoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] in [0, 1] -> [N, 128]
         return self.body(shrunk(x) * 2 - 1)
-
-
-def shrunk(x: torch.Tensor) -> torch.Tensor:
-    """Images [N, C, H, W] average-pooled by the smallest integer factor that brings their longer side to at most
-    MAX_SIDE (128 px -> 64, 100 px -> 50); smaller images unchanged."""
-    factor = math.ceil(max(x.shape[-2:]) / MAX_SIDE)
-    return x if factor == 1 else F.avg_pool2d(x, factor, ceil_mode=True)
 
 
 def crop(x: torch.Tensor, gen: torch.Generator, min_area: float = 0.4, max_ratio: float = 4 / 3) -> torch.Tensor:
