@@ -11,6 +11,7 @@ held-out images. Each rung of the ladder is --heldout images made from the held-
 - real (floor): the held-out images themselves; FID/floor divides by its FID;
 - blur σ 0.5 / 1 / 1.5: blurred by a Gaussian of that many pixels;
 - noise std 0.1: plus Gaussian noise of std 0.1 (of the [0, 1] range), clipped;
+- real, half x-flipped: every second held-out image mirrored (what data.mirror trains towards; scored, not ranked);
 - 100 / 20 / 5 images repeated: a collapse to a handful of images;
 - 5 / 2 / 1 classes (those fewer than the data's): drawn from the held-out images of the most common classes only;
 - with --checkpoint DIR: a trained checkpoint's EMA generator (as pipelines/stages/evaluate.py loads it; labels drawn
@@ -61,6 +62,13 @@ def noisy(images: np.ndarray, std: float, seed: int) -> torch.Tensor:
     return (x + std * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
 
 
+def mirrored_half(images: np.ndarray) -> np.ndarray:
+    """Every second image mirrored left-right: the distribution a generator trained with data.mirror draws from."""
+    out = images.copy()
+    out[::2] = out[::2, ..., ::-1]
+    return out
+
+
 def repeated(images: np.ndarray, modes: int, seed: int) -> np.ndarray:
     """As many images as given, made of `modes` of them (seeded) repeated: a collapse to a handful of images."""
     rng = np.random.default_rng(seed)
@@ -96,6 +104,7 @@ def ladder(heldout: np.ndarray, labels: np.ndarray, classes: int) -> tuple[dict[
     rungs: dict[str, Callable[[], object]] = {"real (floor)": lambda: heldout}
     rungs |= {f"blur σ {sigma}": lambda s=sigma: blurred(heldout, s) for sigma in SIGMAS}
     rungs[f"noise std {NOISE_STD}"] = lambda: noisy(heldout, NOISE_STD, SEED)
+    rungs["real, half x-flipped"] = lambda: mirrored_half(heldout)  # what data.mirror trains a generator towards
     rungs |= {f"{m} images repeated": lambda m=m: repeated(heldout, m, SEED) for m in MODES}
     chains = {"blur": ["real (floor)", *(f"blur σ {sigma}" for sigma in SIGMAS)],
               "repeated modes": ["real (floor)", *(f"{m} images repeated" for m in MODES)]}
