@@ -38,6 +38,19 @@ def mirrored(epoch_batches: Callable[[int], Iterable[Batch]], seed: int, rank: i
     return epoch
 
 
+def with_mirror_images(images: np.ndarray) -> np.ndarray:
+    """Images [N, C, H, W] followed by their mirror images [2N, ...]: the data distribution data.mirror trains on, as the
+    evaluation's reference must hold it (a generator that learnt it draws mirrored images half the time)."""
+    return np.concatenate([images, images[..., ::-1]])
+
+
+def half_mirrored(images: np.ndarray) -> np.ndarray:
+    """Every second image [N, C, H, W] mirrored: a held-out set drawn from the mirrored distribution (the floor under data.mirror)."""
+    out = np.array(images, copy=True)
+    out[::2] = out[::2, ..., ::-1]
+    return out
+
+
 def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """uint8 images -> floats in [0, 1] on the device (copied from pinned memory without a host sync on GPUs; a batch
     already on the device, as a benchmark keeps its data, is not copied); float data (e.g. 2-D points) as it is."""

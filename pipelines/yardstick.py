@@ -24,6 +24,7 @@ import torch
 
 from gan import files
 from gan.config import ConfigError, check_eval, chosen_extractor
+from gan.batches import with_mirror_images
 from gan.data.reader import iter_split, load_split, sample_rows
 from gan.latent import Latent
 from gan.metrics import evaluation
@@ -55,10 +56,12 @@ class Yardstick:
     class_names: tuple[str, ...]
     reference_rows: int = 0  # how many of the dataset's training images the reference holds (eval.train_sample)
     code: str = ""  # the digest of the evaluation's code, which computes every score
+    mirror: bool = False  # data.mirror: the reference holds each training image and its mirror image, the floor half mirrored
 
     @property
     def key(self) -> str:
-        return fingerprint(self.extractor, self.dataset, self.num_images, self.seed, self.reference_rows, self.code)
+        return fingerprint(self.extractor, self.dataset, self.num_images, self.seed, self.reference_rows, self.code,
+                           *(["mirror"] if self.mirror else []))  # the keys of unmirrored yardsticks stay as they were
 
     def as_dict(self) -> dict:
         return {**asdict(self), "image_shape": list(self.image_shape), "class_names": list(self.class_names), "key": self.key}
@@ -66,7 +69,7 @@ class Yardstick:
     @classmethod
     def of_dict(cls, d: dict) -> "Yardstick":
         return cls(d["extractor"], d["dataset"], int(d["num_images"]), int(d["seed"]), tuple(d["image_shape"]), tuple(d["class_names"]),
-                   int(d.get("reference_rows", 0)), d.get("code", ""))
+                   int(d.get("reference_rows", 0)), d.get("code", ""), bool(d.get("mirror", False)))
 
     def mismatch(self, image_shape: tuple[int, ...], class_names: tuple[str, ...]) -> str | None:
         """Why images of this shape and class set cannot be measured on this yardstick, or None when they can."""
@@ -262,16 +265,26 @@ def quick_fid_extractor(cfg: PipelineConfig, manifest: dict) -> tuple[str, str]:
     return "classifier", feature_extractor_key(cfg, manifest)
 
 
+def mirror_tag(cfg: PipelineConfig) -> tuple[str, ...]:
+    """What data.mirror adds to a cache key: nothing when off, so the keys of unmirrored data stay as they were."""
+    return ("mirror",) if cfg.data.mirror else ()
+
+
+def as_trained(cfg: PipelineConfig, images: np.ndarray) -> np.ndarray:
+    """Training images [N, C, H, W] as the run's data distribution holds them: with data.mirror each beside its mirror image."""
+    return with_mirror_images(images) if cfg.data.mirror else images
+
+
 def reference_of(
     cfg: PipelineConfig, extractor: Extractor, classifier: Classifier, classifier_key: str, manifest: dict,
     dataset_dir: Path,
 ) -> Reference:
     """The training images' features and class histogram as every score reads them: those of the sample of `train_rows`,
     the largest set an evaluation embeds, embedded once per extractor, classifier, dataset and sample, and kept."""
-    key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"], *sample_tag(cfg, manifest))
+    key = fingerprint(extractor.key, classifier_key, manifest["fingerprint"], *sample_tag(cfg, manifest), *mirror_tag(cfg))
     folder = Workspace.of(cfg.runtime.workdir).features / f"train-{key}"
     if not folder.is_dir():
-        images = load_split(dataset_dir, "train", train_rows(cfg, manifest))[0]
+        images = as_trained(cfg, load_split(dataset_dir, "train", train_rows(cfg, manifest))[0])
         embedded = embed(extractor, classifier, images, cfg.eval.ray_embed_min_images)
         files.remove_stale_temporaries(folder.parent)
         with files.written_aside(folder) as tmp:  # both arrays appear together, as float32 when that loses nothing

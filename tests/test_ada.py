@@ -5,12 +5,13 @@ recipe's 'auto' choice, and the data's x-flip (data.mirror)."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from gan import augment, distributed
 from gan.ada import ADA
-from gan.batches import mirrored
+from gan.batches import half_mirrored, mirrored, with_mirror_images
 from gan.config import Recipe, RegConfig
 from gan.recommended import for_data
 
@@ -123,3 +124,12 @@ def test_mirror_flips_about_half_the_images_the_same_way_each_time() -> None:
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert 0.35 < flipped.float().mean() < 0.65
     assert ((first == images).flatten(1).all(1) | flipped).all()  # each image as it was, or its mirror image
+
+
+def test_the_yardstick_of_mirrored_data_holds_the_mirror_images() -> None:
+    """The reference of a data.mirror run: each image beside its mirror image; its floor: every second image mirrored."""
+    images = np.arange(2 * 1 * 2 * 3, dtype=np.uint8).reshape(2, 1, 2, 3)
+    both = with_mirror_images(images)
+    assert both.shape == (4, 1, 2, 3) and np.array_equal(both[:2], images) and np.array_equal(both[2:], images[..., ::-1])
+    half = half_mirrored(images)
+    assert np.array_equal(half[0], images[0, ..., ::-1]) and np.array_equal(half[1], images[1]) and np.array_equal(images[0, 0, 0], [0, 1, 2])

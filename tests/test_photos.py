@@ -88,6 +88,8 @@ def test_a_colour_run_trains_evaluates_and_registers_a_32px_rgb_model(colour_run
     report = json.loads(Path(summary["report"]).read_text())
     assert math.isfinite(report["model"]["fid"]) and report["model"]["fid"] > report["real_vs_real"]["fid"]
     assert report["feature_network"] == "selfsupervised" and report["yardstick"]["extractor"].startswith("selfsupervised-")
+    # data.mirror: the reference holds each of the 640 training crops and its mirror image, as the run trained on them
+    assert report["yardstick"]["mirror"] is True and report["yardstick"]["reference_rows"] == 2 * 640
     grid = Image.open(Path(summary["report"]).parent / "samples.png")
     pixels = np.asarray(grid)
     assert grid.mode == "RGB" and np.abs(pixels[..., 0].astype(int) - pixels[..., 2]).max() > 0  # colour samples, drawn as colour

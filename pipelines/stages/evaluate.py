@@ -14,6 +14,7 @@ from prefect import task
 
 from gan import checkpoint as ckpt, files, sampling
 from gan.config import ConfigError, chosen_extractor, unreadable
+from gan.batches import half_mirrored
 from gan.data.manifest import is_complete, read_manifest
 from gan.data.reader import iter_split, load_split, pixel_stats
 from gan.images import class_rows, save_class_histograms, save_curves, save_grid
@@ -39,11 +40,12 @@ REPORT = "report.json"
 
 
 def eval_key(cfg: PipelineConfig) -> str:
-    """The evaluation settings, with the Inception weights named by their file's bytes instead of its path: a weights
-    file replaced in place is another network, and its evaluation must not be answered from cache."""
+    """The evaluation settings, with the Inception weights named by their file's bytes instead of its path (a weights
+    file replaced in place is another network, and its evaluation must not be answered from cache), and data.mirror,
+    which the reference and the floor follow."""
     weights = cfg.eval.inception_weights
     network = inception_key(Path(weights).expanduser()) if weights is not None and not unreadable(weights) else None
-    return fingerprint(cfg.eval.model_dump(mode="json", exclude={"inception_weights"}), network)
+    return fingerprint(cfg.eval.model_dump(mode="json", exclude={"inception_weights"}), network, *(["mirror"] if cfg.data.mirror else []))
 
 
 def check_sample_count(n: int, extractor: Extractor, cfg: PipelineConfig, heldout: int) -> None:
@@ -120,12 +122,14 @@ def write_report(cfg: PipelineConfig, dataset_dir: Path, checkpoint_dir: Path, o
     # that other generators (a champion trained on other data) can be measured on it too.
     reference = reference_of(cfg, extractor, classifier, classifier_key, manifest, dataset_dir)
     measure = Yardstick(extractor.key, manifest["fingerprint"], n, cfg.eval.seed, tuple(manifest["image_shape"]), tuple(manifest["class_names"]),
-                        len(reference.feats), stage_code("evaluate"))
+                        len(reference.feats), stage_code("evaluate"), cfg.data.mirror)
     instrument = Instrument(measure, extractor, classifier, reference, class_mix(manifest))  # conditional labels drawn in the data's mix
     bar.update(2, note="training images embedded")
 
     G, _, latent = ckpt.ema_generator(state)
     real_images, _ = load_split(dataset_dir, "heldout", np.random.default_rng(cfg.eval.seed).choice(heldout, n, replace=False))
+    if cfg.data.mirror:  # the floor: held-out images from the distribution the run trained on
+        real_images = half_mirrored(real_images)
     steps = iter(range(3, 4 + cfg.eval.fid_draws))
     result = evaluation.evaluate(
         G, latent, real_images, lambda: (images for images, _ in iter_split(dataset_dir, "train")), extractor, classifier, reference,

@@ -58,12 +58,13 @@ def quick_fid_file(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> Pa
     if not cfg.train.fid_every_epochs:
         return None
     name, key = yardstick.quick_fid_extractor(cfg, manifest)
-    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}.pt"
+    mirrored = "-mirror" if cfg.data.mirror else ""
+    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}{mirrored}.pt"
     if path.is_file():
         QuickFID.load(path, str(path))  # a file that is not one is refused here, naming it, before the workers get its bytes
     else:
         extractor = yardstick.feature_extractor(cfg, dataset_dir, manifest, name=name)
-        feats, _ = extractor.embed(load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0])
+        feats, _ = extractor.embed(yardstick.as_trained(cfg, load_split(dataset_dir, "train", yardstick.train_rows(cfg, manifest))[0]))
         stats = gaussian_stats(feats)
         QuickFID(extractor.network, *stats, yardstick.class_mix(manifest), cfg.train.fid_samples, cfg.eval.seed, key).save(path)
     return path
