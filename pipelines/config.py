@@ -277,6 +277,12 @@ def shard_loader(cfg: "PipelineConfig") -> str:
     return cfg.ray.loader
 
 
+def mirror_tag(cfg: "PipelineConfig") -> tuple[str, ...]:
+    """What data.mirror adds to a key (the run's, its evaluation's, its reference's and quick-FID statistics'): nothing
+    when off, so the keys of unmirrored data stay as they were."""
+    return ("mirror",) if cfg.data.mirror else ()
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-able parts (config sections, checksums, versions)."""
     return sha256_json([p.model_dump(mode="json") if isinstance(p, Section) else p for p in parts])[:16]

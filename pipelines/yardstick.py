@@ -37,7 +37,7 @@ from gan.metrics.inception import WeightsError
 from gan.metrics.selfsupervised import Encoder, train_encoder, view_accuracy
 from gan.saved import load_array, load_tensors
 from pipelines.cluster.embed import embed_images
-from pipelines.config import PipelineConfig, fingerprint
+from pipelines.config import PipelineConfig, fingerprint, mirror_tag
 from pipelines.workspace import Workspace
 
 BUNDLE = "yardstick.pt"  # beside every report.json, and logged with it (MLflow run artifact evaluation/yardstick.pt)
@@ -263,11 +263,6 @@ def quick_fid_extractor(cfg: PipelineConfig, manifest: dict) -> tuple[str, str]:
     if name == "selfsupervised":
         return name, encoder_key(cfg, manifest)
     return "classifier", feature_extractor_key(cfg, manifest)
-
-
-def mirror_tag(cfg: PipelineConfig) -> tuple[str, ...]:
-    """What data.mirror adds to a cache key: nothing when off, so the keys of unmirrored data stay as they were."""
-    return ("mirror",) if cfg.data.mirror else ()
 
 
 def as_trained(cfg: PipelineConfig, images: np.ndarray) -> np.ndarray:

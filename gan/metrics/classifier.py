@@ -7,15 +7,15 @@ between runs that share the classifier (same dataset fingerprint, same classifie
 published Inception-based figures.
 """
 
-import hashlib
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gan.hashing import sha256_file
 
 FEATURE_DIM = 128
 MAX_SIDE = 64  # larger images are average-pooled down to at most this side before a feature network reads them
@@ -137,5 +137,5 @@ def accuracy(model: Classifier, batches: Iterable[tuple[np.ndarray, np.ndarray]]
 
 def source_digest() -> str:
     """A hash of this module's source: the classifier's cache key changes with its own code, not with every edit to `gan`."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    return sha256_file(__file__)[:12]
 

@@ -14,15 +14,14 @@ grey images). Deliberately no blur and no flips: the encoder is made blind to wh
 yardstick must not forgive blurred or mirrored samples.
 """
 
-import hashlib
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan.hashing import sha256_file
 from gan.metrics.classifier import shrunk, to_float
 
 FEATURE_DIM = 128
@@ -150,4 +149,4 @@ def view_accuracy(model: Encoder, images: np.ndarray, seed: int, batch_size: int
 
 def source_digest() -> str:
     """A hash of this module's source: the encoder's cache key changes with its own code, not with every edit to `gan`."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    return sha256_file(__file__)[:12]

@@ -24,7 +24,7 @@ from gan.metrics.classifier import to_float
 from gan.metrics.extractors import Extractor, inception_key
 from gan.metrics.fid import check_sample_count as check_fid_samples
 from pipelines import console
-from pipelines.config import PipelineConfig, cache_key, fingerprint
+from pipelines.config import PipelineConfig, cache_key, fingerprint, mirror_tag
 from pipelines.errors import retry_unless_user_error
 from pipelines.faults import maybe_fail, maybe_kill
 from pipelines.provenance import stage_code
@@ -45,7 +45,7 @@ def eval_key(cfg: PipelineConfig) -> str:
     which the reference and the floor follow."""
     weights = cfg.eval.inception_weights
     network = inception_key(Path(weights).expanduser()) if weights is not None and not unreadable(weights) else None
-    return fingerprint(cfg.eval.model_dump(mode="json", exclude={"inception_weights"}), network, *(["mirror"] if cfg.data.mirror else []))
+    return fingerprint(cfg.eval.model_dump(mode="json", exclude={"inception_weights"}), network, *mirror_tag(cfg))
 
 
 def check_sample_count(n: int, extractor: Extractor, cfg: PipelineConfig, heldout: int) -> None:

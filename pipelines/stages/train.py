@@ -13,7 +13,7 @@ from gan.metrics.quick_fid import QuickFID
 from pipelines import console, yardstick
 from pipelines.cluster import fit, job
 from pipelines.cluster.ray import trains_as_job
-from pipelines.config import PipelineConfig, cache_key, fingerprint, shard_loader
+from pipelines.config import PipelineConfig, cache_key, fingerprint, mirror_tag, shard_loader
 from pipelines.errors import retry_unless_user_error
 from pipelines.faults import NAN_HOOK, maybe_fail, nan_at_step
 from pipelines.provenance import stage_code
@@ -30,7 +30,7 @@ def training_key(cfg: PipelineConfig) -> str:
     (`provenance.STAGE_CODE`). Not how the parent was named: the parent itself counts (`run_name`)."""
     train = cfg.train.model_dump(mode="json", exclude=SCHEDULE_KEYS)
     return fingerprint(cfg.model, train, cfg.reg, cfg.optim, cfg.ray.num_workers, cfg.ray.use_gpu, shard_loader(cfg), stage_code("train"),
-                       *([{"mirror": True}] if cfg.data.mirror else []))
+                       *mirror_tag(cfg))
 
 
 def schedule_key(cfg: PipelineConfig) -> str:
@@ -58,8 +58,8 @@ def quick_fid_file(cfg: PipelineConfig, dataset_dir: Path, manifest: dict) -> Pa
     if not cfg.train.fid_every_epochs:
         return None
     name, key = yardstick.quick_fid_extractor(cfg, manifest)
-    mirrored = "-mirror" if cfg.data.mirror else ""
-    path = Workspace.of(cfg.runtime.workdir).classifiers / f"{key}-quickfid-{cfg.train.fid_samples}-{cfg.eval.seed}{mirrored}.pt"
+    name_parts = [key, "quickfid", str(cfg.train.fid_samples), str(cfg.eval.seed), *mirror_tag(cfg)]
+    path = Workspace.of(cfg.runtime.workdir).classifiers / ("-".join(name_parts) + ".pt")
     if path.is_file():
         QuickFID.load(path, str(path))  # a file that is not one is refused here, naming it, before the workers get its bytes
     else:

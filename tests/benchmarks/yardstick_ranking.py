@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gan.batches import half_mirrored
 from gan.metrics.classifier import to_float, train_classifier
 from gan.metrics.evaluation import Reference
 from gan.metrics.extractors import Extractor, build_extractor
@@ -60,13 +61,6 @@ def noisy(images: np.ndarray, std: float, seed: int) -> torch.Tensor:
     """Images plus Gaussian noise of `std`, clipped to [0, 1]."""
     x = to_float(images)
     return (x + std * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
-
-
-def mirrored_half(images: np.ndarray) -> np.ndarray:
-    """Every second image mirrored left-right: the distribution a generator trained with data.mirror draws from."""
-    out = images.copy()
-    out[::2] = out[::2, ..., ::-1]
-    return out
 
 
 def repeated(images: np.ndarray, modes: int, seed: int) -> np.ndarray:
@@ -104,7 +98,7 @@ def ladder(heldout: np.ndarray, labels: np.ndarray, classes: int) -> tuple[dict[
     rungs: dict[str, Callable[[], object]] = {"real (floor)": lambda: heldout}
     rungs |= {f"blur σ {sigma}": lambda s=sigma: blurred(heldout, s) for sigma in SIGMAS}
     rungs[f"noise std {NOISE_STD}"] = lambda: noisy(heldout, NOISE_STD, SEED)
-    rungs["real, half x-flipped"] = lambda: mirrored_half(heldout)  # what data.mirror trains a generator towards
+    rungs["real, half x-flipped"] = lambda: half_mirrored(heldout)  # what data.mirror trains a generator towards
     rungs |= {f"{m} images repeated": lambda m=m: repeated(heldout, m, SEED) for m in MODES}
     chains = {"blur": ["real (floor)", *(f"blur σ {sigma}" for sigma in SIGMAS)],
               "repeated modes": ["real (floor)", *(f"{m} images repeated" for m in MODES)]}
